@@ -1,0 +1,1 @@
+"""Input pipeline: dataset parsers, ingest, sampling, transforms and grain pipelines."""

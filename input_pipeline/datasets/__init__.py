@@ -1,0 +1,42 @@
+"""Registry of the supported datasets and the metadata the models need (SPEC §4).
+
+The identity and camera counts are those of the published training splits; they size the
+classifiers (and DSANet's camera classifier) before any data is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset before reading it.
+
+    Attributes:
+        name: registry key.
+        title: the dataset's usual name.
+        num_train_ids: identities in the training split (classifier width).
+        num_cameras: cameras (camera classifier width).
+    """
+
+    name: str
+    title: str
+    num_train_ids: int
+    num_cameras: int
+
+
+DATASETS = {
+    "mars": DatasetInfo("mars", "MARS", 625, 6),
+    "dukev": DatasetInfo("dukev", "DukeMTMC-VideoReID", 702, 8),
+    "lsvid": DatasetInfo("lsvid", "LS-VID", 842, 15),
+    # iLIDS-VID: 150 of the 300 people train in each of the 10 splits; 2 cameras.
+    "ilidsvid": DatasetInfo("ilidsvid", "iLIDS-VID", 150, 2),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Returns the metadata of dataset `name`, or raises listing the valid names."""
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; valid: {sorted(DATASETS)}")
+    return DATASETS[name]

@@ -1,0 +1,15 @@
+"""Model zoo: inflated ResNet trunks, heads, and the re-ID networks built on them."""
+
+from reidjax.models.baseline import VideoReIDNet
+from reidjax.models.factory import MODELS, build_model
+from reidjax.models.resnet3d import ARCHS, VARIANTS, ImageNetResNet, ResNet3D
+
+__all__ = [
+    "ARCHS",
+    "MODELS",
+    "VARIANTS",
+    "ImageNetResNet",
+    "ResNet3D",
+    "VideoReIDNet",
+    "build_model",
+]

@@ -1,0 +1,56 @@
+"""The baseline video re-ID network: inflated ResNet trunk + re-ID head (SPEC §1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from reidjax.models.heads import ReIDHead, l2_normalize
+from reidjax.models.resnet3d import ResNet3D
+
+Array = jax.Array
+
+
+class VideoReIDNet(nn.Module):
+    """C2D / I3D / P3D-A/B/C ResNet with the standard re-ID head.
+
+    Attributes:
+        num_classes: training identities (0: feature extractor only).
+        arch: trunk size (`resnet50`, `tiny`).
+        variant: temporal block kind (`c2d`, `i3d`, `p3da`, `p3db`, `p3dc`).
+        temporal_blocks: per-stage temporal block indices (None: arch default).
+        last_stride: spatial stride of layer4 (1 in re-ID).
+        dtype: compute dtype; parameters stay float32.
+    """
+
+    num_classes: int
+    arch: str = "resnet50"
+    variant: str = "c2d"
+    temporal_blocks: Sequence[Sequence[int]] | None = None
+    last_stride: int = 1
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.backbone = ResNet3D(
+            arch=self.arch,
+            variant=self.variant,
+            temporal_blocks=self.temporal_blocks,
+            last_stride=self.last_stride,
+            dtype=self.dtype,
+        )
+        self.head = ReIDHead(self.num_classes, dtype=self.dtype)
+
+    def __call__(self, clips: Array, train: bool = False) -> dict[str, Array]:
+        """Embeds clips `[B, T, H, W, 3]` (ImageNet-normalised float).
+
+        Returns:
+            The head's outputs (`features`, `bn_features`, `logits`) plus `embedding`, the
+            test feature: post-BN, L2-normalised `[B, C]`.
+        """
+        outputs = dict(self.head(self.backbone(clips, train=train)["layer4"], train=train))
+        outputs["embedding"] = l2_normalize(outputs["bn_features"])
+        return outputs

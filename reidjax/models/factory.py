@@ -1,0 +1,53 @@
+"""Builds a model from a config (`config.model`, `config.dataset`)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from input_pipeline.datasets import dataset_info
+from reidjax.models.baseline import VideoReIDNet
+from reidjax.models.resnet3d import check_variant, get_arch
+
+MODELS = ("baseline",)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+    """Maps a config dtype name to a JAX dtype, or raises listing the valid names."""
+    if name not in DTYPES:
+        raise ValueError(f"Unknown compute dtype {name!r}; valid: {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def num_classes(config: ml_collections.ConfigDict) -> int:
+    """`config.model.num_classes`, or the dataset's training identities when it is 0."""
+    return config.model.num_classes or dataset_info(config.dataset.name).num_train_ids
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """Returns the (unbound) Flax module described by `config`.
+
+    Raises:
+        ValueError: unknown model name, arch, variant, dtype or dataset, listing valid ones.
+    """
+    m = config.model
+    if m.name not in MODELS:
+        raise ValueError(f"Unknown model {m.name!r}; valid: {list(MODELS)}")
+    get_arch(m.arch)
+    check_variant(m.variant)
+    return VideoReIDNet(
+        num_classes=num_classes(config),
+        arch=m.arch,
+        variant=m.variant,
+        temporal_blocks=m.temporal_blocks,
+        last_stride=m.last_stride,
+        dtype=compute_dtype(m.dtype),
+    )
+
+
+def dummy_clips(config: ml_collections.ConfigDict, batch_size: int = 1) -> jnp.ndarray:
+    """A zero clip batch `[B, T, H, W, 3]` of the config's input shape (for init/shapes)."""
+    i = config.input
+    return jnp.zeros((batch_size, i.num_frames, i.height, i.width, 3), jnp.float32)

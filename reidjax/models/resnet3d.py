@@ -1,0 +1,312 @@
+"""Inflated ResNet-50 backbones for video: C2D, I3D, P3D-A, P3D-B and P3D-C (SPEC §1).
+
+Layout is NTHWC (`[B, T, H, W, C]`). Every 2D convolution of the torchvision ResNet-50 becomes
+a 3D convolution with temporal kernel 1, except the 3×3 `conv2` of the *temporal blocks*
+(layer2 blocks {0, 2} and layer3 blocks {0, 2, 4} by default), which the variant replaces:
+
+| variant | conv2 becomes                                         | temporal init            |
+|---------|-------------------------------------------------------|--------------------------|
+| c2d     | S = (1,3,3) conv                                      | —                        |
+| i3d     | (3,3,3) conv, padding (1,1,1)                         | centre slice = 2D kernel |
+| p3da    | T(S(x)), T = (3,1,1) conv                             | T = identity (centre)    |
+| p3db    | S(x) + T(x), T = (3,1,1) conv, stride (1,s,s)         | T = 0                    |
+| p3dc    | s + T(s) with s = S(x)                                | T = 0                    |
+
+so that, with the same 2D weights, every variant computes the C2D network at initialisation.
+No layer pools or strides over time: T is preserved end to end.
+
+Parameter names mirror torchvision's (`layer2_0/conv2` ↔ `layer2.0.conv2`), which keeps the
+weight conversion in `reidjax.weights` a pure renaming; the temporal conv of a P3D block is
+`conv2_t`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+VARIANTS = ("c2d", "i3d", "p3da", "p3db", "p3dc")
+
+Array = jax.Array
+Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    """Depth and width of a bottleneck ResNet.
+
+    Attributes:
+        stage_sizes: blocks per stage (layer1..layer4).
+        width: planes of layer1 (the stem has this many channels too); stage i has
+            `width * 2**i` planes and `4 * width * 2**i` output channels.
+        temporal_blocks: default 0-based indices of the temporal blocks per stage.
+    """
+
+    stage_sizes: tuple[int, ...]
+    width: int
+    temporal_blocks: tuple[tuple[int, ...], ...]
+
+    @property
+    def out_features(self) -> int:
+        return 4 * self.width * 2 ** (len(self.stage_sizes) - 1)
+
+
+ARCHS = {
+    # torchvision ResNet-50; temporal blocks as in AP3D / STRF.
+    "resnet50": Arch((3, 4, 6, 3), 64, ((), (0, 2), (0, 2, 4), ())),
+    # One block per stage, narrow: for tests (output 256 channels).
+    "tiny": Arch((1, 1, 1, 1), 8, ((), (0,), (0,), ())),
+}
+
+
+def get_arch(name: str) -> Arch:
+    """Returns the architecture called `name`, or raises listing the valid names."""
+    if name not in ARCHS:
+        raise ValueError(f"Unknown backbone arch {name!r}; valid: {sorted(ARCHS)}")
+    return ARCHS[name]
+
+
+def check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown backbone variant {variant!r}; valid: {list(VARIANTS)}")
+    return variant
+
+
+# torchvision initialises convolutions with kaiming_normal(mode='fan_out', relu).
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def centre_init(base_init: Callable = conv_init) -> Callable:
+    """Initialiser for a `(kt, kh, kw, cin, cout)` kernel: `base_init` in the centre slice.
+
+    The other temporal slices are zero, so the conv computes its 2D centre kernel per frame.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        kt = shape[0]
+        centre = base_init(key, (1, *shape[1:]), dtype)
+        return jnp.pad(centre, ((kt // 2, kt - 1 - kt // 2),) + ((0, 0),) * (len(shape) - 1))
+
+    return init
+
+
+def temporal_identity_init(key, shape, dtype=jnp.float32):
+    """Initialiser for a `(kt, 1, 1, c, c)` kernel that is the identity at the centre tap."""
+    del key
+    kt, kh, kw, cin, cout = shape
+    if (kh, kw) != (1, 1) or cin != cout:
+        raise ValueError(f"identity init needs a (kt, 1, 1, c, c) kernel, got {shape}")
+    kernel = np.zeros(shape, np.float32)
+    kernel[kt // 2, 0, 0] = np.eye(cin, dtype=np.float32)
+    return jnp.asarray(kernel, dtype)
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5 bottleneck (stride on the 3×3 conv) with an optional temporal conv2.
+
+    Attributes:
+        planes: width of conv1/conv2; the block outputs `4 * planes` channels.
+        stride: spatial stride of conv2 and of the downsample shortcut.
+        temporal: the variant of conv2 (`c2d` for a non-temporal block).
+        downsample: whether the shortcut is a strided 1×1×1 conv + BN.
+        dtype: compute dtype.
+    """
+
+    planes: int
+    stride: int = 1
+    temporal: str = "c2d"
+    downsample: bool = False
+    dtype: Dtype = jnp.float32
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    def _conv(self, features, kernel, stride=(1, 1, 1), padding=None, name=None, init=conv_init):
+        if padding is None:
+            padding = tuple((k // 2, k // 2) for k in kernel)
+        return nn.Conv(
+            features,
+            kernel,
+            strides=stride,
+            padding=padding,
+            use_bias=False,
+            kernel_init=init,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name=name,
+        )
+
+    def _bn(self, train: bool, name: str) -> nn.BatchNorm:
+        return nn.BatchNorm(
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name=name,
+        )
+
+    def temporal_conv2(self, x: Array) -> Array:
+        """The (possibly factorised) 3×3 conv2 of the block; no BN/ReLU inside (SPEC §1)."""
+        s = (1, self.stride, self.stride)
+        variant = self.temporal
+        if variant == "i3d":
+            return self._conv(self.planes, (3, 3, 3), s, name="conv2", init=centre_init())(x)
+        spatial = self._conv(self.planes, (1, 3, 3), s, name="conv2")
+        if variant == "c2d":
+            return spatial(x)
+        if variant == "p3da":
+            t = self._conv(self.planes, (3, 1, 1), name="conv2_t", init=temporal_identity_init)
+            return t(spatial(x))
+        zeros = nn.initializers.zeros_init()
+        if variant == "p3db":
+            t = self._conv(self.planes, (3, 1, 1), s, name="conv2_t", init=zeros)
+            return spatial(x) + t(x)
+        if variant == "p3dc":
+            t = self._conv(self.planes, (3, 1, 1), name="conv2_t", init=zeros)
+            y = spatial(x)
+            return y + t(y)
+        raise ValueError(f"Unknown temporal variant {variant!r}; valid: {list(VARIANTS)}")
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        """Applies the block to `x` `[B, T, H, W, C]`; returns `[B, T, H/s, W/s, 4*planes]`."""
+        y = self._conv(self.planes, (1, 1, 1), name="conv1")(x)
+        y = nn.relu(self._bn(train, "bn1")(y))
+        y = self.temporal_conv2(y)
+        y = nn.relu(self._bn(train, "bn2")(y))
+        y = self._conv(4 * self.planes, (1, 1, 1), name="conv3")(y)
+        y = self._bn(train, "bn3")(y)
+        shortcut = x
+        if self.downsample:
+            s = (1, self.stride, self.stride)
+            shortcut = self._conv(4 * self.planes, (1, 1, 1), s, name="downsample_conv")(x)
+            shortcut = self._bn(train, "downsample_bn")(shortcut)
+        return nn.relu(y + shortcut)
+
+
+class ResNet3D(nn.Module):
+    """Inflated bottleneck ResNet trunk (stem + layer1..layer4), NTHWC in and out.
+
+    Attributes:
+        arch: `ARCHS` key (`resnet50`, or `tiny` for tests).
+        variant: one of `VARIANTS`; the kind of temporal block.
+        temporal_blocks: 0-based temporal block indices per stage; None = the arch default
+            (layer2 {0, 2}, layer3 {0, 2, 4} for ResNet-50).
+        last_stride: spatial stride of layer4 (1 for re-ID, 2 for ImageNet).
+        dtype: compute dtype (parameters are always float32).
+    """
+
+    arch: str = "resnet50"
+    variant: str = "c2d"
+    temporal_blocks: Sequence[Sequence[int]] | None = None
+    last_stride: int = 1
+    dtype: Dtype = jnp.float32
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+
+    def resolved_temporal_blocks(self) -> tuple[tuple[int, ...], ...]:
+        """The temporal block indices per stage, validated against the arch."""
+        spec = get_arch(self.arch)
+        blocks = spec.temporal_blocks if self.temporal_blocks is None else self.temporal_blocks
+        blocks = tuple(tuple(int(i) for i in stage) for stage in blocks)
+        if len(blocks) != len(spec.stage_sizes):
+            raise ValueError(
+                f"temporal_blocks needs one entry per stage ({len(spec.stage_sizes)}), "
+                f"got {blocks}"
+            )
+        for stage, (indices, size) in enumerate(zip(blocks, spec.stage_sizes, strict=True)):
+            bad = [i for i in indices if not 0 <= i < size]
+            if bad:
+                raise ValueError(
+                    f"temporal_blocks for layer{stage + 1} has indices {bad} but arch "
+                    f"{self.arch!r} has {size} block(s) there"
+                )
+        return blocks
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> dict[str, Array]:
+        """Runs the trunk.
+
+        Args:
+            x: clips `[B, T, H, W, 3]`, ImageNet-normalised.
+            train: BatchNorm uses batch statistics (over N, T, H, W) and updates its
+                running averages when True.
+
+        Returns:
+            Stage outputs `{"layer1": ..., "layer4": [B, T, H/16, W/16, C_out]}` (with
+            last stride 1); unused ones cost nothing under jit.
+        """
+        check_variant(self.variant)
+        spec = get_arch(self.arch)
+        temporal = self.resolved_temporal_blocks()
+        x = x.astype(self.dtype)
+        x = nn.Conv(
+            spec.width,
+            (1, 7, 7),
+            strides=(1, 2, 2),
+            padding=((0, 0), (3, 3), (3, 3)),
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="conv1",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="bn1",
+        )(x)
+        x = nn.relu(x)
+        # torchvision pads the max pool with -inf, as nn.max_pool does.
+        x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+        outputs = {}
+        for stage, num_blocks in enumerate(spec.stage_sizes):
+            planes = spec.width * 2**stage
+            for block in range(num_blocks):
+                stride = 1
+                if block == 0 and stage > 0:
+                    stride = self.last_stride if stage == len(spec.stage_sizes) - 1 else 2
+                x = Bottleneck(
+                    planes,
+                    stride=stride,
+                    temporal=self.variant if block in temporal[stage] else "c2d",
+                    downsample=block == 0,
+                    dtype=self.dtype,
+                    bn_momentum=self.bn_momentum,
+                    bn_epsilon=self.bn_epsilon,
+                    name=f"layer{stage + 1}_{block}",
+                )(x, train=train)
+            outputs[f"layer{stage + 1}"] = x
+        return outputs
+
+
+class ImageNetResNet(nn.Module):
+    """The 2D ImageNet classifier (torchvision ResNet-50 layout) on `[N, H, W, 3]` images.
+
+    It is the C2D trunk on one-frame clips with last stride 2, global average pooling and a
+    1000-way `fc`, so its parameters are those of `ResNet3D(variant="c2d")` plus `fc`.
+    """
+
+    arch: str = "resnet50"
+    num_classes: int = 1000
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: Array, train: bool = False) -> Array:
+        """Returns logits `[N, num_classes]` (float32) for images `[N, H, W, 3]`."""
+        trunk = ResNet3D(
+            arch=self.arch, variant="c2d", last_stride=2, dtype=self.dtype, name="backbone"
+        )
+        x = trunk(images[:, None], train=train)["layer4"]
+        x = jnp.mean(x, axis=(1, 2, 3))
+        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="fc")(x)
+        return x.astype(jnp.float32)
