@@ -1,0 +1,1 @@
+"""Independent reference implementations used by tests and benchmarks (need PyTorch)."""

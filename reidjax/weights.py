@@ -1,0 +1,356 @@
+"""ImageNet weights from PyTorch: torchvision ResNet-50 → Flax, and 2D → 3D inflation.
+
+A torchvision state_dict (`resnet50-19c8e357.pth`, or the same tensors saved as `.npz` /
+`.safetensors` by `tools/convert_weights.py`, which needs no torch to read) is renamed into
+the Flax tree of `reidjax.models.ImageNetResNet`:
+
+    conv1.weight                [O, I, kh, kw] -> backbone/conv1/kernel [1, kh, kw, I, O]
+    bn1.{weight,bias}                          -> backbone/bn1/{scale,bias}        (params)
+    bn1.{running_mean,running_var}             -> backbone/bn1/{mean,var}    (batch_stats)
+    layer2.0.conv2.weight                      -> backbone/layer2_0/conv2/kernel
+    layer2.0.downsample.{0,1}.*                -> backbone/layer2_0/downsample_{conv,bn}/*
+    fc.{weight,bias}            [1000, 2048]   -> fc/{kernel [2048, 1000], bias}
+
+The Flax convolutions use torch's explicit paddings (3 for the 7×7 stem, 1 for 3×3 convs
+and the max pool), not 'SAME', which pads differently at stride 2.
+
+`inflate` then copies the 2D trunk into any video backbone: kernels with a temporal extent
+get the 2D kernel in their centre slice and zeros elsewhere (I3D centre init); parameters
+with no 2D counterpart (P3D temporal convs, heads) keep their own initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from reidjax.models.resnet3d import ImageNetResNet
+
+CONVERT_HINT = (
+    "convert torchvision's ImageNet ResNet-50 once with: python tools/convert_weights.py "
+    "--input resnet50-19c8e357.pth --output resnet50_imagenet.npz"
+)
+SUFFIXES = (".pth", ".pt", ".npz", ".safetensors")
+
+Variables = dict[str, Any]
+
+
+class WeightFileError(ValueError):
+    """A weight file is missing, unreadable, or does not fit the model."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads a PyTorch-named state_dict as NumPy arrays.
+
+    Args:
+        path: `.pth`/`.pt` (needs torch; a `{"state_dict": ...}` wrapper and a DataParallel
+            `module.` prefix are accepted), `.npz` or `.safetensors` (NumPy only).
+
+    Returns:
+        name -> float32/int array, in the file's order.
+
+    Raises:
+        WeightFileError: missing, corrupt or truncated file, unknown suffix, torch missing
+            for `.pth`, or entries that are not tensors.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightFileError(f"Weight file not found: {path!r}; {CONVERT_HINT}")
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix in (".pth", ".pt"):
+            state = _read_torch(path)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: np.asarray(data[k]) for k in data.files}
+        elif suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            state = load_file(path)
+        else:
+            raise WeightFileError(
+                f"Unknown weight file type {suffix!r} for {path!r}; valid: {list(SUFFIXES)}"
+            )
+    except WeightFileError:
+        raise
+    except (OSError, EOFError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile) as e:
+        raise WeightFileError(
+            f"Could not read weight file {path!r} (corrupt or truncated?): "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    except Exception as e:  # safetensors and torch raise their own error types.
+        raise WeightFileError(
+            f"Could not read weight file {path!r} (corrupt or truncated?): "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    if not state:
+        raise WeightFileError(f"Weight file {path!r} holds no tensors")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def _read_torch(path: str) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as e:
+        raise WeightFileError(
+            f"Reading {path!r} needs PyTorch (pip install torch==2.13.0). Training does not: "
+            f"{CONVERT_HINT} on any machine with torch and use the .npz instead."
+        ) from e
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise WeightFileError(f"{path!r} holds a {type(obj).__name__}, not a state_dict")
+    state = {}
+    for name, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightFileError(
+                f"{path!r}: entry {name!r} is a {type(value).__name__}, not a tensor"
+            )
+        state[name] = value.detach().cpu().numpy()
+    return state
+
+
+# --------------------------------------------------------------------------- renaming
+
+
+def _flax_module_path(torch_module: str) -> tuple[str, ...]:
+    """`layer2.0.downsample.1` -> (`backbone`, `layer2_0`, `downsample_bn`); `fc` -> (`fc`,)."""
+    parts = torch_module.split(".")
+    if parts == ["fc"]:
+        return ("fc",)
+    out = []
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if part.startswith("layer") and i + 1 < len(parts) and parts[i + 1].isdigit():
+            out.append(f"{part}_{parts[i + 1]}")
+            i += 2
+        elif part == "downsample" and i + 1 < len(parts):
+            out.append({"0": "downsample_conv", "1": "downsample_bn"}.get(parts[i + 1], part))
+            i += 2
+        else:
+            out.append(part)
+            i += 1
+    return ("backbone", *out)
+
+
+def torch_to_flax(state_dict: Mapping[str, np.ndarray]) -> Variables:
+    """Renames and transposes a torchvision-style state_dict into Flax variables.
+
+    Conv weights `[O, I, kh, kw]` (Conv2d) or `[O, I, kt, kh, kw]` (Conv3d) become kernels
+    `[kt, kh, kw, I, O]` (kt = 1 for 2D); BN weight/bias/running stats become
+    scale/bias (params) and mean/var (batch_stats); `num_batches_tracked` is dropped.
+
+    Returns:
+        `{"params": ..., "batch_stats": ...}` nested dicts of float32 NumPy arrays.
+    """
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    for name, value in state_dict.items():
+        module, _, leaf = name.rpartition(".")
+        if leaf == "num_batches_tracked":
+            continue
+        path = _flax_module_path(module)
+        value = np.asarray(value, np.float32)
+        if leaf == "weight" and value.ndim == 4:
+            flat[("params", *path, "kernel")] = value.transpose(2, 3, 1, 0)[None]
+        elif leaf == "weight" and value.ndim == 5:
+            flat[("params", *path, "kernel")] = value.transpose(2, 3, 4, 1, 0)
+        elif leaf == "weight" and value.ndim == 2:
+            flat[("params", *path, "kernel")] = value.T
+        elif leaf == "weight" and value.ndim == 1:
+            flat[("params", *path, "scale")] = value
+        elif leaf == "bias":
+            flat[("params", *path, "bias")] = value
+        elif leaf == "running_mean":
+            flat[("batch_stats", *path, "mean")] = value
+        elif leaf == "running_var":
+            flat[("batch_stats", *path, "var")] = value
+        else:
+            flat[("unknown", name)] = value
+    return traverse_util.unflatten_dict(flat)
+
+
+def _shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def _fmt(path: tuple[str, ...]) -> str:
+    return "/".join(path)
+
+
+def check_structure(variables: Variables, expected: Variables, what: str) -> None:
+    """Raises a `WeightFileError` listing missing, unexpected and mis-shaped entries."""
+    got, want = _shapes(variables), _shapes(expected)
+    missing = sorted(set(want) - set(got))
+    unexpected = sorted(set(got) - set(want))
+    mismatched = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"{what} does not fit the model:"]
+    if missing:
+        lines.append(f"  missing ({len(missing)}): " + ", ".join(map(_fmt, missing[:20])))
+    if unexpected:
+        lines.append(
+            f"  unexpected ({len(unexpected)}): " + ", ".join(map(_fmt, unexpected[:20]))
+        )
+    for k in mismatched[:20]:
+        lines.append(f"  shape mismatch {_fmt(k)}: file {got[k]} vs model {want[k]}")
+    raise WeightFileError("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- 2D ResNet-50
+
+
+@functools.cache
+def _imagenet_shapes(arch: str = "resnet50") -> Variables:
+    model = ImageNetResNet(arch=arch)
+    return jax.eval_shape(
+        lambda: model.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+    )
+
+
+def load_torchvision_resnet50(path: str | os.PathLike) -> Variables:
+    """Loads a torchvision ResNet-50 (with its 1000-way fc) as `ImageNetResNet` variables.
+
+    Args:
+        path: `.pth` (torch needed), `.npz` or `.safetensors` with torchvision's names.
+
+    Returns:
+        `{"params", "batch_stats"}` for `ImageNetResNet("resnet50")` (float32 NumPy).
+
+    Raises:
+        WeightFileError: unreadable file, or missing/unexpected/mis-shaped tensors.
+    """
+    variables = torch_to_flax(read_state_dict(path))
+    check_structure(variables, _imagenet_shapes(), f"Weight file {os.fspath(path)!r}")
+    return variables
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _imagenet_apply(model, variables, images):
+    return model.apply(variables, images, train=False)
+
+
+def imagenet_logits(variables: Variables, images) -> jax.Array:
+    """ImageNet logits of the 2D ResNet-50 (inference-mode BN).
+
+    Args:
+        variables: from `load_torchvision_resnet50`.
+        images: `[N, H, W, 3]` float32, ImageNet-normalised (mean 0.485/0.456/0.406,
+            std 0.229/0.224/0.225), RGB.
+
+    Returns:
+        Logits `[N, 1000]` float32.
+    """
+    return _imagenet_apply(ImageNetResNet(), variables, images)
+
+
+# --------------------------------------------------------------------------- inflation
+
+
+@dataclasses.dataclass
+class InflationReport:
+    """What `inflate` did to each target parameter (paths joined with `/`)."""
+
+    copied: list[str] = dataclasses.field(default_factory=list)
+    inflated: list[str] = dataclasses.field(default_factory=list)
+    kept_init: list[str] = dataclasses.field(default_factory=list)
+    unused: list[str] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        text = (
+            f"ImageNet init: {len(self.copied)} tensors copied, {len(self.inflated)} inflated "
+            f"to 3D (centre slice), {len(self.kept_init)} kept at init"
+        )
+        if self.kept_init:
+            text += f" ({_preview(self.kept_init)})"
+        if self.unused:
+            text += f"; {len(self.unused)} unused ({_preview(self.unused)})"
+        return text
+
+
+def _preview(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def inflate(
+    source: Variables, target: Variables, scope: str = "backbone"
+) -> tuple[Variables, InflationReport]:
+    """Copies 2D weights into a video model's trunk.
+
+    Args:
+        source: 2D variables (`load_torchvision_resnet50`); only entries under `scope` are used.
+        target: the video model's initialised variables (`params`, `batch_stats`).
+        scope: the trunk's module name in both trees.
+
+    Returns:
+        (new target variables, report). A `[kt, kh, kw, I, O]` kernel whose 2D source is
+        `[1, kh, kw, I, O]` gets it in slice `kt // 2`, zeros elsewhere (centre init);
+        same-shape entries are copied; target entries without a source keep their init.
+
+    Raises:
+        WeightFileError: a shape that can be neither copied nor inflated (e.g. ImageNet
+            ResNet-50 weights into the `tiny` arch), listing every such entry.
+    """
+    src = {
+        k: v for k, v in traverse_util.flatten_dict(source).items() if len(k) > 1 and k[1] == scope
+    }
+    flat = traverse_util.flatten_dict(target)
+    report = InflationReport()
+    errors = []
+    out = {}
+    for key, value in flat.items():
+        name = _fmt(key)
+        if len(key) < 2 or key[1] != scope or key not in src:
+            out[key] = value
+            if len(key) > 1 and key[1] == scope:
+                report.kept_init.append(name)
+            continue
+        s = np.asarray(src[key], np.float32)
+        shape = tuple(value.shape)
+        if s.shape == shape:
+            out[key] = s
+            report.copied.append(name)
+        elif len(shape) == 5 and s.shape[0] == 1 and s.shape[1:] == shape[1:]:
+            kernel = np.zeros(shape, np.float32)
+            kernel[shape[0] // 2] = s[0]
+            out[key] = kernel
+            report.inflated.append(name)
+        else:
+            errors.append(f"  {name}: weights {s.shape} vs model {shape}")
+    if errors:
+        raise WeightFileError(
+            f"ImageNet weights do not fit the model's {scope!r} ({len(errors)} mismatches; "
+            "ResNet-50 weights need model.arch='resnet50'):\n" + "\n".join(errors[:20])
+        )
+    report.unused = sorted(_fmt(k) for k in src if k not in flat)
+    report.unused += sorted(
+        _fmt(k)
+        for k in traverse_util.flatten_dict(source)
+        if not (len(k) > 1 and k[1] == scope)
+    )
+    return traverse_util.unflatten_dict(out), report
+
+
+def load_imagenet(
+    path: str | os.PathLike, target: Variables, scope: str = "backbone"
+) -> tuple[Variables, InflationReport]:
+    """Loads torchvision ImageNet weights from `path` and inflates them into `target`.
+
+    This is the startup initialisation behind `config.init.imagenet`.
+    """
+    return inflate(load_torchvision_resnet50(path), target, scope=scope)
