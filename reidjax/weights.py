@@ -235,8 +235,17 @@ def load_torchvision_resnet50(path: str | os.PathLike) -> Variables:
     Raises:
         WeightFileError: unreadable file, or missing/unexpected/mis-shaped tensors.
     """
-    variables = torch_to_flax(read_state_dict(path))
-    check_structure(variables, _imagenet_shapes(), f"Weight file {os.fspath(path)!r}")
+    return resnet50_variables(read_state_dict(path), f"Weight file {os.fspath(path)!r}")
+
+
+def resnet50_variables(state_dict: Mapping[str, np.ndarray], what: str) -> Variables:
+    """Converts a torchvision ResNet-50 state_dict and checks it against the Flax layout.
+
+    Raises:
+        WeightFileError: naming `what`, with every missing/unexpected/mis-shaped tensor.
+    """
+    variables = torch_to_flax(state_dict)
+    check_structure(variables, _imagenet_shapes(), what)
     return variables
 
 

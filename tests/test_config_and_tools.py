@@ -1,0 +1,68 @@
+"""Configs (validation, variants, locked keys) and the command-line tools."""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from reidjax.models import build_model
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if not p.name.startswith("_"))
+
+
+def load_config(path, arg=None):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_builds_and_has_a_smoke_variant(path):
+    config = load_config(path)
+    build_model(config)
+    assert path.read_text().startswith('"""'), "docstring with the command"
+    smoke = load_config(path, "smoke")
+    assert smoke.model.arch == "tiny" and smoke.input.height == 32
+
+
+def test_config_typos_fail_loudly():
+    config = load_config(ROOT / "configs" / "p3dc_mars.py")
+    with pytest.raises(AttributeError):
+        config.model.varient = "i3d"
+    with pytest.raises(ValueError, match="Unknown config variant 'smok'"):
+        load_config(ROOT / "configs" / "p3dc_mars.py", "smok")
+    assert load_config(ROOT / "configs" / "p3dc_mars.py", "backbone=p3db").model.variant == "p3db"
+
+
+def test_unknown_dataset_lists_valid_names():
+    config = load_config(ROOT / "configs" / "c2d_mars.py")
+    config.dataset.name = "market"
+    with pytest.raises(ValueError, match=r"valid: \['dukev', 'ilidsvid', 'lsvid', 'mars'\]"):
+        build_model(config)
+
+
+def run_tool(*args):
+    env = dict(os.environ)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, check=False
+    )
+
+
+def test_model_summary_full_size_counts():
+    result = run_tool("tools/model_summary.py", "--config", "configs/i3d_mars.py", "--noflops")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "params: 28921521"
+    assert "head/classifier" in result.stdout
+
+
+def test_model_summary_reports_flops_on_smoke_config():
+    result = run_tool("tools/model_summary.py", "--config", "configs/p3dc_mars.py:smoke")
+    assert result.returncode == 0, result.stderr
+    assert "flops per clip" in result.stdout
+    gflops = float(result.stdout.split("flops per clip (inference forward, XLA): ")[1].split()[0])
+    assert gflops > 0

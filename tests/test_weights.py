@@ -1,0 +1,203 @@
+"""Weight conversion: PyTorch parity through .pth/.npz/.safetensors, and clear errors."""
+
+import builtins
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from reidjax import weights
+from reidjax.config_defaults import base_config
+from reidjax.models import build_model
+from reidjax.models.factory import dummy_clips
+from reidjax.testing.torch_resnet import TorchResNet, randomize_bn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def torch_resnet50(tmp_path_factory):
+    """A torchvision-named ResNet-50 with random weights and BN statistics, saved as .pth."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = TorchResNet(dims=2).eval()
+    randomize_bn(model, g)
+    with torch.no_grad():  # Larger logits than the default fc init: a stricter comparison.
+        model.fc.weight.mul_(20.0)
+        model.fc.bias.copy_(torch.randn(1000, generator=g))
+    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def state_dict(torch_resnet50):
+    return {k: v.numpy() for k, v in torch_resnet50[0].state_dict().items()}
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(3, 64, 64, 3)).astype(np.float32)
+
+
+def _torch_logits(model, images):
+    with torch.no_grad():
+        return model(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+
+
+def test_pth_npz_safetensors_give_pytorch_logits(torch_resnet50, state_dict, tmp_path):
+    model, pth = torch_resnet50
+    images = _images()
+    ref = _torch_logits(model, images)
+    assert np.abs(ref).max() > 1.0
+    npz = tmp_path / "r50.npz"
+    np.savez(npz, **state_dict)
+    st = tmp_path / "r50.safetensors"
+    save_file(state_dict, str(st))
+    for path in (pth, npz, st):
+        variables = weights.load_torchvision_resnet50(path)
+        logits = np.asarray(weights.imagenet_logits(variables, images))
+        assert logits.shape == (3, 1000)
+        assert np.abs(logits - ref).max() <= 1e-4, path
+
+
+def test_convert_cli_roundtrip(torch_resnet50, tmp_path):
+    model, pth = torch_resnet50
+    out = tmp_path / "converted.npz"
+    result = subprocess.run(
+        [sys.executable, "tools/convert_weights.py", "--input", str(pth), "--output", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "25,557,032" in result.stdout
+    images = _images()
+    logits = weights.imagenet_logits(weights.load_torchvision_resnet50(out), images)
+    assert np.abs(np.asarray(logits) - _torch_logits(model, images)).max() <= 1e-4
+    failed = subprocess.run(
+        [sys.executable, "tools/convert_weights.py", "--input", str(tmp_path / "no.pth"),
+         "--output", str(tmp_path / "x.npz")],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert failed.returncode != 0 and "not found" in failed.stderr
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_module_prefix_and_wrapped_state_dict(torch_resnet50, tmp_path):
+    model, _ = torch_resnet50
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, path)
+    variables = weights.load_torchvision_resnet50(path)
+    images = _images()
+    logits = np.asarray(weights.imagenet_logits(variables, images))
+    assert np.abs(logits - _torch_logits(model, images)).max() <= 1e-4
+
+
+def test_missing_file_names_convert_command(tmp_path):
+    with pytest.raises(weights.WeightFileError, match="not found.*convert_weights.py"):
+        weights.read_state_dict(tmp_path / "resnet50_imagenet.npz")
+
+
+def test_unknown_suffix(tmp_path):
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"\x00" * 16)
+    with pytest.raises(weights.WeightFileError, match=r"Unknown weight file type '\.h5'"):
+        weights.read_state_dict(path)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".npz", ".safetensors"])
+def test_truncated_files_raise_clear_error(torch_resnet50, state_dict, tmp_path, suffix):
+    full = tmp_path / f"full{suffix}"
+    if suffix == ".pth":
+        full.write_bytes(torch_resnet50[1].read_bytes())
+    elif suffix == ".npz":
+        np.savez(full, **state_dict)
+    else:
+        save_file(state_dict, str(full))
+    data = full.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(weights.WeightFileError, match="corrupt or truncated"):
+        weights.load_torchvision_resnet50(cut)
+    garbage = tmp_path / f"garbage{suffix}"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(weights.WeightFileError, match="corrupt or truncated"):
+        weights.load_torchvision_resnet50(garbage)
+
+
+def test_missing_unexpected_and_mismatched_tensors(state_dict, tmp_path):
+    broken = dict(state_dict)
+    del broken["layer3.1.conv2.weight"]
+    broken["layer2.0.bn1.weight"] = np.ones(7, np.float32)
+    broken["head.extra.weight"] = np.ones((4, 4), np.float32)
+    path = tmp_path / "broken.npz"
+    np.savez(path, **broken)
+    with pytest.raises(weights.WeightFileError) as info:
+        weights.load_torchvision_resnet50(path)
+    msg = str(info.value)
+    assert "missing (1): params/backbone/layer3_1/conv2/kernel" in msg
+    assert "unexpected (1): params/backbone/head/extra/kernel" in msg
+    assert "shape mismatch params/backbone/layer2_0/bn1/scale: file (7,) vs model (128,)" in msg
+
+
+def test_non_tensor_entry_in_pth(tmp_path):
+    path = tmp_path / "odd.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "epoch": 3}, path)
+    with pytest.raises(weights.WeightFileError, match="'epoch' is a int, not a tensor"):
+        weights.read_state_dict(path)
+
+
+def test_pth_without_torch_explains(monkeypatch, tmp_path):
+    path = tmp_path / "r.pth"
+    path.write_bytes(b"x")
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch":
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    with pytest.raises(weights.WeightFileError, match="needs PyTorch.*convert_weights.py"):
+        weights.read_state_dict(path)
+
+
+def test_startup_inflation_into_configured_backbone(state_dict, tmp_path):
+    """`config.init.imagenet` path: every trunk tensor is copied or inflated, heads kept."""
+    path = tmp_path / "r50.npz"
+    np.savez(path, **state_dict)
+    config = base_config()
+    config.model.variant = "i3d"
+    config.model.num_classes = 10
+    model = build_model(config)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
+    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    variables, report = weights.load_imagenet(path, target)
+    assert len(report.inflated) == 5  # conv2 of layer2 {0, 2} and layer3 {0, 2, 4}
+    assert report.kept_init == []
+    assert report.unused == ["params/fc/bias", "params/fc/kernel"]
+    k = variables["params"]["backbone"]["layer3_2"]["conv2"]["kernel"]
+    np.testing.assert_array_equal(k[1], state_dict["layer3.2.conv2.weight"].transpose(2, 3, 1, 0))
+    assert not k[0].any() and not k[2].any()
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["backbone"]["bn1"]["var"], state_dict["bn1.running_var"]
+    )
+    assert "inflated to 3D" in report.summary()
+
+
+def test_resnet50_weights_into_tiny_arch_fail_clearly(state_dict):
+    config = base_config()
+    config.model.arch = "tiny"
+    config.model.num_classes = 10
+    model = build_model(config)
+    target = model.init(jax.random.key(0), dummy_clips(config))
+    source = weights.torch_to_flax(state_dict)
+    with pytest.raises(weights.WeightFileError, match="model.arch='resnet50'"):
+        weights.inflate(source, target)
