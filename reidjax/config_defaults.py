@@ -33,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.last_stride = 1
     config.model.num_classes = 0  # 0: the dataset's number of training identities.
     config.model.dtype = "float32"  # compute dtype: float32 | bfloat16.
+    # Spatially strided convs / max pool: "auto" = polyphase (stride-1 ops, same function) on
+    # the CPU backend, where XLA's strided backward is slow; native on GPU/TPU.
+    config.model.strided_conv = "auto"  # auto | native | phase.
 
     config.init = ml_collections.ConfigDict()
     # ImageNet weights (.npz / .safetensors converted by tools/convert_weights.py, or a

@@ -86,13 +86,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except (OSError, EOFError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile) as e:
         raise WeightFileError(
-            f"Could not read weight file {path!r} (corrupt or truncated?): "
-            f"{type(e).__name__}: {e}"
+            f"Could not read weight file {path!r} (corrupt or truncated?): {type(e).__name__}: {e}"
         ) from e
     except Exception as e:  # safetensors and torch raise their own error types.
         raise WeightFileError(
-            f"Could not read weight file {path!r} (corrupt or truncated?): "
-            f"{type(e).__name__}: {e}"
+            f"Could not read weight file {path!r} (corrupt or truncated?): {type(e).__name__}: {e}"
         ) from e
     if not state:
         raise WeightFileError(f"Weight file {path!r} holds no tensors")
@@ -204,9 +202,7 @@ def check_structure(variables: Variables, expected: Variables, what: str) -> Non
     if missing:
         lines.append(f"  missing ({len(missing)}): " + ", ".join(map(_fmt, missing[:20])))
     if unexpected:
-        lines.append(
-            f"  unexpected ({len(unexpected)}): " + ", ".join(map(_fmt, unexpected[:20]))
-        )
+        lines.append(f"  unexpected ({len(unexpected)}): " + ", ".join(map(_fmt, unexpected[:20])))
     for k in mismatched[:20]:
         lines.append(f"  shape mismatch {_fmt(k)}: file {got[k]} vs model {want[k]}")
     raise WeightFileError("\n".join(lines))
@@ -348,9 +344,7 @@ def inflate(
         )
     report.unused = sorted(_fmt(k) for k in src if k not in flat)
     report.unused += sorted(
-        _fmt(k)
-        for k in traverse_util.flatten_dict(source)
-        if not (len(k) > 1 and k[1] == scope)
+        _fmt(k) for k in traverse_util.flatten_dict(source) if not (len(k) > 1 and k[1] == scope)
     )
     return traverse_util.unflatten_dict(out), report
 

@@ -15,7 +15,6 @@ from reidjax.models.summary import count_params
 from reidjax.testing.torch_resnet import TorchResNet, randomize_bn
 
 
-
 def _param_count(config):
     model = build_model(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
@@ -87,9 +86,10 @@ def test_c2d_equals_2d_resnet50_per_frame():
 def _inflated(variant, source, clip, arch, temporal_blocks=None):
     model = ResNet3D(arch=arch, variant=variant, temporal_blocks=temporal_blocks)
     init = model.init(jax.random.key(3), clip)
-    variables, report = weights.inflate({k: {"backbone": v} for k, v in source.items()}, {
-        k: {"backbone": v} for k, v in init.items()
-    })
+    variables, report = weights.inflate(
+        {k: {"backbone": v} for k, v in source.items()},
+        {k: {"backbone": v} for k, v in init.items()},
+    )
     return model, {k: v["backbone"] for k, v in variables.items()}, report
 
 
@@ -133,7 +133,7 @@ def test_every_variant_at_init_computes_c2d_full_size(variant):
 def _randomize_temporal(model, g):
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("conv2_t.weight") or p.dim() == 5 and p.shape[2] == 3:
+            if name.endswith("conv2_t.weight") or (p.dim() == 5 and p.shape[2] == 3):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
 
 
@@ -174,11 +174,11 @@ def test_temporal_block_indices_configurable_and_validated():
 def test_unknown_variant_and_arch_list_valid_names():
     config = base_config()
     config.model.variant = "p3dd"
-    with pytest.raises(ValueError, match="valid: .*p3dc"):
+    with pytest.raises(ValueError, match=r"valid: .*p3dc"):
         build_model(config)
     config.model.variant = "c2d"
     config.model.arch = "resnet101"
-    with pytest.raises(ValueError, match="valid: .*resnet50"):
+    with pytest.raises(ValueError, match=r"valid: .*resnet50"):
         build_model(config)
 
 

@@ -101,7 +101,7 @@ def test_module_prefix_and_wrapped_state_dict(torch_resnet50, tmp_path):
 
 
 def test_missing_file_names_convert_command(tmp_path):
-    with pytest.raises(weights.WeightFileError, match="not found.*convert_weights.py"):
+    with pytest.raises(weights.WeightFileError, match=r"not found.*convert_weights\.py"):
         weights.read_state_dict(tmp_path / "resnet50_imagenet.npz")
 
 
@@ -165,7 +165,7 @@ def test_pth_without_torch_explains(monkeypatch, tmp_path):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
-    with pytest.raises(weights.WeightFileError, match="needs PyTorch.*convert_weights.py"):
+    with pytest.raises(weights.WeightFileError, match=r"needs PyTorch.*convert_weights\.py"):
         weights.read_state_dict(path)
 
 
@@ -199,5 +199,5 @@ def test_resnet50_weights_into_tiny_arch_fail_clearly(state_dict):
     model = build_model(config)
     target = model.init(jax.random.key(0), dummy_clips(config))
     source = weights.torch_to_flax(state_dict)
-    with pytest.raises(weights.WeightFileError, match="model.arch='resnet50'"):
+    with pytest.raises(weights.WeightFileError, match=r"model\.arch='resnet50'"):
         weights.inflate(source, target)

@@ -17,10 +17,10 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+from absl import app, flags
 
-from reidjax import weights  # noqa: E402
+from reidjax import weights
 
 _INPUT = flags.DEFINE_string("input", None, "torchvision ResNet-50 weights (.pth/.npz/...).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file: .npz or .safetensors.")

@@ -14,13 +14,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import jax
+from absl import app, flags
+from ml_collections import config_flags
 
-from reidjax.models import build_model  # noqa: E402
-from reidjax.models.factory import dummy_clips  # noqa: E402
-from reidjax.models.summary import breakdown, count_params  # noqa: E402
+from reidjax.models import build_model
+from reidjax.models.factory import dummy_clips
+from reidjax.models.summary import breakdown, count_params
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _DEPTH = flags.DEFINE_integer("depth", 2, "Module depth of the breakdown (1 = top level).")

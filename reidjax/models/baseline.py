@@ -25,6 +25,7 @@ class VideoReIDNet(nn.Module):
         temporal_blocks: per-stage temporal block indices (None: arch default).
         last_stride: spatial stride of layer4 (1 in re-ID).
         dtype: compute dtype; parameters stay float32.
+        strided_impl: strided conv/max-pool implementation (`auto`, `native`, `phase`).
     """
 
     num_classes: int
@@ -33,6 +34,7 @@ class VideoReIDNet(nn.Module):
     temporal_blocks: Sequence[Sequence[int]] | None = None
     last_stride: int = 1
     dtype: Any = jnp.float32
+    strided_impl: str = "auto"
 
     def setup(self):
         self.backbone = ResNet3D(
@@ -41,6 +43,7 @@ class VideoReIDNet(nn.Module):
             temporal_blocks=self.temporal_blocks,
             last_stride=self.last_stride,
             dtype=self.dtype,
+            strided_impl=self.strided_impl,
         )
         self.head = ReIDHead(self.num_classes, dtype=self.dtype)
 

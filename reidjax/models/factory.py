@@ -44,6 +44,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
         temporal_blocks=m.temporal_blocks,
         last_stride=m.last_stride,
         dtype=compute_dtype(m.dtype),
+        strided_impl=m.strided_conv,
     )
 
 

@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reidjax.models.conv import Conv3D, max_pool3d
+
 VARIANTS = ("c2d", "i3d", "p3da", "p3db", "p3dc")
 
 Array = jax.Array
@@ -116,6 +118,7 @@ class Bottleneck(nn.Module):
         temporal: the variant of conv2 (`c2d` for a non-temporal block).
         downsample: whether the shortcut is a strided 1×1×1 conv + BN.
         dtype: compute dtype.
+        strided_impl: implementation of spatially strided convs (`reidjax.models.conv`).
     """
 
     planes: int
@@ -125,19 +128,16 @@ class Bottleneck(nn.Module):
     dtype: Dtype = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    strided_impl: str = "auto"
 
-    def _conv(self, features, kernel, stride=(1, 1, 1), padding=None, name=None, init=conv_init):
-        if padding is None:
-            padding = tuple((k // 2, k // 2) for k in kernel)
-        return nn.Conv(
+    def _conv(self, features, kernel, stride=(1, 1, 1), name=None, init=conv_init):
+        return Conv3D(
             features,
             kernel,
             strides=stride,
-            padding=padding,
-            use_bias=False,
             kernel_init=init,
             dtype=self.dtype,
-            param_dtype=jnp.float32,
+            impl=self.strided_impl,
             name=name,
         )
 
@@ -200,6 +200,8 @@ class ResNet3D(nn.Module):
             (layer2 {0, 2}, layer3 {0, 2, 4} for ResNet-50).
         last_stride: spatial stride of layer4 (1 for re-ID, 2 for ImageNet).
         dtype: compute dtype (parameters are always float32).
+        strided_impl: `auto` (polyphase strided convs/max pool on CPU, where XLA's strided
+            backward is slow; native elsewhere), `native` or `phase`. Same function.
     """
 
     arch: str = "resnet50"
@@ -209,6 +211,7 @@ class ResNet3D(nn.Module):
     dtype: Dtype = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    strided_impl: str = "auto"
 
     def resolved_temporal_blocks(self) -> tuple[tuple[int, ...], ...]:
         """The temporal block indices per stage, validated against the arch."""
@@ -217,8 +220,7 @@ class ResNet3D(nn.Module):
         blocks = tuple(tuple(int(i) for i in stage) for stage in blocks)
         if len(blocks) != len(spec.stage_sizes):
             raise ValueError(
-                f"temporal_blocks needs one entry per stage ({len(spec.stage_sizes)}), "
-                f"got {blocks}"
+                f"temporal_blocks needs one entry per stage ({len(spec.stage_sizes)}), got {blocks}"
             )
         for stage, (indices, size) in enumerate(zip(blocks, spec.stage_sizes, strict=True)):
             bad = [i for i in indices if not 0 <= i < size]
@@ -246,15 +248,14 @@ class ResNet3D(nn.Module):
         spec = get_arch(self.arch)
         temporal = self.resolved_temporal_blocks()
         x = x.astype(self.dtype)
-        x = nn.Conv(
+        x = Conv3D(
             spec.width,
             (1, 7, 7),
             strides=(1, 2, 2),
             padding=((0, 0), (3, 3), (3, 3)),
-            use_bias=False,
             kernel_init=conv_init,
             dtype=self.dtype,
-            param_dtype=jnp.float32,
+            impl=self.strided_impl,
             name="conv1",
         )(x)
         x = nn.BatchNorm(
@@ -266,8 +267,8 @@ class ResNet3D(nn.Module):
             name="bn1",
         )(x)
         x = nn.relu(x)
-        # torchvision pads the max pool with -inf, as nn.max_pool does.
-        x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+        # torchvision pads the max pool with -inf, as max_pool3d does.
+        x = max_pool3d(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), self.strided_impl)
         outputs = {}
         for stage, num_blocks in enumerate(spec.stage_sizes):
             planes = spec.width * 2**stage
@@ -283,6 +284,7 @@ class ResNet3D(nn.Module):
                     dtype=self.dtype,
                     bn_momentum=self.bn_momentum,
                     bn_epsilon=self.bn_epsilon,
+                    strided_impl=self.strided_impl,
                     name=f"layer{stage + 1}_{block}",
                 )(x, train=train)
             outputs[f"layer{stage + 1}"] = x
