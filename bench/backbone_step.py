@@ -6,8 +6,10 @@
 Each side runs the same network (P3D-C ResNet-50, last stride 1, max/mean pooling head,
 BN1d, 625-way classifier) in training mode (batch-statistics BN) and computes the gradient
 of the cross-entropy with respect to every parameter; no optimizer update. JAX is measured
-jit-compiled in float32 and bfloat16 compute (float32 parameters); PyTorch in eager float32
-(channels-last-3d memory format optionally). Throughput is clips/s over `--steps` timed
+jit-compiled in float32 and bfloat16 compute (float32 parameters), and in float32 with
+XLA's native strided convolutions instead of the polyphase ones used on CPU
+(`jax_f32_native`, see reidjax/models/conv.py); PyTorch in eager float32 (optionally in
+channels-last-3d memory format). Throughput is clips/s over `--steps` timed
 steps after `--warmup` untimed ones (which include compilation, reported separately).
 The last line is JSON with every figure and the JAX/PyTorch ratios.
 """
@@ -50,8 +52,10 @@ def jax_step_fn(model):
     return step
 
 
-def bench_jax(args, dtype):
-    model = VideoReIDNet(num_classes=args.classes, variant=args.variant, dtype=dtype)
+def bench_jax(args, dtype, strided_impl="auto"):
+    model = VideoReIDNet(
+        num_classes=args.classes, variant=args.variant, dtype=dtype, strided_impl=strided_impl
+    )
     rng = np.random.default_rng(0)
     clips = jnp.asarray(rng.normal(size=(args.batch, args.frames, 256, 128, 3)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, args.classes, args.batch))
@@ -106,7 +110,7 @@ def bench_torch(args, channels_last):
         feat = fmap.amax(dim=(3, 4)).mean(dim=2)
         loss = nn.functional.cross_entropy(fc(bn(feat)), labels)
         loss.backward()
-        return loss
+        return loss.detach()
 
     for _ in range(args.warmup):
         step()
@@ -132,7 +136,9 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
-        "--only", default="jax_f32,jax_bf16,torch", help="comma list of the sides to run"
+        "--only",
+        default="jax_f32,jax_bf16,jax_f32_native,torch",
+        help="comma list of the sides to run (jax_f32_native: XLA's own strided convs)",
     )
     parser.add_argument("--torch-channels-last", action="store_true")
     args = parser.parse_args()
@@ -148,14 +154,19 @@ def main():
         "backend": jax.default_backend(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    for name, dtype in (("jax_f32", jnp.float32), ("jax_bf16", jnp.bfloat16)):
+    sides = (
+        ("jax_f32", jnp.float32, "auto"),
+        ("jax_bf16", jnp.bfloat16, "auto"),
+        ("jax_f32_native", jnp.float32, "native"),
+    )
+    for name, dtype, impl in sides:
         if name in only:
-            result[name] = bench_jax(args, dtype)
+            result[name] = bench_jax(args, dtype, impl)
             print(f"{name}: {result[name]['clips_per_s']:.3f} clips/s", flush=True)
     if "torch" in only:
         result["torch_eager"] = bench_torch(args, args.torch_channels_last)
         print(f"torch_eager: {result['torch_eager']['clips_per_s']:.3f} clips/s", flush=True)
-        for name in ("jax_f32", "jax_bf16"):
+        for name, _, _ in sides:
             if name in result:
                 result[f"ratio_{name}_vs_torch"] = (
                     result[name]["clips_per_s"] / result["torch_eager"]["clips_per_s"]

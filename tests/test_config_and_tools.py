@@ -66,3 +66,35 @@ def test_model_summary_reports_flops_on_smoke_config():
     assert "flops per clip" in result.stdout
     gflops = float(result.stdout.split("flops per clip (inference forward, XLA): ")[1].split()[0])
     assert gflops > 0
+
+
+def test_train_entry_point_startup_and_missing_weights(tmp_path):
+    workdir = tmp_path / "run"
+    ok = run_tool("train.py", "--config", "configs/p3dc_mars.py:smoke", "--workdir", str(workdir))
+    assert "initialised baseline (tiny, p3dc)" in ok.stdout, ok.stderr
+    assert "from scratch" in ok.stdout
+    assert (workdir / "config.json").exists()
+    missing = run_tool(
+        "train.py",
+        "--config",
+        "configs/p3dc_mars.py:smoke",
+        "--workdir",
+        str(workdir),
+        "--config.init.imagenet=/nonexistent/resnet50_imagenet.npz",
+    )
+    assert missing.returncode == 1
+    assert "Weight file not found" in missing.stderr
+    assert "tools/convert_weights.py" in missing.stderr
+
+
+def test_unknown_config_key_on_command_line_fails(tmp_path):
+    bad = run_tool(
+        "eval.py",
+        "--config",
+        "configs/c2d_mars.py:smoke",
+        "--workdir",
+        str(tmp_path),
+        "--config.model.varient=i3d",
+    )
+    assert bad.returncode != 0
+    assert "varient" in bad.stderr

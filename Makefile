@@ -1,0 +1,30 @@
+# reidjax: the two set-up commands of the README, plus helpers.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+
+.PHONY: install install-dev demo test lint format bench
+
+install:
+	$(PIP) install -q -r requirements.txt
+
+install-dev:
+	$(PIP) install -q -r requirements-dev.txt
+
+# The main job on the built-in default (CPU, no dataset or weights needed).
+demo: install
+	$(PYTHON) tools/model_summary.py --config configs/p3dc_mars.py
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format:
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+test: install-dev lint
+	$(PYTHON) -m pytest
+
+bench: install-dev
+	$(PYTHON) bench/backbone_step.py
