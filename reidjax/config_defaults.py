@@ -22,6 +22,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.input.num_frames = 4  # T: frames per clip.
     config.input.height = 256
     config.input.width = 128
+    # Training clips (SPEC §5): "stride" (T frames at `frame_stride` from a random start),
+    # "rrs" (restricted random sampling) or "evenly".
+    config.input.train_sampler = "stride"
+    config.input.frame_stride = 8
+    config.input.flip_prob = 0.5  # one decision per clip.
+    config.input.erasing_prob = 0.5  # random erasing, the same box on every frame.
+    # Test: "dense" cuts every tracklet into consecutive clips of T frames (the last one
+    # loop-padded) and averages the clip features.
+    config.input.test_sampler = "dense"
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "baseline"
@@ -36,6 +45,39 @@ def base_config() -> ml_collections.ConfigDict:
     # Spatially strided convs / max pool: "auto" = polyphase (stride-1 ops, same function) on
     # the CPU backend, where XLA's strided backward is slow; native on GPU/TPU.
     config.model.strided_conv = "auto"  # auto | native | phase.
+    # STRF units (used when model.name == "strf"; SPEC §2, docs/strf.md).
+    config.model.strf = ml_collections.ConfigDict()
+    config.model.strf.resolutions = (1, 3)  # (r_tau, r_sig): odd pooling sizes.
+    config.model.strf.pools = ("max", "max", "max", "max")  # t_tau, t_sig, s_tau, s_sig.
+    config.model.strf.factors = ("t_tau", "t_sig", "s_tau", "s_sig")  # Table 4 ablations.
+    config.model.strf.integration = "temporal_first"  # | spatial_first | parallel.
+    config.model.strf.l2_normalize = True
+    config.model.strf.kappa = 4.0
+    config.model.strf.reduction = 16
+    config.model.strf.stages = ("layer2", "layer3")  # Table 5: see configs/strf_mars.py.
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.ce_weight = 1.0
+    config.loss.label_smoothing = 0.0
+    config.loss.triplet_weight = 1.0
+    config.loss.triplet_margin = 0.3
+    config.loss.triplet_distance = "cosine"  # | euclidean.
+    config.loss.triplet_feature = "bn_features"  # post-BN (lineage) | features (pre-BN).
+
+    config.train = ml_collections.ConfigDict()
+    config.train.ids_per_batch = 8  # P identities ...
+    config.train.clips_per_id = 4  # ... x K clips each = the global batch.
+    config.train.epochs = 250
+    config.train.batch_size = 32  # ids_per_batch x clips_per_id; checked by the trainer.
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "adam"  # adam: L2 coupled as in torch.optim.Adam | adamw.
+    config.optim.lr = 3e-4
+    config.optim.weight_decay = 5e-4
+    config.optim.lr_decay_every_epochs = 50  # step schedule: x decay_factor every N epochs.
+    config.optim.lr_decay_factor = 0.1
+    config.optim.warmup_epochs = 0
+    config.optim.grad_clip_norm = 0.0  # 0: off.
 
     config.init = ml_collections.ConfigDict()
     # ImageNet weights (.npz / .safetensors converted by tools/convert_weights.py, or a
@@ -44,40 +86,79 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None, variants: dict) -> None:
+def set_backbone(config: ml_collections.ConfigDict, value: str) -> None:
+    """`backbone=NAME`: the temporal block kind (`model.variant`)."""
+    config.model.variant = value
+
+
+def set_strf_stages(config: ml_collections.ConfigDict, value: str) -> None:
+    """`stages=2+3`: STRF in the temporal blocks of those stages (STRF Table 5).
+
+    The baseline's temporal blocks (layer2 {0, 2}, layer3 {0, 2, 4}) stay; a stage without
+    temporal blocks (layer1, layer4) gets them at blocks {0, 2} (every other block from 0,
+    the pattern of layer2/3; the paper does not say which blocks).
+    """
+    from reidjax.models.resnet3d import get_arch
+
+    try:
+        stages = sorted({int(v) for v in value.split("+")})
+    except ValueError:
+        stages = []
+    if not stages or not set(stages) <= {1, 2, 3, 4}:
+        raise ValueError(f"stages= takes stage numbers 1-4 joined by '+', got {value!r}")
+    arch = get_arch(config.model.arch)
+    blocks = [list(b) for b in (config.model.temporal_blocks or arch.temporal_blocks)]
+    for stage in stages:
+        if not blocks[stage - 1]:
+            blocks[stage - 1] = list(range(0, arch.stage_sizes[stage - 1], 2))[:2]
+    config.model.temporal_blocks = tuple(tuple(b) for b in blocks)
+    config.model.strf.stages = tuple(f"layer{s}" for s in stages)
+
+
+def apply_variant(
+    config: ml_collections.ConfigDict,
+    arg: str | None,
+    variants: dict,
+    keys: dict | None = None,
+) -> None:
     """Applies the `:arg` suffix of a config path (`configs/x.py:smoke,backbone=p3db`).
+
+    Items are applied in order, so `smoke,stages=1+2` sizes the stages for the tiny arch.
 
     Args:
         config: the config to update in place.
         arg: comma-separated items, each a named variant (`smoke`) or `key=value`.
-        variants: named variant -> function(config) that applies it; `key=value` items
-            set `config.model.<key>` for `backbone=` (alias of `model.variant`).
+        variants: named variant -> function(config).
+        keys: key -> function(config, value); default `{"backbone": set_backbone}`.
 
     Raises:
         ValueError: an unknown variant or key, listing the valid ones.
     """
     if not arg:
         return
+    keys = keys if keys is not None else {"backbone": set_backbone}
     for item in arg.split(","):
         item = item.strip()
         if not item:
             continue
         if "=" in item:
             key, value = (s.strip() for s in item.split("=", 1))
-            if key != "backbone":
-                raise ValueError(f"Unknown config arg key {key!r}; valid: ['backbone']")
-            config.model.variant = value
+            if key not in keys:
+                raise ValueError(f"Unknown config arg key {key!r}; valid: {sorted(keys)}")
+            keys[key](config, value)
         elif item in variants:
             variants[item](config)
         else:
             raise ValueError(
-                f"Unknown config variant {item!r}; valid: {sorted(variants)} or backbone=NAME"
+                f"Unknown config variant {item!r}; valid: {sorted(variants)} or "
+                f"{' / '.join(k + '=...' for k in sorted(keys))}"
             )
 
 
 def smoke(config: ml_collections.ConfigDict) -> None:
     """Tiny model, tiny frames: the variant tests use (one block per stage, 32×16, T=2)."""
     config.model.arch = "tiny"
+    config.model.temporal_blocks = None
     config.input.num_frames = 2
     config.input.height = 32
     config.input.width = 16

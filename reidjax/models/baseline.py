@@ -11,12 +11,13 @@ import jax.numpy as jnp
 
 from reidjax.models.heads import ReIDHead, l2_normalize
 from reidjax.models.resnet3d import ResNet3D
+from reidjax.models.strf import STRFConfig
 
 Array = jax.Array
 
 
 class VideoReIDNet(nn.Module):
-    """C2D / I3D / P3D-A/B/C ResNet with the standard re-ID head.
+    """C2D / I3D / P3D-A/B/C ResNet (optionally STRF-aided) with the standard re-ID head.
 
     Attributes:
         num_classes: training identities (0: feature extractor only).
@@ -26,6 +27,7 @@ class VideoReIDNet(nn.Module):
         last_stride: spatial stride of layer4 (1 in re-ID).
         dtype: compute dtype; parameters stay float32.
         strided_impl: strided conv/max-pool implementation (`auto`, `native`, `phase`).
+        strf: STRF units in the temporal blocks (None: the plain baseline).
     """
 
     num_classes: int
@@ -35,6 +37,7 @@ class VideoReIDNet(nn.Module):
     last_stride: int = 1
     dtype: Any = jnp.float32
     strided_impl: str = "auto"
+    strf: STRFConfig | None = None
 
     def setup(self):
         self.backbone = ResNet3D(
@@ -44,6 +47,7 @@ class VideoReIDNet(nn.Module):
             last_stride=self.last_stride,
             dtype=self.dtype,
             strided_impl=self.strided_impl,
+            strf=self.strf,
         )
         self.head = ReIDHead(self.num_classes, dtype=self.dtype)
 

@@ -9,8 +9,10 @@ import ml_collections
 from input_pipeline.datasets import dataset_info
 from reidjax.models.baseline import VideoReIDNet
 from reidjax.models.resnet3d import check_variant, get_arch
+from reidjax.models.strf import STRFConfig
 
-MODELS = ("baseline",)
+# baseline: inflated ResNet + re-ID head (SPEC §1); strf: the same with STRF units (§2).
+MODELS = ("baseline", "strf")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -24,6 +26,21 @@ def compute_dtype(name: str):
 def num_classes(config: ml_collections.ConfigDict) -> int:
     """`config.model.num_classes`, or the dataset's training identities when it is 0."""
     return config.model.num_classes or dataset_info(config.dataset.name).num_train_ids
+
+
+def strf_config(config: ml_collections.ConfigDict) -> STRFConfig:
+    """The `STRFConfig` of `config.model.strf` (validated)."""
+    c = config.model.strf
+    return STRFConfig(
+        resolutions=tuple(c.resolutions),
+        pools=tuple(c.pools),
+        factors=tuple(c.factors),
+        integration=c.integration,
+        l2_normalize=c.l2_normalize,
+        kappa=c.kappa,
+        reduction=c.reduction,
+        stages=tuple(c.stages),
+    )
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -41,10 +58,11 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
         num_classes=num_classes(config),
         arch=m.arch,
         variant=m.variant,
-        temporal_blocks=m.temporal_blocks,
+        temporal_blocks=None if m.temporal_blocks is None else tuple(map(tuple, m.temporal_blocks)),
         last_stride=m.last_stride,
         dtype=compute_dtype(m.dtype),
         strided_impl=m.strided_conv,
+        strf=strf_config(config) if m.name == "strf" else None,
     )
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from reidjax.models.conv import Conv3D, max_pool3d
+from reidjax.models.strf import STRF, STRFConfig
 
 VARIANTS = ("c2d", "i3d", "p3da", "p3db", "p3dc")
 
@@ -119,6 +120,7 @@ class Bottleneck(nn.Module):
         downsample: whether the shortcut is a strided 1×1×1 conv + BN.
         dtype: compute dtype.
         strided_impl: implementation of spatially strided convs (`reidjax.models.conv`).
+        strf: when set, an STRF unit on the input of the temporal conv (SPEC §2).
     """
 
     planes: int
@@ -129,6 +131,12 @@ class Bottleneck(nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     strided_impl: str = "auto"
+    strf: STRFConfig | None = None
+
+    def _strf(self, x: Array) -> Array:
+        if self.strf is None:
+            return x
+        return STRF(self.strf, dtype=self.dtype, name="strf")(x)
 
     def _conv(self, features, kernel, stride=(1, 1, 1), name=None, init=conv_init):
         return Conv3D(
@@ -152,25 +160,31 @@ class Bottleneck(nn.Module):
         )
 
     def temporal_conv2(self, x: Array) -> Array:
-        """The (possibly factorised) 3×3 conv2 of the block; no BN/ReLU inside (SPEC §1)."""
+        """The (possibly factorised) 3×3 conv2 of the block; no BN/ReLU inside (SPEC §1).
+
+        An STRF unit, when configured, processes the input of the temporal conv (SPEC §2).
+        """
         s = (1, self.stride, self.stride)
         variant = self.temporal
+        if self.strf is not None and variant == "c2d":
+            raise ValueError("STRF needs a temporal block (i3d, p3da, p3db or p3dc), not c2d")
         if variant == "i3d":
-            return self._conv(self.planes, (3, 3, 3), s, name="conv2", init=centre_init())(x)
+            conv = self._conv(self.planes, (3, 3, 3), s, name="conv2", init=centre_init())
+            return conv(self._strf(x))
         spatial = self._conv(self.planes, (1, 3, 3), s, name="conv2")
         if variant == "c2d":
             return spatial(x)
         if variant == "p3da":
             t = self._conv(self.planes, (3, 1, 1), name="conv2_t", init=temporal_identity_init)
-            return t(spatial(x))
+            return t(self._strf(spatial(x)))
         zeros = nn.initializers.zeros_init()
         if variant == "p3db":
             t = self._conv(self.planes, (3, 1, 1), s, name="conv2_t", init=zeros)
-            return spatial(x) + t(x)
+            return spatial(x) + t(self._strf(x))
         if variant == "p3dc":
             t = self._conv(self.planes, (3, 1, 1), name="conv2_t", init=zeros)
             y = spatial(x)
-            return y + t(y)
+            return y + t(self._strf(y))
         raise ValueError(f"Unknown temporal variant {variant!r}; valid: {list(VARIANTS)}")
 
     @nn.compact
@@ -202,6 +216,7 @@ class ResNet3D(nn.Module):
         dtype: compute dtype (parameters are always float32).
         strided_impl: `auto` (polyphase strided convs/max pool on CPU, where XLA's strided
             backward is slow; native elsewhere), `native` or `phase`. Same function.
+        strf: STRF units in the temporal blocks of `strf.stages` (None: no STRF).
     """
 
     arch: str = "resnet50"
@@ -212,6 +227,7 @@ class ResNet3D(nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     strided_impl: str = "auto"
+    strf: STRFConfig | None = None
 
     def resolved_temporal_blocks(self) -> tuple[tuple[int, ...], ...]:
         """The temporal block indices per stage, validated against the arch."""
@@ -229,7 +245,21 @@ class ResNet3D(nn.Module):
                     f"temporal_blocks for layer{stage + 1} has indices {bad} but arch "
                     f"{self.arch!r} has {size} block(s) there"
                 )
+        if self.strf is not None:
+            if self.variant == "c2d":
+                raise ValueError("STRF needs temporal blocks: set model.variant to i3d or p3d*")
+            for stage in self.strf.stages:
+                if not blocks[int(stage[-1]) - 1]:
+                    raise ValueError(
+                        f"STRF stage {stage} has no temporal block; add its indices to "
+                        f"model.temporal_blocks (now {blocks})"
+                    )
         return blocks
+
+    def _block_strf(self, stage: int, temporal: bool) -> STRFConfig | None:
+        if self.strf is None or not temporal or f"layer{stage + 1}" not in self.strf.stages:
+            return None
+        return self.strf
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> dict[str, Array]:
@@ -285,6 +315,7 @@ class ResNet3D(nn.Module):
                     bn_momentum=self.bn_momentum,
                     bn_epsilon=self.bn_epsilon,
                     strided_impl=self.strided_impl,
+                    strf=self._block_strf(stage, block in temporal[stage]),
                     name=f"layer{stage + 1}_{block}",
                 )(x, train=train)
             outputs[f"layer{stage + 1}"] = x
