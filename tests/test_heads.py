@@ -93,3 +93,8 @@ def test_baseline_network_outputs():
     out = model.apply(variables, clips)
     assert out["features"].shape == (4, 256) and out["logits"].shape == (4, 11)
     np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=1), 1.0, rtol=1e-5)
+
+
+def test_l2_normalize_gradient_is_finite_at_zero():
+    g = jax.grad(lambda x: l2_normalize(x).sum())(jnp.zeros((2, 3)))
+    assert np.all(np.isfinite(np.asarray(g)))

@@ -155,7 +155,10 @@ class STRF(nn.Module):
         if cfg.l2_normalize:
             t = l2_normalize(t)
         affinity = cfg.kappa * jnp.einsum("bjc,bic->bji", t, t)
-        return jax.nn.softmax(affinity, axis=-1)
+        mask = jax.nn.softmax(affinity, axis=-1)
+        # For visualisation: apply(..., mutable=["intermediates"]) returns every mask.
+        self.sow("intermediates", f"mask_{factor}", mask)
+        return mask
 
     def ffm(self, x: Array, d: str) -> Array | None:
         """FFM(d)(x) = Σ_k f̂_dk (Eqs. 5, 7); None when both factors of `d` are off."""
