@@ -1,0 +1,104 @@
+"""Compiled memory of the full-size STRF-P3D-C forward pass vs the P3D-C baseline.
+
+    python bench/strf_memory.py                 # B=32 clips × 4 frames × 256×128, f32
+    python bench/strf_memory.py --batch 8 --train
+
+Lowers and compiles `model.apply` under `jax.jit` for a full-size clip batch from shapes
+alone (nothing runs), and prints XLA's `memory_analysis()` for both networks with the
+analytic size of the STRF affinities: B·(HW)² floats per factor per unit. Then runs the
+STRF forward on a small batch with three different inputs and reports the jit cache size
+(1 = compiled once). The last line is JSON.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+
+from reidjax.config_defaults import base_config
+from reidjax.models import build_model
+from reidjax.models.factory import dummy_clips
+
+
+def analyse(name: str, batch: int, train: bool) -> dict:
+    config = base_config()
+    config.model.name = name
+    config.model.variant = "p3dc"
+    model = build_model(config)
+    clips = jax.ShapeDtypeStruct((batch, 4, 256, 128, 3), jnp.float32)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
+    if train:
+
+        def fn(v, x):
+            def loss(p):
+                out, _ = model.apply(
+                    {"params": p, "batch_stats": v["batch_stats"]},
+                    x,
+                    train=True,
+                    mutable=["batch_stats"],
+                )
+                return out["logits"].sum()
+
+            return jax.grad(loss)(v["params"])
+    else:
+
+        def fn(v, x):
+            return model.apply(v, x)["embedding"]
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(variables, clips).compile()
+    seconds = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return {
+        "compile_s": round(seconds, 1),
+        "temp_mib": mem.temp_size_in_bytes / 2**20,
+        "argument_mib": mem.argument_size_in_bytes / 2**20,
+        "output_mib": mem.output_size_in_bytes / 2**20,
+        "gflops": cost.get("flops", float("nan")) / 1e9,
+    }
+
+
+def affinity_mib(batch: int) -> dict:
+    """B·(HW)² float32 per factor: layer2 is 32×16 = 512 positions, layer3 16×8 = 128."""
+    per = {"layer2": batch * 512**2 * 4 / 2**20, "layer3": batch * 128**2 * 4 / 2**20}
+    return {"per_factor_layer2_mib": per["layer2"], "per_factor_layer3_mib": per["layer3"]}
+
+
+def compiles_once() -> int:
+    config = base_config()
+    config.model.name = "strf"
+    config.model.variant = "p3dc"
+    model = build_model(config)
+    clips = jnp.zeros((1, 4, 256, 128, 3))
+    variables = jax.jit(model.init)(jax.random.key(0), clips)
+    forward = jax.jit(lambda v, x: model.apply(v, x)["embedding"])
+    for seed in range(3):
+        forward(variables, jax.random.normal(jax.random.key(seed), clips.shape)).block_until_ready()
+    return forward._cache_size()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--train", action="store_true", help="forward+backward instead")
+    args = parser.parse_args()
+    result = {"bench": "strf_memory", "batch": args.batch, "train": args.train}
+    for name in ("baseline", "strf"):
+        result[name] = analyse(name, args.batch, args.train)
+        print(name, result[name], flush=True)
+    result["strf_extra_temp_mib"] = result["strf"]["temp_mib"] - result["baseline"]["temp_mib"]
+    result["affinity"] = affinity_mib(args.batch)
+    result["jit_cache_size_after_3_calls"] = compiles_once()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
