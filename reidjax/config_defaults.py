@@ -55,6 +55,17 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.strf.kappa = 4.0
     config.model.strf.reduction = 16
     config.model.strf.stages = ("layer2", "layer3")  # Table 5: see configs/strf_mars.py.
+    # DSANet components (used when model.name == "dsanet"; SPEC §3, docs/dsanet.md). Each
+    # switch removes exactly its parameters and loss terms (Table 2 ablations).
+    config.model.dsanet = ml_collections.ConfigDict()
+    config.model.dsanet.disentangle = True  # CEL, f_cam, camera classifier, L_cam, L_dis.
+    config.model.dsanet.tlm = True
+    config.model.dsanet.loss_lr = True  # L_L/R and P_LR (needs tlm).
+    config.model.dsanet.fwg = True
+    config.model.dsanet.loss_w = True  # L_w and P_FW (needs fwg).
+    config.model.dsanet.loss_ic = True
+    config.model.dsanet.sao = True  # needs disentangle.
+    config.model.dsanet.test_feature = "bn_features"  # post-BN f_ID | features (pre-BN).
 
     config.loss = ml_collections.ConfigDict()
     config.loss.ce_weight = 1.0
@@ -63,6 +74,14 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.triplet_margin = 0.3
     config.loss.triplet_distance = "cosine"  # | euclidean.
     config.loss.triplet_feature = "bn_features"  # post-BN (lineage) | features (pre-BN).
+    # DSANet, Eqs. (9)-(10).
+    config.loss.dsanet_lambda = 0.1
+    config.loss.dsanet_lambda_cam = 0.1  # 0.5 on LS-VID.
+    config.loss.ic_reduction = "mean"  # L_ic over channels: mean | sum.
+    # Train P_FW with its per-frame CE (weight lambda). Eqs. (9)-(10) have no such term, so
+    # P_FW stays at its initialisation and the pseudo labels are near uniform; see
+    # docs/dsanet.md.
+    config.loss.fwg_frame_ce = False
 
     config.train = ml_collections.ConfigDict()
     config.train.ids_per_batch = 8  # P identities ...
@@ -113,6 +132,31 @@ def set_strf_stages(config: ml_collections.ConfigDict, value: str) -> None:
             blocks[stage - 1] = list(range(0, arch.stage_sizes[stage - 1], 2))[:2]
     config.model.temporal_blocks = tuple(tuple(b) for b in blocks)
     config.model.strf.stages = tuple(f"layer{s}" for s in stages)
+
+
+# DSANet Table 2 rows -> the switches left on (all others off). Rows past the baseline
+# include the disentanglement (CEL + camera classifier; their sizes, e.g. 27.4M for
+# "+TLM w/o L_L/R", only add up with it) and L_ic (the table removes it only in
+# "+TLM +FWG w/o L_ic"); SAO only in the last row.
+DSANET_ABLATIONS = {
+    "baseline": (),
+    "tlm_wo_lr": ("disentangle", "tlm", "loss_ic"),
+    "tlm": ("disentangle", "tlm", "loss_lr", "loss_ic"),
+    "fwg_wo_w": ("disentangle", "fwg", "loss_ic"),
+    "fwg": ("disentangle", "fwg", "loss_w", "loss_ic"),
+    "tlm_fwg_wo_ic": ("disentangle", "tlm", "loss_lr", "fwg", "loss_w"),
+    "tlm_fwg": ("disentangle", "tlm", "loss_lr", "fwg", "loss_w", "loss_ic"),
+    "full": ("disentangle", "tlm", "loss_lr", "fwg", "loss_w", "loss_ic", "sao"),
+}
+DSANET_SWITCHES = ("disentangle", "tlm", "loss_lr", "fwg", "loss_w", "loss_ic", "sao")
+
+
+def set_dsanet_ablation(config: ml_collections.ConfigDict, value: str) -> None:
+    """`ablation=ROW`: the DSANet components of one row of the paper's Table 2."""
+    if value not in DSANET_ABLATIONS:
+        raise ValueError(f"Unknown DSANet ablation {value!r}; valid: {list(DSANET_ABLATIONS)}")
+    for switch in DSANET_SWITCHES:
+        config.model.dsanet[switch] = switch in DSANET_ABLATIONS[value]
 
 
 def apply_variant(

@@ -116,3 +116,136 @@ def reid_objective(
     }
     terms["total"] = sum(terms.values())
     return terms
+
+
+# ----------------------------------------------------------------------------- DSANet
+
+
+def disentangle_loss(f_id: Array, f_cam: Array) -> Array:
+    """L_dis, DSANet Eq. (1): `mean_b max(cos(f_ID, f_cam), 0)`.
+
+    Zero for orthogonal or opposite features: only similarity is penalised.
+    """
+    cos = jnp.sum(l2_normalize(f_id.astype(jnp.float32)) * l2_normalize(f_cam), axis=-1)
+    return jnp.mean(jax.nn.relu(cos))
+
+
+def left_right_loss(logits_left: Array, logits_right: Array, labels: Array) -> Array:
+    """L_L/R, DSANet Eq. (5): per-frame CE of P_LR on the left and right halves.
+
+    Args:
+        logits_left, logits_right: `[B, T, N]` from the TLM's f_t/L and f_t/R.
+        labels: `[B]`.
+
+    Returns:
+        mean over frames of CE(P(f_t/L)) + CE(P(f_t/R)).
+    """
+    t = logits_left.shape[1]
+    frame_labels = jnp.repeat(labels, t)
+    n = logits_left.shape[-1]
+    return cross_entropy(logits_left.reshape(-1, n), frame_labels) + cross_entropy(
+        logits_right.reshape(-1, n), frame_labels
+    )
+
+
+def per_frame_cross_entropy(frame_logits: Array, labels: Array) -> Array:
+    """CE of every frame's logits `[B, T, N]` against its clip's label: `[B, T]`."""
+    log_p = jax.nn.log_softmax(frame_logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(log_p, labels[:, None, None], axis=-1)[..., 0]
+
+
+def frame_pseudo_labels(frame_logits: Array, labels: Array) -> Array:
+    """FWG pseudo label w, DSANet Eq. (6): `softmax_i(max_j CE_j − CE_i)`, no gradient.
+
+    Frames whose P_FW classification is easier (smaller CE) get more weight.
+
+    Returns:
+        `[B, T]`, each row sums to 1; wrapped in `stop_gradient`.
+    """
+    ce = per_frame_cross_entropy(frame_logits, labels)
+    d = jnp.max(ce, axis=1, keepdims=True) - ce
+    return jax.lax.stop_gradient(jax.nn.softmax(d, axis=1))
+
+
+def frame_weight_loss(pseudo: Array, predicted: Array) -> Array:
+    """L_w: mean squared error between the pseudo label w and the FWG prediction ŵ."""
+    return jnp.mean(jnp.square(pseudo - predicted))
+
+
+def intra_class_loss(features: Array, labels: Array, reduction: str = "mean") -> Array:
+    """L_ic, DSANet Eq. (7): Σ_k mean_{f∈B_k} red_c (f − mean_{B_k} f)².
+
+    Args:
+        features: f_ID `[B, C]`.
+        labels: `[B]`.
+        reduction: over channels, `mean` (default; Eq. 7 leaves it implicit) or `sum`.
+
+    Returns:
+        The sum over the identities of the batch of their feature variance.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"Unknown L_ic reduction {reduction!r}; valid: ['mean', 'sum']")
+    f = features.astype(jnp.float32)
+    same = (labels[:, None] == labels[None, :]).astype(jnp.float32)
+    count = jnp.sum(same, axis=1)  # |B_k| of each sample's identity
+    centre = same @ f / count[:, None]
+    sq = jnp.square(f - centre)
+    per_sample = jnp.mean(sq, axis=1) if reduction == "mean" else jnp.sum(sq, axis=1)
+    return jnp.sum(per_sample / count)
+
+
+def dsanet_objective(
+    outputs: dict[str, Array],
+    labels: Array,
+    cameras: Array,
+    switches,
+    loss_config: ml_collections.ConfigDict,
+) -> dict[str, Array]:
+    """The DSANet total, Eqs. (9)–(10), as named weighted terms.
+
+    L_ce = CE(P f_ID) + λ[CE(P f_aug) + L_L/R] + λ_cam L_cam;
+    L = L_ce + L_tri + L_dis + L_ic + λ L_w. Switched-off components have no term.
+
+    Args:
+        outputs: `DSANet` outputs (training mode).
+        labels: `[B]` identity labels; cameras: `[B]` 0-based camera ids.
+        switches: the model's `DSANetConfig`.
+        loss_config: `config.loss` (`dsanet_lambda`, `dsanet_lambda_cam`, triplet and CE
+            settings, `ic_reduction`, `fwg_frame_ce`).
+
+    Returns:
+        `{"ce", "sao", "lr", "cam", "triplet", "dis", "ic", "w", ["fwg_ce"], "total"}` for
+        the components switched on.
+    """
+    c = loss_config
+    lam = c.dsanet_lambda
+    if c.triplet_feature not in ("bn_features", "features"):
+        raise ValueError(
+            f"Unknown loss.triplet_feature {c.triplet_feature!r}; valid: ['bn_features', "
+            "'features']"
+        )
+    terms = {"ce": c.ce_weight * cross_entropy(outputs["logits"], labels, c.label_smoothing)}
+    if switches.sao:
+        terms["sao"] = lam * cross_entropy(outputs["logits_aug"], labels, c.label_smoothing)
+    if switches.tlm and switches.loss_lr:
+        terms["lr"] = lam * left_right_loss(
+            outputs["lr_logits_left"], outputs["lr_logits_right"], labels
+        )
+    if switches.disentangle:
+        terms["cam"] = c.dsanet_lambda_cam * cross_entropy(outputs["cam_logits"], cameras)
+    terms["triplet"] = c.triplet_weight * batch_hard_triplet(
+        outputs[c.triplet_feature], labels, c.triplet_margin, c.triplet_distance
+    )
+    if switches.disentangle:
+        terms["dis"] = disentangle_loss(outputs["features"], outputs["f_cam"])
+    if switches.loss_ic:
+        terms["ic"] = intra_class_loss(outputs["features"], labels, c.ic_reduction)
+    if switches.fwg and switches.loss_w:
+        pseudo = frame_pseudo_labels(outputs["frame_logits"], labels)
+        terms["w"] = lam * frame_weight_loss(pseudo, outputs["frame_weights"])
+        if c.fwg_frame_ce:
+            terms["fwg_ce"] = lam * jnp.mean(
+                per_frame_cross_entropy(outputs["frame_logits"], labels)
+            )
+    terms["total"] = sum(terms.values())
+    return terms

@@ -104,7 +104,7 @@ def max_pool3d(
 
 
 class Conv3D(nn.Module):
-    """Bias-free 3D convolution with explicit padding; parameter `kernel` as in `nn.Conv`.
+    """3D convolution with explicit padding; parameters `kernel` (and `bias`) as in `nn.Conv`.
 
     Attributes:
         features: output channels.
@@ -114,6 +114,7 @@ class Conv3D(nn.Module):
         kernel_init: initialiser of the `[kt, kh, kw, Cin, features]` kernel.
         dtype: compute dtype (the kernel is stored float32).
         impl: strided-window implementation (`auto`, `native`, `phase`).
+        use_bias: add a zero-initialised bias (torch's default init is not reproduced).
     """
 
     features: int
@@ -123,6 +124,7 @@ class Conv3D(nn.Module):
     kernel_init: Callable = nn.initializers.lecun_normal()
     dtype: Any = jnp.float32
     impl: str = "auto"
+    use_bias: bool = False
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -131,6 +133,10 @@ class Conv3D(nn.Module):
         padding = self.padding
         if padding is None:
             padding = tuple((k // 2, k // 2) for k in self.kernel_size)
-        return conv3d(
+        y = conv3d(
             x.astype(self.dtype), kernel.astype(self.dtype), self.strides, padding, self.impl
         )
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+            y = y + bias.astype(self.dtype)
+        return y

@@ -8,11 +8,13 @@ import ml_collections
 
 from input_pipeline.datasets import dataset_info
 from reidjax.models.baseline import VideoReIDNet
+from reidjax.models.dsanet import DSANet, DSANetConfig
 from reidjax.models.resnet3d import check_variant, get_arch
 from reidjax.models.strf import STRFConfig
 
-# baseline: inflated ResNet + re-ID head (SPEC §1); strf: the same with STRF units (§2).
-MODELS = ("baseline", "strf")
+# baseline: inflated ResNet + re-ID head (SPEC §1); strf: the same with STRF units (§2);
+# dsanet: DSANet on C2D (§3).
+MODELS = ("baseline", "strf", "dsanet")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -43,6 +45,16 @@ def strf_config(config: ml_collections.ConfigDict) -> STRFConfig:
     )
 
 
+def dsanet_config(config: ml_collections.ConfigDict) -> DSANetConfig:
+    """The `DSANetConfig` of `config.model.dsanet` (validated)."""
+    return DSANetConfig(**config.model.dsanet.to_dict())
+
+
+def num_cameras(config: ml_collections.ConfigDict) -> int:
+    """The dataset's number of cameras (DSANet's camera classifier)."""
+    return dataset_info(config.dataset.name).num_cameras
+
+
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """Returns the (unbound) Flax module described by `config`.
 
@@ -54,6 +66,20 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
         raise ValueError(f"Unknown model {m.name!r}; valid: {list(MODELS)}")
     get_arch(m.arch)
     check_variant(m.variant)
+    if m.name == "dsanet":
+        if m.variant != "c2d":
+            raise ValueError(
+                f"DSANet is built on the C2D backbone; got model.variant={m.variant!r}"
+            )
+        return DSANet(
+            num_classes=num_classes(config),
+            num_cameras=num_cameras(config),
+            switches=dsanet_config(config),
+            arch=m.arch,
+            last_stride=m.last_stride,
+            dtype=compute_dtype(m.dtype),
+            strided_impl=m.strided_conv,
+        )
     return VideoReIDNet(
         num_classes=num_classes(config),
         arch=m.arch,
