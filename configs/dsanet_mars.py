@@ -12,12 +12,12 @@ features (post-BN f_ID, L2-normalised) averaged, cosine distance.
 
 Variants through the arg (comma-separated): `ablation=ROW` for a row of Table 2
 (baseline, tlm_wo_lr, tlm, fwg_wo_w, fwg, tlm_fwg_wo_ic, tlm_fwg, full), `smoke` (tiny
-model for tests).
+model on 32×64 frames for tests).
 Parameters: 29,467,644 (paper: 29.5M).
 Published (DSANet Table 1): R1 91.1 / mAP 86.6.
 """
 
-from reidjax.config_defaults import apply_variant, base_config, set_dsanet_ablation, smoke
+from reidjax.config_defaults import apply_variant, base_config, dsanet_smoke, set_dsanet_ablation
 
 
 def get_config(arg: str | None = None):
@@ -35,6 +35,6 @@ def get_config(arg: str | None = None):
     config.optim.weight_decay = 5e-4
     config.optim.lr_decay_every_epochs = 40
     config.train.epochs = 200
-    apply_variant(config, arg, {"smoke": smoke}, {"ablation": set_dsanet_ablation})
+    apply_variant(config, arg, {"smoke": dsanet_smoke}, {"ablation": set_dsanet_ablation})
     config.lock()
     return config

@@ -159,6 +159,12 @@ def set_dsanet_ablation(config: ml_collections.ConfigDict, value: str) -> None:
         config.model.dsanet[switch] = switch in DSANET_ABLATIONS[value]
 
 
+def dsanet_smoke(config: ml_collections.ConfigDict) -> None:
+    """`smoke` for DSANet: the tiny model on 32×64 frames (TLM needs layer4 width >= 4)."""
+    smoke(config)
+    config.input.width = 64
+
+
 def apply_variant(
     config: ml_collections.ConfigDict,
     arg: str | None,

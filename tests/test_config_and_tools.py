@@ -28,6 +28,7 @@ def test_every_config_builds_and_has_a_smoke_variant(path):
     assert path.read_text().startswith('"""'), "docstring with the command"
     smoke = load_config(path, "smoke")
     assert smoke.model.arch == "tiny" and smoke.input.height == 32
+    build_model(smoke)
 
 
 def test_config_typos_fail_loudly():

@@ -95,7 +95,10 @@ class TLM(nn.Module):
     def __call__(self, f_id: Array) -> Array:
         w = f_id.shape[3]
         if w % 4:
-            raise ValueError(f"TLM needs a feature-map width divisible by 4, got {w}")
+            raise ValueError(
+                f"TLM splits F_ID into halves and a middle: its width must be divisible by 4, "
+                f"got {w} (with last stride 1 that is frame width / 16: use frames >= 64 wide)"
+            )
         conv = Conv3D(1, (1, 7, 7), kernel_init=nn.initializers.lecun_normal(), name="conv")
 
         def attend(z):  # Eq. (2)
