@@ -8,12 +8,10 @@ reports it; checkpoint restore and the CMC/mAP protocols are not implemented yet
 
 import sys
 
-import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from reidjax import train_lib, weights
-from reidjax.models.summary import count_params
+from reidjax import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training directory to evaluate.")
@@ -24,15 +22,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
-    try:
-        _, variables, _ = train_lib.init_variables(config, jax.random.key(config.seed))
-    except weights.WeightFileError as e:
-        logging.error("%s", e)
-        return 1
-    print(
-        f"built {config.model.name} ({config.model.arch}, {config.model.variant}): "
-        f"{count_params(variables['params']):,} parameters"
-    )
+    _, _, line = train_lib.startup(config)
+    print(f"built {line}")
     print("checkpoint restore and evaluation are not implemented in this version.")
     return 2
 

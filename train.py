@@ -11,12 +11,10 @@ training loop (input pipeline, sharded train step, checkpoints) is not implement
 import os
 import sys
 
-import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from reidjax import train_lib, weights
-from reidjax.models.summary import count_params
+from reidjax import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
@@ -30,16 +28,8 @@ def main(argv):
     os.makedirs(_WORKDIR.value, exist_ok=True)
     with open(os.path.join(_WORKDIR.value, "config.json"), "w") as f:
         f.write(config.to_json(indent=2))
-    try:
-        _, variables, report = train_lib.init_variables(config, jax.random.key(config.seed))
-    except weights.WeightFileError as e:
-        logging.error("%s", e)
-        return 1
-    print(
-        f"initialised {config.model.name} ({config.model.arch}, {config.model.variant}): "
-        f"{count_params(variables['params']):,} parameters, "
-        + (report.summary() if report else "from scratch (config.init.imagenet is empty)")
-    )
+    _, _, line = train_lib.startup(config)
+    print(f"initialised {line}")
     print("the training loop is not implemented in this version; nothing was trained.")
     return 2
 

@@ -17,24 +17,11 @@ Parameters: 29,945,061 (paper: 30M).
 Published (DSANet Table 1): R1 97.2 / mAP 96.6.
 """
 
-from reidjax.config_defaults import apply_variant, base_config, dsanet_smoke, set_dsanet_ablation
+from reidjax.config_defaults import apply_variant, dsanet_recipe, dsanet_smoke, set_dsanet_ablation
 
 
 def get_config(arg: str | None = None):
-    config = base_config()
-    config.dataset.name = "dukev"
-    config.model.name = "dsanet"
-    config.model.variant = "c2d"
-    config.input.num_frames = 8
-    config.input.train_sampler = "rrs"
-    config.input.test_sampler = "dense"
-    config.loss.triplet_feature = "features"  # f_ID before the BN, as the paper says.
-    config.loss.dsanet_lambda = 0.1
-    config.loss.dsanet_lambda_cam = 0.1
-    config.optim.lr = 3.5e-4
-    config.optim.weight_decay = 5e-4
-    config.optim.lr_decay_every_epochs = 40
-    config.train.epochs = 200
+    config = dsanet_recipe("dukev")
     apply_variant(config, arg, {"smoke": dsanet_smoke}, {"ablation": set_dsanet_ablation})
     config.lock()
     return config

@@ -18,14 +18,11 @@ Table 2 mAP / R1 with STRF: I3D 95.2 / 95.9, P3D-A 95.6 / 96.0,
 P3D-B 96.4 / 97.4, P3D-C 96.2 / 97.2.
 """
 
-from reidjax.config_defaults import apply_variant, base_config, set_backbone, set_strf_stages, smoke
+from reidjax.config_defaults import apply_variant, set_backbone, set_strf_stages, smoke, strf_recipe
 
 
 def get_config(arg: str | None = None):
-    config = base_config()
-    config.dataset.name = "dukev"
-    config.model.name = "strf"
-    config.model.variant = "p3dc"
+    config = strf_recipe("dukev")
     apply_variant(
         config, arg, {"smoke": smoke}, {"backbone": set_backbone, "stages": set_strf_stages}
     )

@@ -18,14 +18,11 @@ Parameters: STRF-P3D-C 24,564,950 (150-way classifier).
 Published (STRF Table 3): STRF-P3D-C R1 89.3.
 """
 
-from reidjax.config_defaults import apply_variant, base_config, set_backbone, set_strf_stages, smoke
+from reidjax.config_defaults import apply_variant, set_backbone, set_strf_stages, smoke, strf_recipe
 
 
 def get_config(arg: str | None = None):
-    config = base_config()
-    config.dataset.name = "ilidsvid"
-    config.model.name = "strf"
-    config.model.variant = "p3dc"
+    config = strf_recipe("ilidsvid")
     apply_variant(
         config, arg, {"smoke": smoke}, {"backbone": set_backbone, "stages": set_strf_stages}
     )

@@ -18,14 +18,11 @@ Table 2 mAP / R1 with STRF: I3D 83.1 / 88.7, P3D-A 85.4 / 89.8,
 P3D-B 85.6 / 90.3, P3D-C 86.1 / 90.3.
 """
 
-from reidjax.config_defaults import apply_variant, base_config, set_backbone, set_strf_stages, smoke
+from reidjax.config_defaults import apply_variant, set_backbone, set_strf_stages, smoke, strf_recipe
 
 
 def get_config(arg: str | None = None):
-    config = base_config()
-    config.dataset.name = "mars"
-    config.model.name = "strf"
-    config.model.variant = "p3dc"
+    config = strf_recipe("mars")
     apply_variant(
         config, arg, {"smoke": smoke}, {"backbone": set_backbone, "stages": set_strf_stages}
     )

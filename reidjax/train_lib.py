@@ -50,3 +50,23 @@ def init_variables(
         f"{count_params(variables['params']):,}",
     )
     return model, variables, report
+
+
+def startup(config: ml_collections.ConfigDict) -> tuple[nn.Module, dict, str]:
+    """The start-up path of both entry points: model, initial variables, one-line report.
+
+    Raises:
+        SystemExit: (code 1) with the message of a missing or mismatched weight file,
+            which names the conversion command.
+    """
+    try:
+        model, variables, report = init_variables(config, jax.random.key(config.seed))
+    except weights.WeightFileError as e:
+        logging.error("%s", e)
+        raise SystemExit(1) from e
+    line = (
+        f"{config.model.name} ({config.model.arch}, {config.model.variant}): "
+        f"{count_params(variables['params']):,} parameters, "
+        + (report.summary() if report else "from scratch (config.init.imagenet is empty)")
+    )
+    return model, variables, line
