@@ -35,6 +35,31 @@ DATASETS = {
 }
 
 
+def load_dataset(name: str, root: str, **options):
+    """Parses dataset `name` at `root` into train/query/gallery `Splits`.
+
+    Args:
+        name: a `DATASETS` key.
+        root: the dataset's folder in its distributed layout (SPEC §4).
+        **options: the parser's options (e.g. `query_in_gallery` for MARS, `split_id` and
+            `dense_train` for iLIDS-VID).
+
+    Raises:
+        ValueError: an unknown name, listing the valid ones.
+        DatasetError: a missing or malformed file, named.
+    """
+    from input_pipeline.datasets import dukev, ilidsvid, lsvid, mars
+
+    loaders = {
+        "mars": mars.load,
+        "dukev": dukev.load,
+        "lsvid": lsvid.load,
+        "ilidsvid": ilidsvid.load,
+    }
+    dataset_info(name)
+    return loaders[name](root, **options)
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """Returns the metadata of dataset `name`, or raises listing the valid names."""
     if name not in DATASETS:
