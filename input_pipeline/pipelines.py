@@ -1,0 +1,188 @@
+"""grain pipelines of training batches and evaluation clips over an ingested dataset.
+
+Training: element `s` of the `MapDataset` is global batch `s`, computed from (seed, s)
+alone; each host keeps its slice. Evaluation: ordered fixed-size batches of dense clips,
+with masks, padded so that every host runs the same number of batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import numpy as np
+
+from input_pipeline.records import IngestedDataset
+from input_pipeline.sampling import IdentitySampler, augment_clip, dense_clips, temporal_indices
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """What a training batch holds (from `config.input` and `config.train`)."""
+
+    ids_per_batch: int = 8
+    clips_per_id: int = 4
+    num_frames: int = 4
+    sampler: str = "stride"
+    frame_stride: int = 8
+    flip_prob: float = 0.5
+    erasing_prob: float = 0.5
+    seed: int = 0
+
+    @property
+    def global_batch(self) -> int:
+        return self.ids_per_batch * self.clips_per_id
+
+
+class TrainBatches:
+    """Global batch `step` → this host's slice, as a pure function of (seed, step).
+
+    Args:
+        data: the ingested dataset.
+        spec: batch composition and augmentation.
+        process_index, process_count: this host and the number of hosts; each host gets
+            clips [i·B/H, (i+1)·B/H) of the global batch B.
+
+    Raises:
+        ValueError: a global batch not divisible by the number of hosts.
+    """
+
+    def __init__(
+        self, data: IngestedDataset, spec: TrainSpec, process_index: int = 0, process_count: int = 1
+    ):
+        if spec.global_batch % process_count:
+            raise ValueError(
+                f"global batch {spec.global_batch} is not divisible by {process_count} hosts"
+            )
+        self.data, self.spec = data, spec
+        self.index = data.splits["train"]
+        self.sampler = IdentitySampler(
+            self.index.pid, spec.ids_per_batch, spec.clips_per_id, spec.seed
+        )
+        per_host = spec.global_batch // process_count
+        self.positions = range(process_index * per_host, (process_index + 1) * per_host)
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        """`clips` uint8 `[b, T, H, W, 3]`, `labels` / `cameras` int32 `[b]`, `step`."""
+        s = self.spec
+        tracklets = self.sampler.batch(step)
+        clips, labels, cameras = [], [], []
+        for position in self.positions:
+            t = tracklets[position]
+            rng = np.random.default_rng([s.seed, 2, step, position])
+            frames = temporal_indices(
+                int(self.index.count[t]), s.num_frames, s.sampler, rng, s.frame_stride
+            )
+            clip = self.data.frames(self.index.first[t] + frames)
+            clips.append(augment_clip(clip, rng, s.flip_prob, s.erasing_prob))
+            labels.append(self.index.pid[t])
+            cameras.append(self.index.camid[t])
+        return {
+            "clips": np.stack(clips),
+            "labels": np.asarray(labels, np.int32),
+            "cameras": np.asarray(cameras, np.int32),
+            "step": np.int64(step),
+        }
+
+
+def train_dataset(
+    data: IngestedDataset,
+    spec: TrainSpec,
+    start_step: int = 0,
+    num_steps: int = 10**9,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """Batches `start_step, start_step + 1, ...` as a grain `MapDataset` (random access, so
+    resuming at a step needs no replay). Iterate it through
+    `.to_iter_dataset(grain.ReadOptions(num_threads=..., prefetch_buffer_size=...))`."""
+    batches = TrainBatches(data, spec, process_index, process_count)
+    return grain.MapDataset.range(start_step, start_step + num_steps).map(batches)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalClips:
+    """The dense clips of one split, in order: tracklet, frame indices and mask per clip."""
+
+    tracklet: np.ndarray  # [C]
+    frames: np.ndarray  # [C, T] indices into the tracklet
+    mask: np.ndarray  # [C, T] True where the frame is counted
+
+
+def eval_clips(data: IngestedDataset, split: str, num_frames: int) -> EvalClips:
+    """Every tracklet of `split` cut into consecutive clips of `num_frames` (SPEC §5 dense)."""
+    index = data.splits[split]
+    tracklet, frames, mask = [], [], []
+    for t, count in enumerate(index.count):
+        idx, valid = dense_clips(int(count), num_frames)
+        tracklet += [t] * len(idx)
+        frames.append(idx)
+        mask.append(valid)
+    return EvalClips(np.asarray(tracklet), np.concatenate(frames), np.concatenate(mask))
+
+
+class EvalBatches:
+    """Batch `i` of this host's evaluation stream: fixed shapes, padding masked.
+
+    The clip list is padded with empty clips to a multiple of batch_size × process_count,
+    so every host runs the same number of batches; host h takes batches h, h + H, ...
+    """
+
+    def __init__(
+        self,
+        data: IngestedDataset,
+        split: str,
+        num_frames: int,
+        batch_size: int,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        self.data, self.batch_size = data, batch_size
+        self.index = data.splits[split]
+        self.clips = eval_clips(data, split, num_frames)
+        per_round = batch_size * process_count
+        total = -(-len(self.clips.tracklet) // per_round) * per_round
+        self.num_batches = total // per_round
+        self.process_index, self.process_count = process_index, process_count
+        self.num_frames = num_frames
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __call__(self, i: int) -> dict[str, np.ndarray]:
+        """`clips` uint8 `[B, T, H, W, 3]`, `frame_mask` `[B, T]`, `tracklet` int32 `[B]`
+        (-1 for padding clips) and `frame_index` int32 `[B, T]` (frame within the tracklet)."""
+        global_batch = i * self.process_count + self.process_index
+        start = global_batch * self.batch_size
+        h, w = self.data.size
+        clips = np.zeros((self.batch_size, self.num_frames, h, w, 3), np.uint8)
+        mask = np.zeros((self.batch_size, self.num_frames), bool)
+        tracklet = np.full(self.batch_size, -1, np.int32)
+        frame_index = np.full((self.batch_size, self.num_frames), -1, np.int32)
+        for row, c in enumerate(
+            range(start, min(start + self.batch_size, len(self.clips.tracklet)))
+        ):
+            t = self.clips.tracklet[c]
+            clips[row] = self.data.frames(self.index.first[t] + self.clips.frames[c])
+            mask[row] = self.clips.mask[c]
+            tracklet[row] = t
+            frame_index[row] = self.clips.frames[c]
+        return {
+            "clips": clips,
+            "frame_mask": mask,
+            "tracklet": tracklet,
+            "frame_index": frame_index,
+        }
+
+
+def eval_dataset(
+    data: IngestedDataset,
+    split: str,
+    num_frames: int,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """This host's evaluation batches of `split` (`query` or `gallery`), in order."""
+    batches = EvalBatches(data, split, num_frames, batch_size, process_index, process_count)
+    return grain.MapDataset.range(len(batches)).map(batches)

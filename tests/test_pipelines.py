@@ -1,0 +1,168 @@
+"""Sampling and grain pipelines: batch composition, determinism, resume, hosts, eval cover."""
+
+import os
+
+import grain
+import numpy as np
+import pytest
+
+from input_pipeline.datasets.fake import write_image
+from input_pipeline.datasets.tracklets import Splits, Tracklet
+from input_pipeline.ingest import ingest
+from input_pipeline.pipelines import EvalBatches, TrainSpec, eval_dataset, train_dataset
+from input_pipeline.records import IngestedDataset
+from input_pipeline.sampling import (
+    IdentitySampler,
+    augment_clip,
+    dense_clips,
+    random_erasing_box,
+    temporal_indices,
+)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """7 identities with 1-4 tracklets of 1-13 frames each, ingested at 16×8."""
+    root = tmp_path_factory.mktemp("pipe")
+    rng = np.random.default_rng(0)
+    splits = {"train": [], "query": [], "gallery": []}
+    for split, pids in (
+        ("train", range(7)),
+        ("query", range(100, 103)),
+        ("gallery", range(100, 104)),
+    ):
+        for pid in pids:
+            for k in range(1 + (pid * 7 + 3) % 4):
+                n = 1 + (pid * 5 + k * 3) % 13
+                frames = []
+                for f in range(n):
+                    path = os.path.join(root, "src", split, f"{pid}_{k}_{f:03d}.jpg")
+                    write_image(path, rng)
+                    frames.append(path)
+                splits[split].append(Tracklet(tuple(frames), pid, k % 3))
+    ingest(Splits("fixture", **splits), str(root / "rec"), (16, 8), workers=1)
+    return IngestedDataset(str(root / "rec"))
+
+
+SPEC = TrainSpec(ids_per_batch=3, clips_per_id=2, num_frames=4, sampler="stride", seed=5)
+
+
+def test_batches_have_p_distinct_ids_times_k(data):
+    ds = train_dataset(data, SPEC, num_steps=6)
+    for batch in ds:
+        labels = batch["labels"]
+        assert batch["clips"].shape == (6, 4, 16, 8, 3) and batch["clips"].dtype == np.uint8
+        assert len(set(labels)) == 3
+        assert all(np.sum(labels == pid) == 2 for pid in set(labels))
+        assert list(labels) == sorted(labels, key=list(dict.fromkeys(labels)).index)
+
+
+def test_same_seed_same_batches_and_resume(data):
+    full = list(train_dataset(data, SPEC, num_steps=5))
+    again = list(train_dataset(data, SPEC, num_steps=5))
+    resumed = list(train_dataset(data, SPEC, start_step=3, num_steps=2))
+    for a, b in zip(full, again, strict=True):
+        np.testing.assert_array_equal(a["clips"], b["clips"])
+    for a, b in zip(full[3:], resumed, strict=True):
+        assert a["step"] == b["step"]
+        np.testing.assert_array_equal(a["clips"], b["clips"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+    threaded = train_dataset(data, SPEC, num_steps=5).to_iter_dataset(
+        grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
+    )
+    for a, b in zip(full, threaded, strict=True):
+        np.testing.assert_array_equal(a["clips"], b["clips"])
+    other = next(iter(train_dataset(data, TrainSpec(**{**SPEC.__dict__, "seed": 6}), num_steps=1)))
+    assert not np.array_equal(other["clips"], full[0]["clips"])
+
+
+def test_two_hosts_slices_form_the_single_host_batch(data):
+    single = train_dataset(data, SPEC, num_steps=3)
+    host0 = train_dataset(data, SPEC, num_steps=3, process_index=0, process_count=2)
+    host1 = train_dataset(data, SPEC, num_steps=3, process_index=1, process_count=2)
+    for s, a, b in zip(single, host0, host1, strict=True):
+        assert a["clips"].shape[0] == b["clips"].shape[0] == 3
+        np.testing.assert_array_equal(np.concatenate([a["clips"], b["clips"]]), s["clips"])
+        np.testing.assert_array_equal(np.concatenate([a["labels"], b["labels"]]), s["labels"])
+    with pytest.raises(ValueError, match="not divisible by 4 hosts"):
+        train_dataset(data, SPEC, process_count=4)
+
+
+def test_identity_sampler_epochs_cover_ids_and_replacement():
+    pids = np.array([0, 0, 1, 2, 2, 2, 3, 4, 5, 5])
+    sampler = IdentitySampler(pids, ids_per_batch=2, clips_per_id=3, seed=0)
+    assert sampler.steps_per_epoch == 3
+    seen = set()
+    for step in range(3):
+        batch = sampler.batch(step)
+        seen |= set(pids[batch])
+        assert all(np.all(pids[batch[i * 3 : i * 3 + 3]] == pids[batch[i * 3]]) for i in range(2))
+    assert seen == {0, 1, 2, 3, 4, 5}
+    with pytest.raises(ValueError, match="cannot fill"):
+        IdentitySampler(pids, ids_per_batch=7, clips_per_id=1, seed=0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 24, 25, 100])
+def test_temporal_samplers(n):
+    rng = np.random.default_rng(n)
+    for sampler in ("stride", "rrs", "evenly"):
+        idx = temporal_indices(n, 4, sampler, rng, stride=8)
+        assert idx.shape == (4,) and idx.min() >= 0 and idx.max() < n
+        assert np.all(np.diff(idx) >= 0)
+    if n >= 25:
+        idx = temporal_indices(n, 4, "stride", rng, stride=8)
+        assert np.all(np.diff(idx) == 8)
+    if n >= 4:
+        rrs = temporal_indices(n, 4, "rrs", rng)
+        edges = np.floor(np.linspace(0, n, 5)).astype(int)
+        assert all(edges[i] <= rrs[i] < edges[i + 1] for i in range(4))
+        assert len(set(temporal_indices(n, 4, "stride", rng, stride=100))) == 4
+    with pytest.raises(ValueError, match="valid"):
+        temporal_indices(n, 4, "random", rng)
+
+
+def test_augmentation_is_clip_consistent():
+    rng = np.random.default_rng(0)
+    clip = np.random.default_rng(1).integers(0, 256, (4, 32, 16, 3)).astype(np.uint8)
+    flipped = augment_clip(clip, np.random.default_rng(3), flip_prob=1.0, erasing_prob=0.0)
+    np.testing.assert_array_equal(flipped, clip[:, :, ::-1])
+    erased = augment_clip(clip, rng, flip_prob=0.0, erasing_prob=1.0)
+    changed = np.any(erased != clip, axis=-1)
+    assert changed.any() and all(np.array_equal(changed[0], changed[t]) for t in range(4))
+    box = random_erasing_box(256, 128, np.random.default_rng(2))
+    _, _, h, w = box
+    assert 0.02 * 256 * 128 * 0.8 <= h * w <= 0.4 * 256 * 128 * 1.2
+
+
+@pytest.mark.parametrize("batch_size, hosts", [(3, 1), (4, 2), (5, 3)])
+def test_eval_stream_visits_every_frame_once(data, batch_size, hosts):
+    for split in ("query", "gallery"):
+        index = data.splits[split]
+        counts = {t: np.zeros(int(c), int) for t, c in enumerate(index.count)}
+        lengths = set()
+        for host in range(hosts):
+            lengths.add(len(EvalBatches(data, split, 4, batch_size, host, hosts)))
+            for batch in eval_dataset(data, split, 4, batch_size, host, hosts):
+                assert batch["clips"].shape == (batch_size, 4, 16, 8, 3)
+                for row in range(batch_size):
+                    t = int(batch["tracklet"][row])
+                    if t < 0:  # a padding clip
+                        assert not batch["frame_mask"][row].any()
+                        continue
+                    for j in range(4):
+                        f = int(batch["frame_index"][row, j])
+                        np.testing.assert_array_equal(
+                            batch["clips"][row, j], data.frame(index.first[t] + f)
+                        )
+                        counts[t][f] += int(batch["frame_mask"][row, j])
+        assert len(lengths) == 1  # every host runs the same number of batches
+        assert all(np.all(c == 1) for c in counts.values()), split
+
+
+def test_dense_clips_loop_padding():
+    idx, mask = dense_clips(6, 4)
+    np.testing.assert_array_equal(idx, [[0, 1, 2, 3], [4, 5, 0, 1]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 1], [1, 1, 0, 0]])
+    idx, mask = dense_clips(1, 4)
+    np.testing.assert_array_equal(idx, [[0, 0, 0, 0]])
+    assert mask.sum() == 1
