@@ -95,4 +95,6 @@ class IngestedDataset:
 def decode(data: bytes) -> np.ndarray:
     """Encoded image bytes -> uint8 `[H, W, 3]` RGB."""
     with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+        if image.mode != "RGB":  # ingested JPEGs are RGB already: skip the copy
+            image = image.convert("RGB")
+        return np.asarray(image)

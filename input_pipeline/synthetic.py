@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from input_pipeline.datasets.tracklets import Splits, Tracklet
+from input_pipeline.datasets.tracklets import Splits, Tracklet, relabel
 from input_pipeline.ingest import ingest, parse_size
 
 PALETTE = np.array(
@@ -184,6 +184,33 @@ def layout(num_ids: int, num_cameras: int, seed: int) -> list[tuple[str, int, in
     return out
 
 
+def render_splits(
+    folder: str,
+    num_ids: int = 100,
+    num_cameras: int = 4,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 64),
+    workers: int | None = None,
+) -> Splits:
+    """Renders every tracklet as JPEG files into `folder`; returns the splits (train relabelled)."""
+    if num_ids < 4 or num_cameras < 2:
+        raise ValueError("the synthetic dataset needs at least 4 identities and 2 cameras")
+    os.makedirs(folder, exist_ok=True)
+    tracklets = layout(num_ids, num_cameras, seed)
+    jobs = [(seed, pid, cam, i, n, size, folder) for _, pid, cam, i, n in tracklets]
+    workers = workers or os.cpu_count() or 1
+    if workers > 1:
+        with multiprocessing.Pool(workers) as pool:
+            frames = pool.map(_write_tracklet, jobs, chunksize=8)
+    else:
+        frames = list(map(_write_tracklet, jobs))
+    splits = {"train": [], "query": [], "gallery": []}
+    for (split, pid, cam, _, _), paths in zip(tracklets, frames, strict=True):
+        splits[split].append(Tracklet(paths, pid, cam))
+    splits["train"] = relabel(splits["train"])
+    return Splits(f"synthetic ({num_ids} ids, {num_cameras} cameras, seed {seed})", **splits)
+
+
 def generate(
     out: str,
     num_ids: int = 100,
@@ -194,28 +221,9 @@ def generate(
     overwrite: bool = False,
 ) -> dict:
     """Renders the dataset and writes it in the ingested format to `out`; returns the manifest."""
-    if num_ids < 4 or num_cameras < 2:
-        raise ValueError("the synthetic dataset needs at least 4 identities and 2 cameras")
-    tracklets = layout(num_ids, num_cameras, seed)
-    workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="reidjax-synthetic-") as tmp:
-        jobs = [(seed, pid, cam, i, n, size, tmp) for _, pid, cam, i, n in tracklets]
-        if workers > 1:
-            with multiprocessing.Pool(workers) as pool:
-                frames = pool.map(_write_tracklet, jobs, chunksize=8)
-        else:
-            frames = list(map(_write_tracklet, jobs))
-        splits = {"train": [], "query": [], "gallery": []}
-        for (split, pid, cam, _, _), paths in zip(tracklets, frames, strict=True):
-            splits[split].append(Tracklet(paths, pid, cam))
-        name = f"synthetic ({num_ids} ids, {num_cameras} cameras, seed {seed})"
-        from input_pipeline.datasets.tracklets import relabel
-
-        splits["train"] = relabel(splits["train"])
-        return ingest(
-            Splits(name, **splits), out, size, workers=workers, overwrite=overwrite,
-            dataset="synthetic",
-        )  # fmt: skip
+        splits = render_splits(tmp, num_ids, num_cameras, seed, size, workers)
+        return ingest(splits, out, size, workers=workers, overwrite=overwrite, dataset="synthetic")
 
 
 def main(argv=None) -> int:
