@@ -1,0 +1,62 @@
+"""Optimizers and learning-rate schedules from `config.optim` (optax).
+
+`adam` reproduces `torch.optim.Adam(weight_decay=wd)`: the decay is added to the gradient
+before the moment estimates (coupled L2, the recipe of both papers). `adamw` is decoupled
+decay (`torch.optim.AdamW`). Schedules are given in epochs and converted to steps.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+def learning_rate_schedule(
+    optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs: int
+) -> optax.Schedule:
+    """Step decay by `lr_decay_factor` every `lr_decay_every_epochs` (torch `StepLR` stepped
+    per epoch), after an optional linear warmup from lr/100 over `warmup_epochs`."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    every = optim.lr_decay_every_epochs
+    boundaries = {}
+    if every > 0:
+        for k in range(1, epochs // every + 1):
+            boundaries[k * every * steps_per_epoch] = optim.lr_decay_factor
+    schedule = optax.piecewise_constant_schedule(optim.lr, boundaries)
+    warmup = int(optim.warmup_epochs * steps_per_epoch)
+    if warmup > 0:
+        ramp = optax.linear_schedule(optim.lr / 100, optim.lr, warmup)
+        schedule = optax.join_schedules([ramp, schedule], [warmup])
+    return schedule
+
+
+def build_optimizer(
+    optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The configured optimizer and its schedule.
+
+    Raises:
+        ValueError: an unknown optimizer name, listing the valid ones.
+    """
+    if optim.name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {optim.name!r}; valid: {list(OPTIMIZERS)}")
+    schedule = learning_rate_schedule(optim, steps_per_epoch, epochs)
+    parts = []
+    if optim.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(optim.grad_clip_norm))
+    if optim.name == "adam":
+        parts += [
+            optax.add_decayed_weights(optim.weight_decay),
+            optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
+            optax.scale_by_learning_rate(schedule),
+        ]
+    else:
+        parts += [
+            optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
+            optax.add_decayed_weights(optim.weight_decay),
+            optax.scale_by_learning_rate(schedule),
+        ]
+    return optax.chain(*parts), schedule

@@ -1,0 +1,60 @@
+"""Optimizers and schedules against torch.optim (Adam, AdamW, StepLR, clipping)."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from reidjax.config_defaults import base_config
+from reidjax.optim import build_optimizer, learning_rate_schedule
+
+
+def _run(name, clip, steps=12, steps_per_epoch=2):
+    config = base_config().optim
+    config.name, config.lr, config.weight_decay = name, 0.01, 0.05
+    config.lr_decay_every_epochs, config.lr_decay_factor = 2, 0.5
+    config.grad_clip_norm = clip
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(5,)).astype(np.float32)
+    grads = rng.normal(size=(steps, 5)).astype(np.float32) * 3
+    tx, _ = build_optimizer(config, steps_per_epoch, epochs=steps // steps_per_epoch)
+    params = jnp.asarray(w0)
+    state = tx.init(params)
+    for g in grads:
+        updates, state = tx.update(jnp.asarray(g), state, params)
+        params = optax.apply_updates(params, updates)
+    w = torch.tensor(w0, requires_grad=True)
+    opt_cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    opt = opt_cls([w], lr=0.01, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)  # per epoch
+    for i, g in enumerate(grads):
+        w.grad = torch.tensor(g)
+        if clip:
+            torch.nn.utils.clip_grad_norm_([w], clip)
+        opt.step()
+        if (i + 1) % steps_per_epoch == 0:
+            sched.step()
+    return np.asarray(params), w.detach().numpy()
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+@pytest.mark.parametrize("clip", [0.0, 1.0])
+def test_matches_torch_optimizers(name, clip):
+    ours, ref = _run(name, clip)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_schedule_in_epochs_with_warmup():
+    config = base_config().optim
+    config.lr, config.lr_decay_every_epochs, config.lr_decay_factor = 1.0, 3, 0.1
+    schedule = learning_rate_schedule(config, steps_per_epoch=10, epochs=9)
+    assert [float(schedule(s)) for s in (0, 29, 30, 59, 60, 89)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
+    config.warmup_epochs = 1
+    schedule = learning_rate_schedule(config, steps_per_epoch=10, epochs=9)
+    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(10)) == pytest.approx(1)
+    config.name = "sgd"
+    with pytest.raises(ValueError, match=r"valid: \['adam', 'adamw'\]"):
+        build_optimizer(config, 10, 9)
