@@ -17,6 +17,12 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "mars"
+    # The ingested dataset folder (python -m input_pipeline.ingest ... --out DIR). For
+    # "synthetic", it is generated there on first use.
+    config.dataset.dir = ""
+    config.dataset.num_cameras = 0  # 0: from the dataset registry (or the ingested data).
+    config.dataset.synthetic_ids = 100
+    config.dataset.synthetic_cameras = 4
 
     config.input = ml_collections.ConfigDict()
     config.input.num_frames = 4  # T: frames per clip.
@@ -87,7 +93,14 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.ids_per_batch = 8  # P identities ...
     config.train.clips_per_id = 4  # ... x K clips each = the global batch.
     config.train.epochs = 250
-    config.train.batch_size = 32  # ids_per_batch x clips_per_id; checked by the trainer.
+    config.train.num_steps = 0  # > 0 overrides epochs (smoke runs).
+    config.train.log_every = 20
+    config.train.checkpoint_every = 1000
+    config.train.keep_checkpoints = 3
+    config.train.data_threads = 2  # grain read threads (threads beat processes on 2 cores)
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1  # devices on the data axis; -1 = all
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adam"  # adam: L2 coupled as in torch.optim.Adam | adamw.

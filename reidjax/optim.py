@@ -2,7 +2,8 @@
 
 `adam` reproduces `torch.optim.Adam(weight_decay=wd)`: the decay is added to the gradient
 before the moment estimates (coupled L2, the recipe of both papers). `adamw` is decoupled
-decay (`torch.optim.AdamW`). Schedules are given in epochs and converted to steps.
+decay (`torch.optim.AdamW`); `sgd` is SGD with momentum 0.9 and coupled decay
+(`torch.optim.SGD`). Schedules are given in epochs and converted to steps.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 def learning_rate_schedule(
@@ -53,10 +54,16 @@ def build_optimizer(
             optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
             optax.scale_by_learning_rate(schedule),
         ]
-    else:
+    elif optim.name == "adamw":
         parts += [
             optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
             optax.add_decayed_weights(optim.weight_decay),
+            optax.scale_by_learning_rate(schedule),
+        ]
+    else:
+        parts += [
+            optax.add_decayed_weights(optim.weight_decay),
+            optax.trace(decay=0.9),
             optax.scale_by_learning_rate(schedule),
         ]
     return optax.chain(*parts), schedule

@@ -25,8 +25,11 @@ def _run(name, clip, steps=12, steps_per_epoch=2):
         updates, state = tx.update(jnp.asarray(g), state, params)
         params = optax.apply_updates(params, updates)
     w = torch.tensor(w0, requires_grad=True)
-    opt_cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    opt = opt_cls([w], lr=0.01, weight_decay=0.05)
+    if name == "sgd":
+        opt = torch.optim.SGD([w], lr=0.01, momentum=0.9, weight_decay=0.05)
+    else:
+        opt_cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        opt = opt_cls([w], lr=0.01, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)  # per epoch
     for i, g in enumerate(grads):
         w.grad = torch.tensor(g)
@@ -38,7 +41,7 @@ def _run(name, clip, steps=12, steps_per_epoch=2):
     return np.asarray(params), w.detach().numpy()
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw"])
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
 @pytest.mark.parametrize("clip", [0.0, 1.0])
 def test_matches_torch_optimizers(name, clip):
     ours, ref = _run(name, clip)
@@ -55,6 +58,6 @@ def test_schedule_in_epochs_with_warmup():
     config.warmup_epochs = 1
     schedule = learning_rate_schedule(config, steps_per_epoch=10, epochs=9)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(10)) == pytest.approx(1)
-    config.name = "sgd"
-    with pytest.raises(ValueError, match=r"valid: \['adam', 'adamw'\]"):
+    config.name = "lamb"
+    with pytest.raises(ValueError, match=r"valid: \['adam', 'adamw', 'sgd'\]"):
         build_optimizer(config, 10, 9)

@@ -51,8 +51,9 @@ def dsanet_config(config: ml_collections.ConfigDict) -> DSANetConfig:
 
 
 def num_cameras(config: ml_collections.ConfigDict) -> int:
-    """The dataset's number of cameras (DSANet's camera classifier)."""
-    return dataset_info(config.dataset.name).num_cameras
+    """The dataset's number of cameras (DSANet's camera classifier): `dataset.num_cameras`,
+    or the registry's when it is 0."""
+    return config.dataset.num_cameras or dataset_info(config.dataset.name).num_cameras
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:

@@ -1,0 +1,46 @@
+"""Device mesh and shardings (data parallelism over a `jax.sharding.Mesh`)."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
+    """A 1-D `("data",)` mesh over `config.mesh.data` devices (-1: all of them)."""
+    devices = jax.devices()
+    n = config.mesh.data if config.mesh.data > 0 else len(devices)
+    if n > len(devices):
+        raise ValueError(f"config.mesh.data={n} but only {len(devices)} devices are visible")
+    return Mesh(np.asarray(devices[:n]), ("data",))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+    """The leading (batch) axis split over the `data` axis."""
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def check_batch(global_batch: int, mesh: Mesh) -> None:
+    """Raises a clear error when the global batch does not split over the devices."""
+    devices = mesh.shape["data"]
+    if global_batch % devices:
+        raise ValueError(
+            f"global batch {global_batch} (train.ids_per_batch x train.clips_per_id) is not "
+            f"divisible by the {devices} devices of the data mesh; change the batch or set "
+            "--config.mesh.data"
+        )
+
+
+def global_batch_array(local: dict, sharding: NamedSharding) -> dict:
+    """This host's slice of a batch -> global `jax.Array`s sharded over the mesh."""
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+        for k, v in local.items()
+        if np.ndim(v) > 0
+    }
