@@ -1,0 +1,130 @@
+"""Training: end to end, resume == uninterrupted, device counts, clear errors."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from input_pipeline.pipelines import TrainBatches, TrainSpec
+from reidjax import checkpoint, sharding, train_lib
+from reidjax.optim import build_optimizer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def compilation_cache(tmp_path_factory):
+    """The runs of this module compile the same train step several times: cache it."""
+    cache = str(tmp_path_factory.mktemp("jax_cache"))
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", None)
+
+
+def synthetic_config(tmp_path, **overrides):
+    spec = importlib.util.spec_from_file_location("synthetic", ROOT / "configs" / "synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke")
+    with config.unlocked():
+        config.dataset.dir = str(tmp_path / "data")
+        for key, value in overrides.items():
+            section, name = key.split(".")
+            config[section][name] = value
+    return config
+
+
+def params_of(workdir, config):
+    """Latest checkpoint's parameters, restored on one device."""
+    data = train_lib.open_dataset(config)
+    train_lib.resolve_sizes(config, data)
+    tx, _ = build_optimizer(config.optim, 1, config.train.epochs)
+    _, variables, _ = train_lib.init_variables(config, jax.random.key(0))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    target = train_lib.create_train_state(variables, tx, sharding.replicated(mesh))
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+    state = ckpt.restore(target)
+    ckpt.close()
+    return int(state.step), traverse_util.flatten_dict(jax.device_get(state.params))
+
+
+def test_resume_equals_uninterrupted_and_8_devices_restore_on_1(tmp_path):
+    whole = tmp_path / "whole"
+    config = synthetic_config(tmp_path, **{"train.num_steps": 6})
+    train_lib.train_and_evaluate(config, str(whole))
+    split = tmp_path / "split"
+    config = synthetic_config(tmp_path, **{"train.num_steps": 3})
+    train_lib.train_and_evaluate(config, str(split))
+    # Resume on a different device count: saved on 8 devices, continued on 1.
+    config = synthetic_config(tmp_path, **{"train.num_steps": 6, "mesh.data": 1})
+    train_lib.train_and_evaluate(config, str(split))
+    step_a, a = params_of(str(whole), synthetic_config(tmp_path))
+    step_b, b = params_of(str(split), synthetic_config(tmp_path))
+    assert step_a == step_b == 6
+    for key, value in a.items():
+        np.testing.assert_allclose(b[key], value, rtol=1e-5, atol=1e-6, err_msg=str(key))
+    logged = [json.loads(line)["step"] for line in (split / "metrics.jsonl").open()]
+    assert logged == [2, 3, 4, 6]  # every 2 steps, and the last step of each run
+
+
+def test_train_step_on_8_devices_equals_1_device(tmp_path):
+    config = synthetic_config(tmp_path, **{"optim.name": "sgd"})
+    data = train_lib.open_dataset(config)
+    train_lib.resolve_sizes(config, data)
+    spec = TrainSpec(4, 2, config.input.num_frames, config.input.train_sampler, seed=0)
+    batch = TrainBatches(data, spec)(0)
+    batch = {k: batch[k] for k in ("clips", "labels", "cameras")}
+    tx, schedule = build_optimizer(config.optim, 4, config.train.epochs)
+    model, variables, _ = train_lib.init_variables(config, jax.random.key(0))
+    step = train_lib.make_train_step(model, config, tx, schedule)
+    results = []
+    for n in (1, 8):
+        mesh = jax.sharding.Mesh(np.array(jax.devices()[:n]), ("data",))
+        repl, data_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
+        state = train_lib.create_train_state(variables, tx, repl)
+        fn = jax.jit(step, in_shardings=(repl, data_sharding, repl), out_shardings=(repl, repl))
+        global_batch = sharding.global_batch_array(batch, data_sharding)
+        assert len(global_batch["clips"].addressable_shards) == n
+        results.append(jax.device_get(fn(state, global_batch, jax.random.key(1))))
+    (one, m1), (eight, m8) = results
+    np.testing.assert_allclose(m8["loss/total"], m1["loss/total"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    assert set(m1) >= {"loss/ce", "loss/triplet", "loss/dis", "loss/w", "accuracy", "lr"}
+
+
+def test_clear_errors(tmp_path):
+    config = synthetic_config(tmp_path, **{"mesh.data": 3})
+    with pytest.raises(ValueError, match="not divisible by the 3 devices"):
+        train_lib.train_and_evaluate(config, str(tmp_path / "w"))
+    config = synthetic_config(tmp_path)
+    with config.unlocked():
+        config.dataset.name, config.dataset.dir = "mars", ""
+    with pytest.raises(ValueError, match=r"python -m input_pipeline\.ingest --dataset mars"):
+        train_lib.train_and_evaluate(config, str(tmp_path / "w"))
+    config = synthetic_config(tmp_path)
+    with config.unlocked():
+        config.input.height = 64
+    with pytest.raises(ValueError, match="ingested frames are 32x64"):
+        train_lib.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_train_py_end_to_end(tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
+         "--workdir", str(workdir), f"--config.dataset.dir={tmp_path / 'data'}"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "step 4/4" in result.stdout and "clips/s" in result.stdout
+    assert "trained to step 4" in result.stdout
+    assert (workdir / "checkpoints" / "4").is_dir()
