@@ -13,7 +13,7 @@ install-dev:
 
 # The main job on the built-in default (CPU, no dataset or weights needed).
 demo: install
-	$(PYTHON) tools/model_summary.py --config configs/p3dc_mars.py
+	$(PYTHON) train.py --config configs/synthetic.py --workdir runs/demo
 
 lint:
 	$(PYTHON) -m ruff check .
