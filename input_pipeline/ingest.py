@@ -38,7 +38,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from input_pipeline.datasets import DATASETS, load_dataset
+from input_pipeline.datasets import add_parser_arguments, load_dataset, parser_options
 from input_pipeline.datasets.tracklets import DatasetError, Splits
 
 FORMAT_VERSION = 1
@@ -228,24 +228,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    parser.add_argument("--root", required=True, help="the dataset folder as distributed")
+    add_parser_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--size", type=parse_size, default=(256, 128), help="HxW")
-    parser.add_argument("--split-id", type=int, default=0, help="iLIDS-VID split (0-9)")
-    parser.add_argument("--dense-train", type=int, default=0, help="cut training tracklets")
     parser.add_argument("--lossless", action="store_true", help="store resized frames as PNG")
     parser.add_argument("--skip-bad", action="store_true", help="drop unreadable images")
     parser.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    options = {}
-    if args.dataset == "ilidsvid":
-        options["split_id"] = args.split_id
-    if args.dataset in ("dukev", "lsvid", "ilidsvid"):
-        options["dense_train"] = args.dense_train
     try:
-        splits = load_dataset(args.dataset, args.root, **options)
+        splits = load_dataset(args.dataset, args.root, **parser_options(args))
         print(splits.summary())
         manifest = ingest(
             splits,

@@ -37,6 +37,33 @@ DATASETS = {
 }
 
 
+# Datasets read from disk (the synthetic one is generated: input_pipeline/synthetic.py).
+PARSERS = ("dukev", "ilidsvid", "lsvid", "mars")
+
+
+def add_parser_arguments(parser) -> None:
+    """The command-line options of the dataset parsers (`--dataset`, `--root`, ...)."""
+    parser.add_argument("--dataset", required=True, choices=PARSERS)
+    parser.add_argument("--root", required=True, help="the dataset folder as distributed")
+    parser.add_argument("--split-id", type=int, default=0, help="iLIDS-VID split (0-9)")
+    parser.add_argument("--dense-train", type=int, default=0, help="cut training tracklets")
+    parser.add_argument(
+        "--no-query-in-gallery", action="store_true", help="MARS: the 9,330-tracklet gallery"
+    )
+
+
+def parser_options(args) -> dict:
+    """The options of `args.dataset`'s parser from `add_parser_arguments`' arguments."""
+    options = {}
+    if args.dataset == "mars":
+        options["query_in_gallery"] = not args.no_query_in_gallery
+    if args.dataset == "ilidsvid":
+        options["split_id"] = args.split_id
+    if args.dataset in ("dukev", "lsvid", "ilidsvid"):
+        options["dense_train"] = args.dense_train
+    return options
+
+
 def load_dataset(name: str, root: str, **options):
     """Parses dataset `name` at `root` into train/query/gallery `Splits`.
 
@@ -58,7 +85,8 @@ def load_dataset(name: str, root: str, **options):
         "lsvid": lsvid.load,
         "ilidsvid": ilidsvid.load,
     }
-    dataset_info(name)
+    if name not in loaders:
+        raise ValueError(f"Unknown dataset {name!r}; valid: {list(PARSERS)}")
     return loaders[name](root, **options)
 
 
