@@ -300,12 +300,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 class MetricsLog:
-    """JSONL metrics and a progress line (steps/s, clips/s, ETA), on process 0 only."""
+    """JSONL metrics, TensorBoard scalars (`workdir/tensorboard`) and a progress line
+    (steps/s, clips/s, ETA), on process 0 only."""
 
     def __init__(self, workdir: str, total: int, global_batch: int, start: int):
         self.total, self.global_batch = total, global_batch
         self.active = jax.process_index() == 0
-        self.file = open(os.path.join(workdir, "metrics.jsonl"), "a") if self.active else None  # noqa: SIM115
+        self.file = self.board = None
+        if self.active:
+            from tensorboardX import SummaryWriter
+
+            self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            self.board = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self.last_step, self.last_time = start, time.perf_counter()
 
     def write(self, step: int, metrics: dict) -> None:
@@ -323,6 +329,10 @@ class MetricsLog:
             return
         self.file.write(json.dumps(values) + "\n")
         self.file.flush()
+        for name, value in values.items():
+            if name != "step":
+                self.board.add_scalar(name, value, step)
+        self.board.flush()
         eta = (self.total - step) / max(steps_per_s, 1e-9)
         print(
             f"step {step}/{self.total}  loss {values['loss/total']:.4f}  "
@@ -334,3 +344,4 @@ class MetricsLog:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+            self.board.close()

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -117,14 +118,40 @@ def test_clear_errors(tmp_path):
         train_lib.train_and_evaluate(config, str(tmp_path / "w"))
 
 
-def test_train_py_end_to_end(tmp_path):
+def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
+    """train.py itself: progress lines, SIGTERM saves a checkpoint, a rerun continues."""
     workdir = tmp_path / "run"
+    env = dict(os.environ)  # the second process reuses the first one's compilation
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax_cache")
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    args = [
+        sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
+        "--workdir", str(workdir), f"--config.dataset.dir={tmp_path / 'data'}",
+        "--config.train.checkpoint_every=1000",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        [*args, "--config.train.num_steps=100000"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    try:
+        for line in process.stdout:
+            if line.startswith("step 2/"):
+                assert "clips/s" in line and "ETA" in line and "loss" in line
+            if line.startswith("step 4/"):
+                process.send_signal(signal.SIGTERM)
+                break
+        out = process.stdout.read()
+        assert process.wait(timeout=300) == 0
+    finally:
+        process.kill()
+    stopped = int(out.split("trained to step ")[1].split(";")[0])
+    assert 4 <= stopped < 100000
+    assert (workdir / "checkpoints" / str(stopped)).is_dir()  # saved although not due
     result = subprocess.run(
-        [sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
-         "--workdir", str(workdir), f"--config.dataset.dir={tmp_path / 'data'}"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        [*args, f"--config.train.num_steps={stopped + 2}"], cwd=ROOT, capture_output=True,
+        text=True, check=False, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "step 4/4" in result.stdout and "clips/s" in result.stdout
-    assert "trained to step 4" in result.stdout
-    assert (workdir / "checkpoints" / "4").is_dir()
+    assert f"trained to step {stopped + 2}" in result.stdout
+    assert f"step {stopped + 2}/{stopped + 2}" in result.stdout
+    assert any(p.name.startswith("events") for p in (workdir / "tensorboard").iterdir())
