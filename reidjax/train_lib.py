@@ -50,7 +50,6 @@ def init_variables(
     report = None
     if config.init.imagenet:
         variables, report = weights.load_imagenet(config.init.imagenet, variables)
-        logging.info("%s", report.summary())
     return model, variables, report
 
 

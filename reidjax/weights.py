@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,11 +83,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             )
     except WeightFileError:
         raise
-    except (OSError, EOFError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile) as e:
-        raise WeightFileError(
-            f"Could not read weight file {path!r} (corrupt or truncated?): {type(e).__name__}: {e}"
-        ) from e
-    except Exception as e:  # safetensors and torch raise their own error types.
+    except Exception as e:  # numpy, zipfile, safetensors and torch each raise their own types
         raise WeightFileError(
             f"Could not read weight file {path!r} (corrupt or truncated?): {type(e).__name__}: {e}"
         ) from e
