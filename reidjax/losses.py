@@ -87,6 +87,13 @@ def batch_hard_triplet(
     return jnp.sum(losses) / jnp.maximum(jnp.sum(valid), 1)
 
 
+def _check_triplet_feature(name: str) -> None:
+    if name not in ("bn_features", "features"):
+        raise ValueError(
+            f"Unknown loss.triplet_feature {name!r}; valid: ['bn_features', 'features']"
+        )
+
+
 def reid_objective(
     outputs: dict[str, Array], labels: Array, loss_config: ml_collections.ConfigDict
 ) -> dict[str, Array]:
@@ -102,11 +109,7 @@ def reid_objective(
         `{"ce": w·CE, "triplet": w·L_tri, "total": sum}` (weights from the config).
     """
     c = loss_config
-    if c.triplet_feature not in ("bn_features", "features"):
-        raise ValueError(
-            f"Unknown loss.triplet_feature {c.triplet_feature!r}; valid: ['bn_features', "
-            "'features']"
-        )
+    _check_triplet_feature(c.triplet_feature)
     terms = {
         "ce": c.ce_weight * cross_entropy(outputs["logits"], labels, c.label_smoothing),
         "triplet": c.triplet_weight
@@ -219,11 +222,7 @@ def dsanet_objective(
     """
     c = loss_config
     lam = c.dsanet_lambda
-    if c.triplet_feature not in ("bn_features", "features"):
-        raise ValueError(
-            f"Unknown loss.triplet_feature {c.triplet_feature!r}; valid: ['bn_features', "
-            "'features']"
-        )
+    _check_triplet_feature(c.triplet_feature)
     terms = {"ce": c.ce_weight * cross_entropy(outputs["logits"], labels, c.label_smoothing)}
     if switches.sao:
         terms["sao"] = lam * cross_entropy(outputs["logits_aug"], labels, c.label_smoothing)
