@@ -12,7 +12,7 @@ import dataclasses
 import grain
 import numpy as np
 
-from input_pipeline.records import IngestedDataset
+from input_pipeline.records import IngestedDataset, TrackletIndex
 from input_pipeline.sampling import IdentitySampler, augment_clip, dense_clips, temporal_indices
 
 
@@ -109,9 +109,10 @@ class EvalClips:
     mask: np.ndarray  # [C, T] True where the frame is counted
 
 
-def eval_clips(data: IngestedDataset, split: str, num_frames: int) -> EvalClips:
-    """Every tracklet of `split` cut into consecutive clips of `num_frames` (SPEC §5 dense)."""
-    index = data.splits[split]
+def eval_clips(data: IngestedDataset, split: str | TrackletIndex, num_frames: int) -> EvalClips:
+    """Every tracklet of `split` (a split name or a `TrackletIndex`) cut into consecutive
+    clips of `num_frames` (SPEC §5 dense)."""
+    index = data.splits[split] if isinstance(split, str) else split
     tracklet, frames, mask = [], [], []
     for t, count in enumerate(index.count):
         idx, valid = dense_clips(int(count), num_frames)
@@ -131,15 +132,15 @@ class EvalBatches:
     def __init__(
         self,
         data: IngestedDataset,
-        split: str,
+        split: str | TrackletIndex,
         num_frames: int,
         batch_size: int,
         process_index: int = 0,
         process_count: int = 1,
     ):
         self.data, self.batch_size = data, batch_size
-        self.index = data.splits[split]
-        self.clips = eval_clips(data, split, num_frames)
+        self.index = data.splits[split] if isinstance(split, str) else split
+        self.clips = eval_clips(data, self.index, num_frames)
         per_round = batch_size * process_count
         total = -(-len(self.clips.tracklet) // per_round) * per_round
         self.num_batches = total // per_round
@@ -177,7 +178,7 @@ class EvalBatches:
 
 def eval_dataset(
     data: IngestedDataset,
-    split: str,
+    split: str | TrackletIndex,
     num_frames: int,
     batch_size: int,
     process_index: int = 0,

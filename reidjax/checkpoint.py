@@ -12,7 +12,13 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint was written by another model (other parameter names or shapes)."""
 
 
 class Checkpointer:
@@ -23,7 +29,9 @@ class Checkpointer:
             max_to_keep=keep, save_interval_steps=save_every, create=True
         )
         self.directory = os.path.abspath(directory)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -44,8 +52,60 @@ class Checkpointer:
         )
         return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
+    def check_matches(self, params, step: int | None = None) -> None:
+        """Raises `CheckpointMismatchError` naming the differences when the parameters
+        saved at `step` (default: latest) do not have the names and shapes of `params`."""
+        step = self.latest_step() if step is None else step
+        saved = self.manager.item_metadata(step).tree
+        saved = saved.get("params") if isinstance(saved, dict) else None
+        if saved is None:
+            raise CheckpointMismatchError(
+                f"{self.directory}/{step} holds no train state ('params' missing)"
+            )
+        have = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(saved, sep="/").items()}
+        want = {
+            k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params, sep="/").items()
+        }
+        problems = [f"missing {k} {want[k]}" for k in sorted(want.keys() - have.keys())]
+        problems += [f"unexpected {k} {have[k]}" for k in sorted(have.keys() - want.keys())]
+        problems += [
+            f"{k}: saved {have[k]}, model {want[k]}"
+            for k in sorted(want.keys() & have.keys())
+            if have[k] != want[k]
+        ]
+        if problems:
+            shown = "; ".join(problems[:6]) + (
+                f"; ... {len(problems) - 6} more" * (len(problems) > 6)
+            )
+            raise CheckpointMismatchError(
+                f"the checkpoint {self.directory}/{step} was written by a different model "
+                f"({len(problems)} parameter differences: {shown}). Evaluate it with the "
+                "config (and --config overrides) it was trained with."
+            )
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
+        self.manager.close()
+
+
+class BestCheckpointer:
+    """Keeps the one checkpoint with the highest evaluation `metric` (e.g. mAP)."""
+
+    def __init__(self, directory: str, metric: str = "mAP"):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m[metric], best_mode="max", create=True
+        )
+        self.metric = metric
+        self.directory = os.path.abspath(directory)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, state, value: float) -> None:
+        self.manager.save(
+            step, args=ocp.args.StandardSave(state), metrics={self.metric: value}, force=True
+        )
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
         self.manager.close()

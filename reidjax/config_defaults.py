@@ -98,6 +98,19 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
     config.train.data_threads = 2  # grain read threads (threads beat processes on 2 cores)
+    # Evaluate every N steps during training (0: only after the last step; -1: never).
+    config.train.eval_every = 0
+
+    # Evaluation (eval.py and the periodic evaluation of train.py; SPEC §6).
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 32  # clips per global batch; a multiple of the device count.
+    config.eval.distance = "cosine"  # cosine (1 - cos) | euclidean.
+    config.eval.max_rank = 20
+    config.eval.rerank = False  # k-reciprocal re-ranking (k1, k2, lambda below).
+    config.eval.rerank_k1 = 20
+    config.eval.rerank_k2 = 6
+    config.eval.rerank_lambda = 0.3
+    config.eval.data_threads = 2
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # devices on the data axis; -1 = all
@@ -115,6 +128,10 @@ def base_config() -> ml_collections.ConfigDict:
     # ImageNet weights (.npz / .safetensors converted by tools/convert_weights.py, or a
     # torchvision .pth when torch is installed); "" starts from scratch.
     config.init.imagenet = ""
+    # A checkpoint folder (a workdir's checkpoints/ or one step inside it) to start from
+    # when the workdir has no checkpoint of its own: its step, parameters, BN statistics
+    # and optimizer state are restored, and training continues from its step.
+    config.resume = ""
     return config
 
 

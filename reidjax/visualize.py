@@ -1,0 +1,120 @@
+"""Pictures of an evaluation: CMC curve, retrieval grid, DSANet attention maps.
+
+Figures are built with matplotlib's object API (`Figure`, no pyplot), so no display or
+GUI backend is involved and nothing is left open.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from input_pipeline.records import IngestedDataset, TrackletIndex
+
+CORRECT, WRONG, QUERY = (0.13, 0.7, 0.2), (0.85, 0.1, 0.1), (0.2, 0.35, 0.9)
+
+
+def plot_cmc(curves: dict[str, np.ndarray], path: str, title: str = "CMC") -> None:
+    """CMC curves (`name -> cmc[max_rank]`, fractions) as a line plot."""
+    fig = Figure(figsize=(5, 3.6), dpi=120)
+    ax = fig.subplots()
+    for name, cmc in curves.items():
+        ranks = np.arange(1, len(cmc) + 1)
+        ax.plot(ranks, 100 * np.asarray(cmc), marker="o", markersize=3, label=name)
+    ax.set(xlabel="rank", ylabel="matching rate (%)", title=title, ylim=(0, 101))
+    ax.set_xticks([1, 5, 10, 15, 20][: len(ranks)] if len(ranks) >= 5 else ranks)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def thumbnail(data: IngestedDataset, index: TrackletIndex, i: int) -> np.ndarray:
+    """The middle frame of tracklet `i` of `index`."""
+    return data.frame(int(index.first[i]) + int(index.count[i]) // 2)
+
+
+def choose_queries(result, count: int) -> np.ndarray:
+    """`count` queries with a valid match, evenly spread over the query list."""
+    q, g = result.query, result.gallery
+    good = (q.pid[:, None] == g.pid[None, :]) & (q.camid[:, None] != g.camid[None, :])
+    valid = np.flatnonzero(good.any(axis=1))
+    pick = np.linspace(0, len(valid) - 1, min(count, len(valid))).round().astype(int)
+    return valid[pick]
+
+
+def ranked_gallery(result, qi: int, top: int) -> np.ndarray:
+    """The top gallery items of query `qi`, junk (same pid and camera) removed."""
+    q, g = result.query, result.gallery
+    order = np.argsort(result.distances[qi], kind="stable")
+    junk = (g.pid[order] == q.pid[qi]) & (g.camid[order] == q.camid[qi])
+    return order[~junk][:top]
+
+
+def retrieval_grid(
+    result, data: IngestedDataset, path: str, num_queries: int = 8, top: int = 10
+) -> None:
+    """Query thumbnails (blue) and their top-`top` gallery tracklets, green when the
+    identity is right and red when wrong, as in the papers' retrieval figures."""
+    if result.distances is None:
+        raise ValueError("the retrieval grid needs the distance matrix (EvalResult.distances)")
+    queries = choose_queries(result, num_queries)
+    h, w = thumbnail(data, result.query, queries[0]).shape[:2]
+    cell = 0.9
+    fig = Figure(
+        figsize=(cell * (top + 1) + 0.2, (cell * h / w + 0.45) * len(queries) + 0.5), dpi=110
+    )
+    axes = fig.subplots(len(queries), top + 1, squeeze=False)
+    q, g = result.query, result.gallery
+    for row, qi in enumerate(queries):
+        panels = [(thumbnail(data, q, qi), QUERY, f"query\npid {q.pid[qi]} c{q.camid[qi]}")]
+        for rank, gi in enumerate(ranked_gallery(result, qi, top), 1):
+            color = CORRECT if g.pid[gi] == q.pid[qi] else WRONG
+            panels.append((thumbnail(data, g, gi), color, f"{rank}\npid {g.pid[gi]}"))
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col >= len(panels):
+                ax.axis("off")
+                continue
+            image, color, text = panels[col]
+            ax.imshow(image)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(4)
+            ax.set_title(text, fontsize=7)
+    fig.suptitle(f"query (blue) and top-{top} gallery: green = same identity, red = different")
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.01, wspace=0.08, hspace=0.5)
+    fig.savefig(path)
+
+
+def attention_figure(clips: np.ndarray, maps: dict[str, np.ndarray], path: str) -> None:
+    """Frames and activation maps (paper Fig. 6): one row per clip; column groups are the
+    T frames, then each map (`name -> [B, T, h, w]`, min-max scaled per frame) overlaid on
+    the frames.
+
+    Args:
+        clips: uint8 `[B, T, H, W, 3]`.
+    """
+    b, t, h, w = clips.shape[:4]
+    groups = ["frames", *maps]
+    cell = 0.9
+    fig = Figure(figsize=(cell * t * len(groups) + 0.6, (cell * h / w + 0.3) * b + 0.3), dpi=110)
+    axes = fig.subplots(b, t * len(groups), squeeze=False)
+    for i in range(b):
+        for g, name in enumerate(groups):
+            for j in range(t):
+                ax = axes[i, g * t + j]
+                ax.imshow(clips[i, j])
+                if name != "frames":
+                    m = maps[name][i, j].astype(np.float32)
+                    m = (m - m.min()) / max(float(m.max() - m.min()), 1e-12)
+                    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+                    ax.imshow(m, cmap="jet", alpha=0.5, extent=extent, interpolation="bilinear")
+                if i == 0:
+                    ax.set_title(f"{name} t{j}" if j == 0 else f"t{j}", fontsize=7)
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[i, 0].set_ylabel(f"query {i}", fontsize=7)
+    fig.subplots_adjust(left=0.02, right=0.99, top=0.93, bottom=0.02, wspace=0.05, hspace=0.1)
+    fig.savefig(path)
