@@ -4,8 +4,11 @@
 
 No download and no ImageNet weights: the synthetic dataset (100 procedural identities,
 4 cameras, 128×64 frames; input_pipeline/synthetic.py) is generated on first use into
-~/.cache/reidjax/synthetic (or --config.dataset.dir). The model is DSANet on the `tiny`
-trunk, so that it trains on a 2-core CPU. `:smoke` runs a few steps on a smaller dataset.
+~/.cache/reidjax/synthetic-100ids-4cams-128x64-seed0 (or --config.dataset.dir). The model
+is DSANet on the `tiny` trunk, so that it trains on a 2-core CPU. It is evaluated every
+100 steps (R1/mAP in the log, the best checkpoint in WORKDIR/checkpoints_best) and after
+the last step eval.py's report goes to WORKDIR/eval. `:smoke` runs a few steps on a
+smaller dataset.
 """
 
 from reidjax.config_defaults import apply_variant, dsanet_recipe
@@ -30,6 +33,7 @@ def get_config(arg: str | None = None):
     config.train.num_steps = 300
     config.train.log_every = 10
     config.train.checkpoint_every = 100
+    config.train.eval_every = 100
     apply_variant(config, arg, {"smoke": smoke})
     config.lock()
     return config

@@ -270,9 +270,16 @@ def apply_variant(
 
 
 def smoke(config: ml_collections.ConfigDict) -> None:
-    """Tiny model, tiny frames: the variant tests use (one block per stage, 32×16, T=2)."""
+    """Tiny model, tiny frames (one block per stage, 32×16, T=2) and a 2-step run of
+    2 ids × 4 clips with the evaluation at the end: `train.py --config CONFIG:smoke`
+    checks a config end to end in seconds (on an ingested dataset at 32×16)."""
     config.model.arch = "tiny"
     config.model.temporal_blocks = None
     config.input.num_frames = 2
     config.input.height = 32
     config.input.width = 16
+    config.train.ids_per_batch, config.train.clips_per_id = 2, 4
+    config.train.num_steps = 2
+    config.train.log_every = 1
+    config.train.checkpoint_every = 2
+    config.eval.batch_size = 8

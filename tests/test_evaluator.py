@@ -1,0 +1,130 @@
+"""The evaluator: mask-aware clip averaging, features against a per-clip loop, errors."""
+
+import dataclasses
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from input_pipeline.pipelines import eval_clips
+from input_pipeline.records import TrackletIndex
+from reidjax import evaluator, metrics, sharding, train_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("clip_len", [2, 4])
+def test_mask_aware_averaging_equals_per_tracklet_frame_loop(rng, clip_len):
+    """Clip features that are means over their real frames, averaged with the evaluator's
+    weights, give each tracklet's mean over its frames, for lengths 1..3T+1."""
+    lengths = np.arange(1, 3 * clip_len + 2)
+    index = TrackletIndex(
+        pid=np.zeros(len(lengths)), camid=np.zeros(len(lengths)),
+        first=np.concatenate([[0], np.cumsum(lengths)[:-1]]), count=lengths,
+    )  # fmt: skip
+    frame_features = [rng.normal(size=(n, 5)).astype(np.float32) for n in lengths]
+    clips = eval_clips(None, index, clip_len)
+    feats = np.stack(
+        [
+            frame_features[t][f[m]].mean(0)
+            for t, f, m in zip(clips.tracklet, clips.frames, clips.mask, strict=True)
+        ]
+    )
+    # two fixed-shape batches with padding clips (tracklet -1), as EvalBatches makes them
+    batch = 16
+    total = -(-len(feats) // batch) * batch
+    pad = total - len(feats)
+    feats = np.concatenate([feats, rng.normal(size=(pad, 5)).astype(np.float32)])
+    tracklet = np.concatenate([clips.tracklet, -np.ones(pad, int)]).astype(np.int32)
+    mask = np.concatenate([clips.mask, np.zeros((pad, clip_len), bool)])
+    sums, weights = jnp.zeros((len(lengths), 5)), jnp.zeros(len(lengths))
+    for s in range(0, total, batch):
+        sums, weights = evaluator.accumulate(
+            sums, weights, feats[s : s + batch], tracklet[s : s + batch], mask[s : s + batch]
+        )
+    got = np.asarray(evaluator.tracklet_means(sums, weights))
+    for t, frames in enumerate(frame_features):
+        mean = frames.mean(0)  # the per-tracklet loop over frames
+        np.testing.assert_allclose(got[t], mean / np.linalg.norm(mean), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(weights), lengths)
+
+
+def smoke_config(tmp_path):
+    spec = importlib.util.spec_from_file_location("synthetic", ROOT / "configs" / "synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke")
+    with config.unlocked():
+        config.dataset.dir = str(tmp_path / "data")
+        config.dataset.synthetic_ids = 8
+    return config
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    config = smoke_config(tmp_path_factory.mktemp("eval"))
+    data = train_lib.open_dataset(config)
+    train_lib.resolve_sizes(config, data)
+    model, variables, _ = train_lib.init_variables(config, jax.random.key(3))
+    return config, data, model, variables
+
+
+def test_features_equal_a_per_clip_loop_on_8_devices(setup):
+    """The sharded, batched, padded evaluator (8 devices) equals running the model on each
+    clip of each tracklet in a host loop, and the metrics equal the brute-force ranking."""
+    config, data, model, variables = setup
+    mesh = sharding.make_mesh(config)
+    assert mesh.shape["data"] == 8
+    ev = evaluator.Evaluator(model, config, data, mesh, progress=None)
+    result = ev.evaluate(jax.device_put(variables, sharding.replicated(mesh)))
+    apply = jax.jit(lambda x: model.apply(variables, train_lib.normalize(x))["bn_features"])
+    for split, got in (("query", result.query_features), ("gallery", result.gallery_features)):
+        index = data.splits[split]
+        clips = eval_clips(data, split, config.input.num_frames)
+        for t in range(len(index)):
+            rows = np.flatnonzero(clips.tracklet == t)
+            total = 0
+            for c in rows:
+                clip = data.frames(index.first[t] + clips.frames[c])
+                total = total + clips.mask[c].sum() * np.asarray(apply(clip[None]))[0]
+            expected = total / np.linalg.norm(total)
+            np.testing.assert_allclose(got[t], expected, atol=2e-5, err_msg=f"{split} {t}")
+    dist = 1 - result.query_features @ result.gallery_features.T
+    q, g = data.splits["query"], data.splits["gallery"]
+    reference = metrics.evaluate_rank(dist, q.pid, g.pid, q.camid, g.camid)
+    assert result.metrics["mAP"] == pytest.approx(reference["mAP"], abs=1e-6)
+    np.testing.assert_allclose(result.distances, dist, atol=1e-5)
+
+
+def test_clear_errors(setup):
+    config, data, model, variables = setup
+    mesh = sharding.make_mesh(config)
+    with config.unlocked():
+        config.eval.batch_size = 6
+    with pytest.raises(ValueError, match=r"eval\.batch_size=6 is not divisible by the 8 devices"):
+        evaluator.Evaluator(model, config, data, mesh)
+    with config.unlocked():
+        config.eval.batch_size = 8
+
+    class Without:
+        def __init__(self, split, change):
+            self.directory, self.size = data.directory, data.size
+            self.splits = dict(data.splits)
+            self.splits[split] = change(data.splits[split])
+            self.frame, self.frames = data.frame, data.frames
+
+    def empty(index):
+        return TrackletIndex(*(a[:0] for a in dataclasses.astuple(index)))
+
+    with pytest.raises(metrics.EvaluationError, match=r"query split .* is empty"):
+        evaluator.Evaluator(model, config, Without("query", empty), mesh)
+
+    def strangers(index):
+        return dataclasses.replace(index, pid=index.pid + 1000)
+
+    ev = evaluator.Evaluator(model, config, Without("gallery", strangers), mesh, progress=None)
+    with pytest.raises(metrics.EvaluationError, match="has a match in the gallery"):
+        ev.evaluate(jax.device_put(variables, sharding.replicated(mesh)))
