@@ -157,6 +157,36 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
     assert f"step {stopped + 2}/{stopped + 2}" in result.stdout
     assert any(p.name.startswith("events") for p in (workdir / "tensorboard").iterdir())
 
+    # eval.py on that checkpoint: the table, results.json and the three pictures
+    out = tmp_path / "report"
+    args = [
+        sys.executable, "eval.py", "--config", "configs/synthetic.py:smoke",
+        "--workdir", str(workdir), f"--config.dataset.dir={tmp_path / 'data'}",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [*args, "--output", str(out), "--save-features"], cwd=ROOT, capture_output=True,
+        text=True, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "R1" in result.stdout and "mAP" in result.stdout
+    numbers = json.loads((out / "results.json").read_text())
+    assert numbers["step"] == stopped + 2 and numbers["num_queries"] > 0
+    assert set(numbers) >= {"R1", "R5", "R10", "R20", "mAP", "mINP", "num_gallery"}
+    for picture in ("cmc.png", "retrieval.png", "attention.png"):
+        assert (out / picture).stat().st_size > 10_000, picture
+    with np.load(out / "features.npz") as saved:
+        assert saved["query_features"].shape[0] == numbers["num_queries"]
+    # the report of the final evaluation of train.py agrees with eval.py
+    assert json.loads((workdir / "eval" / "results.json").read_text())["mAP"] == numbers["mAP"]
+    # a checkpoint of another model: a clear error, not a traceback
+    result = subprocess.run(
+        [*args, "--config.model.dsanet.loss_w=False"], cwd=ROOT, capture_output=True, text=True,
+        check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "was written by a different model" in result.stderr
+    assert "unexpected fwg_classifier/" in result.stderr
+
 
 def free_port() -> int:
     with socket.socket() as s:
