@@ -1,12 +1,21 @@
-"""Test setup: 8 fake CPU devices (set before JAX is imported) and shared fixtures."""
+"""Test setup: 8 fake CPU devices (set before JAX is imported), one compilation cache for
+the session, and shared fixtures."""
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
+
+# Many tests (and the train.py / eval.py processes they start) compile the same programs:
+# a persistent compilation cache for the session compiles each once. Exported through the
+# environment, so that subprocesses share it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="reidjax-test-jit-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax
 import numpy as np

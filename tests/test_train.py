@@ -21,16 +21,6 @@ from reidjax.optim import build_optimizer
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def compilation_cache(tmp_path_factory):
-    """The runs of this module compile the same train step several times: cache it."""
-    cache = str(tmp_path_factory.mktemp("jax_cache"))
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", None)
-
-
 def synthetic_config(tmp_path, **overrides):
     spec = importlib.util.spec_from_file_location("synthetic", ROOT / "configs" / "synthetic.py")
     module = importlib.util.module_from_spec(spec)
@@ -60,13 +50,14 @@ def params_of(workdir, config):
 
 def test_resume_equals_uninterrupted_and_8_devices_restore_on_1(tmp_path):
     whole = tmp_path / "whole"
-    config = synthetic_config(tmp_path, **{"train.num_steps": 6})
+    no_eval = {"train.eval_every": -1}
+    config = synthetic_config(tmp_path, **no_eval, **{"train.num_steps": 6})
     train_lib.train_and_evaluate(config, str(whole))
     split = tmp_path / "split"
-    config = synthetic_config(tmp_path, **{"train.num_steps": 3})
+    config = synthetic_config(tmp_path, **no_eval, **{"train.num_steps": 3})
     train_lib.train_and_evaluate(config, str(split))
     # Resume on a different device count: saved on 8 devices, continued on 1.
-    config = synthetic_config(tmp_path, **{"train.num_steps": 6, "mesh.data": 1})
+    config = synthetic_config(tmp_path, **no_eval, **{"train.num_steps": 6, "mesh.data": 1})
     train_lib.train_and_evaluate(config, str(split))
     step_a, a = params_of(str(whole), synthetic_config(tmp_path))
     step_b, b = params_of(str(split), synthetic_config(tmp_path))
@@ -122,9 +113,7 @@ def test_clear_errors(tmp_path):
 def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
     """train.py itself: progress lines, SIGTERM saves a checkpoint, a rerun continues."""
     workdir = tmp_path / "run"
-    env = dict(os.environ)  # the second process reuses the first one's compilation
-    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax_cache")
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env = dict(os.environ)  # with the session's compilation cache (conftest.py)
     args = [
         sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
         "--workdir", str(workdir), f"--config.dataset.dir={tmp_path / 'data'}",

@@ -1,0 +1,188 @@
+"""Train-step throughput of the full-size STRF-P3D-C and DSANet models: JAX vs PyTorch eager.
+
+    python bench/train_step.py                          # 4 clips (2 ids × 2) × 4 × 256×128
+    python bench/train_step.py --models dsanet --batch 8 --steps 5
+
+JAX runs the real train step of `reidjax.train_lib` (configs/strf_mars.py and
+configs/dsanet_mars.py at full size): forward, every loss term of the model's objective,
+backward and the coupled-L2 Adam update, jit-compiled, in float32 and bfloat16 compute.
+Compile time and XLA's FLOP count per step are reported; with an accelerator, also the
+model FLOP utilisation (`--peak-tflops`).
+
+The PyTorch side (eager float32) runs the same ResNet-50 trunk (P3D-C for STRF, C2D for
+DSANet, last stride 1), the BNNeck head, CE + batch-hard triplet and the same Adam
+update, but **not** the STRF units or the DSANet heads (CEL, TLM, FWG, SAO) and their
+losses, which this project implements in JAX only. It is therefore a lower bound on the
+PyTorch cost of the same model, and the JAX/PyTorch ratio is conservative. The last line
+is JSON.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reidjax import sharding, train_lib
+from reidjax.optim import build_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"strf": ("strf_mars", "p3dc"), "dsanet": ("dsanet_mars", "c2d")}
+
+
+def load_config(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def batch_arrays(args, classes, cameras):
+    rng = np.random.default_rng(0)
+    ids = args.batch // 2
+    return {
+        "clips": rng.integers(0, 256, (args.batch, args.frames, 256, 128, 3), dtype=np.uint8),
+        "labels": np.repeat(rng.choice(classes, ids, replace=False), 2).astype(np.int32),
+        "cameras": rng.integers(0, cameras, args.batch).astype(np.int32),
+    }
+
+
+def bench_jax(args, name, dtype):
+    config = load_config(CONFIGS[name][0])
+    with config.unlocked():
+        config.model.dtype = dtype
+        config.model.num_classes = 625
+        config.dataset.num_cameras = 6
+        config.mesh.data = 1
+        config.train.ids_per_batch, config.train.clips_per_id = args.batch // 2, 2
+    tx, schedule = build_optimizer(config.optim, 100, config.train.epochs)
+    model, variables, _ = train_lib.init_variables(config, jax.random.key(0))
+    mesh = sharding.make_mesh(config)
+    state = train_lib.create_train_state(variables, tx, sharding.replicated(mesh))
+    batch = batch_arrays(args, 625, 6)
+    key = jax.random.key(1)
+    step = jax.jit(train_lib.make_train_step(model, config, tx, schedule), donate_argnums=0)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    flops = (cost[0] if isinstance(cost, list | tuple) else cost).get("flops", float("nan"))
+    for _ in range(args.warmup):
+        state, metrics = compiled(state, batch, key)
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        state, metrics = compiled(state, {k: jnp.asarray(v) for k, v in batch.items()}, key)
+    jax.block_until_ready(state)
+    dt = (time.perf_counter() - t0) / args.steps
+    out = {
+        "clips_per_s": args.batch / dt,
+        "step_s": dt,
+        "compile_s": compile_s,
+        "xla_gflops_per_step": flops / 1e9,
+        "loss": float(metrics["loss/total"]),
+    }
+    if args.peak_tflops:
+        out["mfu"] = flops / dt / (args.peak_tflops * 1e12)
+    return out
+
+
+def bench_torch(args, name):
+    import torch
+    from torch import nn
+
+    from reidjax.testing.torch_resnet import TorchResNet
+
+    torch.manual_seed(0)
+    trunk = TorchResNet(dims=3, variant=CONFIGS[name][1], last_stride=1, num_classes=0)
+    bn = nn.BatchNorm1d(2048)
+    fc = nn.Linear(2048, 625, bias=False)
+    model = nn.ModuleList([trunk, bn, fc]).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4)
+    batch = batch_arrays(args, 625, 6)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1) * 255
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1, 1) * 255
+    labels = torch.from_numpy(batch["labels"]).long()
+
+    def triplet(feat, margin=0.3):
+        f = nn.functional.normalize(feat, dim=1)
+        dist = 1 - f @ f.t()
+        same = labels[:, None] == labels[None, :]
+        hardest_pos = (dist * same).amax(1)
+        hardest_neg = (dist + 1e4 * same).amin(1)
+        return nn.functional.relu(hardest_pos - hardest_neg + margin).mean()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        x = torch.from_numpy(batch["clips"]).permute(0, 4, 1, 2, 3).float()
+        feat = trunk((x - mean) / std).amax(dim=(3, 4)).mean(dim=2)
+        bn_feat = bn(feat)
+        loss = nn.functional.cross_entropy(fc(bn_feat), labels) + triplet(bn_feat)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    for _ in range(args.warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    dt = (time.perf_counter() - t0) / args.steps
+    return {"clips_per_s": args.batch / dt, "step_s": dt, "loss": float(loss),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="strf,dsanet")
+    parser.add_argument("--batch", type=int, default=4, help="clips per step (2 per id)")
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--only", default="jax_f32,jax_bf16,torch")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="for the MFU")
+    args = parser.parse_args()
+    if args.batch % 2:
+        parser.error("--batch must be even (2 clips per identity)")
+    only = set(args.only.split(","))
+    result = {
+        "bench": "train_step",
+        "batch": args.batch,
+        "frames": args.frames,
+        "size": "256x128",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+    }
+    for name in args.models.split(","):
+        row = {}
+        for side, dtype in (("jax_f32", "float32"), ("jax_bf16", "bfloat16")):
+            if side in only:
+                row[side] = bench_jax(args, name, dtype)
+                print(
+                    f"{name} {side}: {row[side]['clips_per_s']:.3f} clips/s "
+                    f"(compile {row[side]['compile_s']:.0f} s)",
+                    flush=True,
+                )
+        if "torch" in only:
+            row["torch_eager"] = bench_torch(args, name)
+            print(f"{name} torch_eager: {row['torch_eager']['clips_per_s']:.3f} clips/s")
+            for side in ("jax_f32", "jax_bf16"):
+                if side in row:
+                    row[f"ratio_{side}_vs_torch"] = (
+                        row[side]["clips_per_s"] / row["torch_eager"]["clips_per_s"]
+                    )
+        result[name] = row
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
