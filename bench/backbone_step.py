@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from common import time_eager
 
 from reidjax.models import VideoReIDNet
 
@@ -112,12 +113,7 @@ def bench_torch(args, channels_last):
         loss.backward()
         return loss.detach()
 
-    for _ in range(args.warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    dt = (time.perf_counter() - t0) / args.steps
+    dt, loss = time_eager(step, args.warmup, args.steps)
     return {
         "clips_per_s": args.batch / dt,
         "step_s": dt,

@@ -15,7 +15,6 @@ after `--warmup` untimed ones (compilation reported separately). The last line i
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import header, time_eager
 
 from reidjax.evaluator import accumulate
 from reidjax.models import VideoReIDNet
@@ -84,12 +84,7 @@ def bench_torch(args):
             feat = trunk(x).amax(dim=(3, 4)).mean(dim=2)
             return bn(feat)
 
-    for _ in range(args.warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    dt = (time.perf_counter() - t0) / args.steps
+    dt, _ = time_eager(step, args.warmup, args.steps)
     return {
         "frames_per_s": args.batch * args.frames / dt,
         "step_s": dt,
@@ -108,16 +103,9 @@ def main():
     parser.add_argument("--only", default="jax_f32,jax_bf16,torch")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    result = {
-        "bench": "eval",
-        "variant": args.variant,
-        "batch": args.batch,
-        "frames": args.frames,
-        "size": "256x128",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-    }
+    result = header(
+        "eval", variant=args.variant, batch=args.batch, frames=args.frames, size="256x128"
+    )
     for name, dtype in (("jax_f32", jnp.float32), ("jax_bf16", jnp.bfloat16)):
         if name in only:
             result[name] = bench_jax(args, dtype)

@@ -18,10 +18,8 @@ is JSON.
 """
 
 import argparse
-import importlib.util
 import json
 import os
-import platform
 import sys
 import time
 
@@ -30,19 +28,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import header, time_eager
 
 from reidjax import sharding, train_lib
+from reidjax.config_defaults import load_config
 from reidjax.optim import build_optimizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"strf": ("strf_mars", "p3dc"), "dsanet": ("dsanet_mars", "c2d")}
-
-
-def load_config(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def batch_arrays(args, classes, cameras):
@@ -130,12 +122,7 @@ def bench_torch(args, name):
         opt.step()
         return loss.detach()
 
-    for _ in range(args.warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    dt = (time.perf_counter() - t0) / args.steps
+    dt, loss = time_eager(step, args.warmup, args.steps)
     return {"clips_per_s": args.batch / dt, "step_s": dt, "loss": float(loss),
             "threads": torch.get_num_threads(), "torch": torch.__version__}  # fmt: skip
 
@@ -153,15 +140,7 @@ def main():
     if args.batch % 2:
         parser.error("--batch must be even (2 clips per identity)")
     only = set(args.only.split(","))
-    result = {
-        "bench": "train_step",
-        "batch": args.batch,
-        "frames": args.frames,
-        "size": "256x128",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-    }
+    result = header("train_step", batch=args.batch, frames=args.frames, size="256x128")
     for name in args.models.split(","):
         row = {}
         for side, dtype in (("jax_f32", "float32"), ("jax_bf16", "bfloat16")):

@@ -6,6 +6,8 @@ Configs are `ml_collections.ConfigDict`s, locked after construction so that a mi
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -283,3 +285,20 @@ def smoke(config: ml_collections.ConfigDict) -> None:
     config.train.log_every = 1
     config.train.checkpoint_every = 2
     config.eval.batch_size = 8
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`configs/<name>.py` (or a path to a config file) with the `:arg` variant, as
+    `--config configs/<name>.py:arg` gives it to train.py (for tests and benchmarks)."""
+    import importlib.util
+
+    path = name if name.endswith(".py") else os.path.join(CONFIG_DIR, f"{name}.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no config file {path}")
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)

@@ -1,6 +1,5 @@
 """Configs (validation, variants, locked keys) and the command-line tools."""
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -8,6 +7,7 @@ import sys
 
 import pytest
 
+from reidjax import config_defaults
 from reidjax.models import build_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -15,10 +15,7 @@ CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if not p.name.starts
 
 
 def load_config(path, arg=None):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_defaults.load_config(str(path), arg)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

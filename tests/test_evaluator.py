@@ -1,8 +1,6 @@
 """The evaluator: mask-aware clip averaging, features against a per-clip loop, errors."""
 
 import dataclasses
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +10,7 @@ import pytest
 from input_pipeline.pipelines import eval_clips
 from input_pipeline.records import TrackletIndex
 from reidjax import evaluator, metrics, sharding, train_lib
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from reidjax.config_defaults import load_config
 
 
 @pytest.mark.parametrize("clip_len", [2, 4])
@@ -53,10 +50,7 @@ def test_mask_aware_averaging_equals_per_tracklet_frame_loop(rng, clip_len):
 
 
 def smoke_config(tmp_path):
-    spec = importlib.util.spec_from_file_location("synthetic", ROOT / "configs" / "synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
+    config = load_config("synthetic", "smoke")
     with config.unlocked():
         config.dataset.dir = str(tmp_path / "data")
         config.dataset.synthetic_ids = 8

@@ -4,7 +4,6 @@ The dataset configs run on tiny fixtures in each dataset's native layout, ingest
 smoke frame size; the synthetic config generates its own data.
 """
 
-import importlib.util
 import json
 import pathlib
 
@@ -14,6 +13,7 @@ import pytest
 from input_pipeline.datasets import fake, load_dataset
 from input_pipeline.ingest import ingest
 from reidjax import train_lib
+from reidjax.config_defaults import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py"))
@@ -23,13 +23,6 @@ WRITERS = {
     "lsvid": fake.write_lsvid,
     "ilidsvid": fake.write_ilidsvid,
 }
-
-
-def load_config(name: str, arg: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 @pytest.fixture(scope="module")

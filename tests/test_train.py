@@ -1,6 +1,5 @@
 """Training: end to end, resume == uninterrupted, device counts, clear errors."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -16,16 +15,14 @@ from flax import traverse_util
 
 from input_pipeline.pipelines import TrainBatches, TrainSpec
 from reidjax import checkpoint, sharding, train_lib
+from reidjax.config_defaults import load_config
 from reidjax.optim import build_optimizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def synthetic_config(tmp_path, **overrides):
-    spec = importlib.util.spec_from_file_location("synthetic", ROOT / "configs" / "synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
+    config = load_config("synthetic", "smoke")
     with config.unlocked():
         config.dataset.dir = str(tmp_path / "data")
         for key, value in overrides.items():

@@ -1,0 +1,29 @@
+"""Shared pieces of the benchmark scripts: the machine header and a timing loop."""
+
+import os
+import platform
+import time
+
+
+def header(bench: str, **fields) -> dict:
+    """The first fields of a benchmark's JSON line: what ran, where, with which JAX."""
+    import jax
+
+    return {
+        "bench": bench,
+        **fields,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+    }
+
+
+def time_eager(step, warmup: int, steps: int):
+    """Seconds per call of `step()` (eager code that finishes before returning) over
+    `steps` calls after `warmup` untimed ones; returns (seconds, last result)."""
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        out = step()
+    return (time.perf_counter() - t0) / steps, out
