@@ -24,7 +24,7 @@ format:
 	$(PYTHON) -m ruff format .
 
 test: install-dev lint
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n 2  # two workers: most of the time is single-threaded XLA compilation
 
 bench: install-dev
 	$(PYTHON) bench/backbone_step.py

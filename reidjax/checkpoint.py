@@ -24,9 +24,11 @@ class CheckpointMismatchError(ValueError):
 class Checkpointer:
     """Saves every `save_every` steps (and when forced), keeps the last `keep`."""
 
-    def __init__(self, directory: str, keep: int = 3, save_every: int = 1000):
+    def __init__(self, directory: str, keep: int = 3, save_every: int = 1000, create: bool = True):
+        if not create and not os.path.isdir(directory):
+            raise FileNotFoundError(f"no checkpoint folder {directory}")
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=save_every, create=True
+            max_to_keep=keep, save_interval_steps=save_every, create=create
         )
         self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(

@@ -15,7 +15,9 @@ MARS lists every query tracklet in the gallery too: each distinct tracklet is ru
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -230,7 +232,12 @@ def restore_variables(
     from reidjax.optim import build_optimizer
     from reidjax.train_lib import create_train_state
 
-    ckpt = checkpoint.Checkpointer(checkpoint_dir)
+    if not os.path.isdir(checkpoint_dir):
+        raise FileNotFoundError(
+            f"no checkpoint folder {checkpoint_dir}; train first: "
+            "python train.py --config CONFIG --workdir WORKDIR"
+        )
+    ckpt = checkpoint.Checkpointer(checkpoint_dir, create=False)
     try:
         step = ckpt.latest_step() if step is None else step
         if step is None or step not in ckpt.manager.all_steps():
@@ -319,9 +326,6 @@ def write_report(
 ) -> dict:
     """Writes `results.json`, `cmc.png`, `retrieval.png` and, for DSANet, `attention.png`
     into `out_dir` (process 0 only); returns the results."""
-    import json
-    import os
-
     from reidjax import visualize
 
     numbers = results_json(result, step, extra)
@@ -361,8 +365,6 @@ def evaluate_workdir(
     Returns:
         The numbers written to `results.json`.
     """
-    import os
-
     from reidjax import train_lib
 
     if not init and config.init.imagenet:  # the checkpoint replaces them: do not load

@@ -347,7 +347,9 @@ def restore_from(path: str, state: TrainState) -> TrainState:
     step = None
     if os.path.basename(path).isdigit() and os.path.isdir(path):
         path, step = os.path.dirname(path), int(os.path.basename(path))
-    ckpt = checkpoint.Checkpointer(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"config.resume={path}: no checkpoint there (no such folder)")
+    ckpt = checkpoint.Checkpointer(path, create=False)
     try:
         if (step if step is not None else ckpt.latest_step()) not in ckpt.manager.all_steps():
             raise FileNotFoundError(
@@ -423,7 +425,9 @@ class MetricsLog:
         )
 
     def write_eval(self, step: int, row: dict[str, float]) -> None:
-        """Evaluation numbers (fractions) as `eval/...` scalars and one printed line."""
+        """Evaluation numbers (fractions) as `eval/...` scalars and one printed line. The
+        time spent evaluating is left out of the next clips/s and ETA."""
+        self.last_step, self.last_time = step, time.perf_counter()
         if not self.active:
             return
         values = {f"eval/{k}": float(v) for k, v in row.items()}

@@ -63,6 +63,23 @@ def test_resume_equals_uninterrupted_and_8_devices_restore_on_1(tmp_path):
         np.testing.assert_allclose(b[key], value, rtol=1e-5, atol=1e-6, err_msg=str(key))
     logged = [json.loads(line)["step"] for line in (split / "metrics.jsonl").open()]
     assert logged == [2, 3, 4, 6]  # every 2 steps, and the last step of each run
+    # config.resume: a new workdir that starts from another run's step-4 checkpoint
+    config = synthetic_config(tmp_path, **no_eval, **{"train.num_steps": 6})
+    with config.unlocked():
+        config.resume = str(split / "checkpoints" / "4")
+    train_lib.train_and_evaluate(config, str(tmp_path / "restarted"))
+    step_c, c = params_of(str(tmp_path / "restarted"), synthetic_config(tmp_path))
+    assert step_c == 6
+    for key, value in a.items():
+        np.testing.assert_allclose(c[key], value, rtol=1e-5, atol=1e-6, err_msg=str(key))
+    logged = [
+        json.loads(line)["step"] for line in (tmp_path / "restarted" / "metrics.jsonl").open()
+    ]
+    assert logged == [6]
+    with config.unlocked():
+        config.resume = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"config\.resume=.*nowhere: no checkpoint"):
+        train_lib.train_and_evaluate(config, str(tmp_path / "restarted_again"))
 
 
 def test_train_step_on_8_devices_equals_1_device(tmp_path):
