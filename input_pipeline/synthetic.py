@@ -186,7 +186,7 @@ def layout(num_ids: int, num_cameras: int, seed: int) -> list[tuple[str, int, in
 
 def render_splits(
     folder: str,
-    num_ids: int = 100,
+    num_ids: int = 200,
     num_cameras: int = 4,
     seed: int = 0,
     size: tuple[int, int] = (128, 64),
@@ -213,7 +213,7 @@ def render_splits(
 
 def generate(
     out: str,
-    num_ids: int = 100,
+    num_ids: int = 200,
     num_cameras: int = 4,
     seed: int = 0,
     size: tuple[int, int] = (128, 64),
@@ -229,7 +229,7 @@ def generate(
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--ids", type=int, default=100)
+    parser.add_argument("--ids", type=int, default=200)
     parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=parse_size, default=(128, 64), help="HxW")

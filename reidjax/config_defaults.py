@@ -23,7 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
     # "synthetic", it is generated there on first use.
     config.dataset.dir = ""
     config.dataset.num_cameras = 0  # 0: from the dataset registry (or the ingested data).
-    config.dataset.synthetic_ids = 100
+    config.dataset.synthetic_ids = 200
     config.dataset.synthetic_cameras = 4
 
     config.input = ml_collections.ConfigDict()

@@ -32,8 +32,8 @@ DATASETS = {
     "lsvid": DatasetInfo("lsvid", "LS-VID", 842, 15),
     # iLIDS-VID: 150 of the 300 people train in each of the 10 splits; 2 cameras.
     "ilidsvid": DatasetInfo("ilidsvid", "iLIDS-VID", 150, 2),
-    # The built-in synthetic dataset at its defaults (100 ids, half of them training).
-    "synthetic": DatasetInfo("synthetic", "synthetic", 50, 4),
+    # The built-in synthetic dataset at its defaults (200 ids, half of them training).
+    "synthetic": DatasetInfo("synthetic", "synthetic", 100, 4),
 }
 
 
