@@ -31,12 +31,11 @@ _SAVE = flags.DEFINE_bool("save-features", False, "Also write eval/features.npz.
 _OUTPUT = flags.DEFINE_string("output", None, "Report folder (default: WORKDIR/eval).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-NUM_ILIDS_SPLITS = 10
-
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from input_pipeline.datasets.ilidsvid import NUM_SPLITS
     from reidjax import train_lib
     from reidjax.evaluator import evaluate_workdir, format_table
     from reidjax.metrics import EvaluationError
@@ -53,7 +52,7 @@ def main(argv):
             print(format_table({os.path.basename(os.path.normpath(workdir)): numbers}))
             return 0
         rows = {}
-        for split in range(NUM_ILIDS_SPLITS):
+        for split in range(NUM_SPLITS):
             split_config = config.copy_and_resolve_references()
             with split_config.unlocked():
                 split_config.dataset.dir = config.dataset.dir.replace("{split}", str(split))
@@ -65,7 +64,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         return 1
     keys = ("R1", "R5", "R10", "R20", "mAP", "mINP")
-    rows["mean"] = {k: sum(r[k] for r in rows.values()) / NUM_ILIDS_SPLITS for k in keys}
+    rows["mean"] = {k: sum(r[k] for r in rows.values()) / NUM_SPLITS for k in keys}
     print(format_table(rows))
     parent = os.path.commonpath([workdir.replace("{split}", str(s)) for s in (0, 1)])
     out = _OUTPUT.value or os.path.join(parent, "eval")

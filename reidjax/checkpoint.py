@@ -25,8 +25,6 @@ class Checkpointer:
     """Saves every `save_every` steps (and when forced), keeps the last `keep`."""
 
     def __init__(self, directory: str, keep: int = 3, save_every: int = 1000, create: bool = True):
-        if not create and not os.path.isdir(directory):
-            raise FileNotFoundError(f"no checkpoint folder {directory}")
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=save_every, create=create
         )
@@ -90,6 +88,30 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def restore_checked(directory: str, target, step: int | None = None, what: str = ""):
+    """Restores `target` (a train state or its abstract shapes) from `directory` after
+    checking that the checkpoint's parameters have the names and shapes of `target.params`.
+
+    Raises:
+        FileNotFoundError: no such folder or step (`what` starts the message).
+        CheckpointMismatchError: the checkpoint was written by another model.
+    """
+    prefix = f"{what}: " if what else ""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{prefix}no checkpoint folder {directory}")
+    ckpt = Checkpointer(directory, create=False)
+    try:
+        steps = list(ckpt.manager.all_steps())
+        step = ckpt.latest_step() if step is None else step
+        if step is None or step not in steps:
+            at = "" if step is None else f" at step {step}"
+            raise FileNotFoundError(f"{prefix}no checkpoint{at} in {directory} (steps: {steps})")
+        ckpt.check_matches(target.params, step)
+        return ckpt.restore(target, step)
+    finally:
+        ckpt.close()
 
 
 class BestCheckpointer:

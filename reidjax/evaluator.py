@@ -135,7 +135,7 @@ class Evaluator:
             out_shardings=(self.repl, self.repl),
             donate_argnums=(0, 1),
         )
-        self.model, self.key = model, key
+        self.model, self.key, self.dim = model, key, None
         self.union, self.q_pos, self.g_pos = unique_tracklets(
             data.splits["query"], data.splits["gallery"]
         )
@@ -152,12 +152,13 @@ class Evaluator:
             self.data, index, c.input.num_frames, c.eval.batch_size // hosts,
             jax.process_index(), hosts,
         )  # fmt: skip
-        h, w = c.input.height, c.input.width
-        x = jax.ShapeDtypeStruct((c.eval.batch_size, c.input.num_frames, h, w, 3), jnp.uint8)
-        shape = jax.eval_shape(
-            lambda v, x: self.model.apply(v, x.astype(jnp.float32))[self.key], variables, x
-        )
-        sums = jax.device_put(jnp.zeros((len(index), shape.shape[-1]), jnp.float32), self.repl)
+        if self.dim is None:  # the feature size, from shapes only (traced once)
+            x = jax.ShapeDtypeStruct(
+                (1, c.input.num_frames, c.input.height, c.input.width, 3), jnp.float32
+            )
+            out = jax.eval_shape(lambda v, x: self.model.apply(v, x)[self.key], variables, x)
+            self.dim = out.shape[-1]
+        sums = jax.device_put(jnp.zeros((len(index), self.dim), jnp.float32), self.repl)
         weights = jax.device_put(jnp.zeros((len(index),), jnp.float32), self.repl)
         stream = (
             grain.MapDataset.range(len(batches))
@@ -204,16 +205,16 @@ class Evaluator:
             )  # fmt: skip
             logging.info("re-ranking took %.1f s", time.perf_counter() - t0)
             result = metrics.evaluate_rank(dist, *args, max_rank=c.max_rank)
-        else:
+        elif len(qf) * len(gf) <= 1 << 26:  # small: keep the matrix for the pictures
+            dist = metrics.pairwise_distances(qf, gf, c.distance)
+            result = metrics.evaluate_rank(dist, *args, max_rank=c.max_rank)
+        else:  # large: chunked, the matrix is never formed
             result = metrics.evaluate_features(qf, gf, *args, c.distance, c.max_rank)
-            if len(qf) * len(gf) <= 1 << 26:  # kept for the pictures when it is small
-                dist = metrics.pairwise_distances(qf, gf, c.distance)
         return EvalResult(result, qf, gf, query, gallery, dist)
 
 
 def restore_variables(
     config: ml_collections.ConfigDict,
-    model: nn.Module,
     variables: dict,
     checkpoint_dir: str,
     mesh: jax.sharding.Mesh,
@@ -232,30 +233,14 @@ def restore_variables(
     from reidjax.optim import build_optimizer
     from reidjax.train_lib import create_train_state
 
-    if not os.path.isdir(checkpoint_dir):
-        raise FileNotFoundError(
-            f"no checkpoint folder {checkpoint_dir}; train first: "
-            "python train.py --config CONFIG --workdir WORKDIR"
-        )
-    ckpt = checkpoint.Checkpointer(checkpoint_dir, create=False)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None or step not in ckpt.manager.all_steps():
-            raise FileNotFoundError(
-                f"no checkpoint{'' if step is None else f' at step {step}'} in "
-                f"{checkpoint_dir} (steps: {list(ckpt.manager.all_steps())}); train first: "
-                "python train.py --config CONFIG --workdir WORKDIR"
-            )
-        ckpt.check_matches(variables["params"], step)
-        tx, _ = build_optimizer(config.optim, 1, max(config.train.epochs, 1))
-        repl = sharding.replicated(mesh)
-        abstract = jax.eval_shape(lambda v: create_train_state(v, tx, repl), variables)
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract
-        )
-        state = ckpt.restore(abstract, step)
-    finally:
-        ckpt.close()
+    tx, _ = build_optimizer(config.optim, 1, max(config.train.epochs, 1))
+    repl = sharding.replicated(mesh)
+    abstract = jax.eval_shape(lambda v: create_train_state(v, tx, repl), variables)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract
+    )
+    hint = "nothing to evaluate; train first with python train.py --config CONFIG --workdir DIR"
+    state = checkpoint.restore_checked(checkpoint_dir, abstract, step, what=hint)
     return {"params": state.params, "batch_stats": state.batch_stats}, int(state.step)
 
 
@@ -381,7 +366,7 @@ def evaluate_workdir(
     else:
         folder = "checkpoints_best" if best else "checkpoints"
         variables, restored_step = restore_variables(
-            config, model, variables, os.path.join(workdir, folder), mesh, step
+            config, variables, os.path.join(workdir, folder), mesh, step
         )
     evaluator = Evaluator(model, config, data, mesh)
     result = evaluator.evaluate(variables, rerank)

@@ -347,19 +347,7 @@ def restore_from(path: str, state: TrainState) -> TrainState:
     step = None
     if os.path.basename(path).isdigit() and os.path.isdir(path):
         path, step = os.path.dirname(path), int(os.path.basename(path))
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"config.resume={path}: no checkpoint there (no such folder)")
-    ckpt = checkpoint.Checkpointer(path, create=False)
-    try:
-        if (step if step is not None else ckpt.latest_step()) not in ckpt.manager.all_steps():
-            raise FileNotFoundError(
-                f"config.resume={path}: no checkpoint there "
-                f"(steps: {list(ckpt.manager.all_steps())})"
-            )
-        ckpt.check_matches(state.params, step)
-        return ckpt.restore(state, step)
-    finally:
-        ckpt.close()
+    return checkpoint.restore_checked(path, state, step, what=f"config.resume={path}")
 
 
 def evaluate_during_training(
