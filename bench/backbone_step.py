@@ -89,7 +89,7 @@ def bench_torch(args, channels_last):
     import torch
     from torch import nn
 
-    from reidjax.testing.torch_resnet import TorchResNet
+    from tests.torch_resnet import TorchResNet
 
     torch.manual_seed(0)
     trunk = TorchResNet(dims=3, variant=args.variant, last_stride=1, num_classes=0)

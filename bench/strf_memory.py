@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import jax.numpy as jnp
 
-from reidjax.config_defaults import base_config
-from reidjax.models import build_model
+from reidjax.config_lib import base_config
+from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
 
 
@@ -30,7 +30,7 @@ def analyse(name: str, batch: int, train: bool) -> dict:
     config = base_config()
     config.model.name = name
     config.model.variant = "p3dc"
-    model = build_model(config)
+    model = build_module(config)
     clips = jax.ShapeDtypeStruct((batch, 4, 256, 128, 3), jnp.float32)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
     if train:
@@ -76,7 +76,7 @@ def compiles_once() -> int:
     config = base_config()
     config.model.name = "strf"
     config.model.variant = "p3dc"
-    model = build_model(config)
+    model = build_module(config)
     clips = jnp.zeros((1, 4, 256, 128, 3))
     variables = jax.jit(model.init)(jax.random.key(0), clips)
     forward = jax.jit(lambda v, x: model.apply(v, x)["embedding"])

@@ -31,7 +31,7 @@ import numpy as np
 from common import header, time_eager
 
 from reidjax import sharding, train_lib
-from reidjax.config_defaults import load_config
+from reidjax.config_lib import load_config
 from reidjax.optim import build_optimizer
 
 CONFIGS = {"strf": ("strf_mars", "p3dc"), "dsanet": ("dsanet_mars", "c2d")}
@@ -91,7 +91,7 @@ def bench_torch(args, name):
     import torch
     from torch import nn
 
-    from reidjax.testing.torch_resnet import TorchResNet
+    from tests.torch_resnet import TorchResNet
 
     torch.manual_seed(0)
     trunk = TorchResNet(dims=3, variant=CONFIGS[name][1], last_stride=1, num_classes=0)

@@ -1,22 +1,21 @@
-"""C2D ResNet-50 baseline on MARS (625 training identities), SPEC §1.
+"""C2D ResNet-50 baseline on MARS (625 training identities).
 
 Parameters: 24,792,753 (trunk + BN1d 23.51M + 625-way classifier).
 
     python tools/model_summary.py --config configs/c2d_mars.py
-    python train.py --config configs/c2d_mars.py --workdir runs/c2d_mars  # training issue
+    python train.py --config configs/c2d_mars.py --workdir runs/c2d_mars
 
-Variants through the arg: `configs/c2d_mars.py:smoke` (tiny model, 32×16 frames, T=2).
+Variants through the arg: `configs/c2d_mars.py:smoke` (tiny model, 32×64 frames, T=2).
 Published: the two papers report no C2D number on MARS (DSANet's C2D baseline reaches
 R1 73.3 / mAP 62.1 on LS-VID, DSANet Table 2).
 """
 
-from reidjax.config_defaults import apply_variant, base_config, smoke
+from reidjax.config_lib import apply_variant, smoke
+from reidjax.recipes import baseline_recipe
 
 
 def get_config(arg: str | None = None):
-    config = base_config()
-    config.dataset.name = "mars"
-    config.model.variant = "c2d"
+    config = baseline_recipe("mars", "c2d")
     apply_variant(config, arg, {"smoke": smoke})
     config.lock()
     return config

@@ -1,11 +1,7 @@
-"""DSANet on DukeMTMC-VideoReID (702 training identities, 8 cameras) (DSANet paper, SPEC §3).
+"""DSANet on DukeMTMC-VideoReID (702 training identities, 8 cameras) (DSANet paper).
 
-C2D ResNet-50 (last stride 1) with CEL, TLM, FWG and SAO. Recipe (§4.2): 8 ids × 4 clips,
-restricted random sampling of T = 8 frames (T is not given in the paper), 256×128, flip +
-random erasing (p = 0.5); Adam lr 3.5e-4 with coupled L2 5e-4, ×0.1 every 40 epochs, 200
-epochs; losses Eqs. (9)–(10) with λ = 0.1, λ_cam = 0.1; batch-hard cosine triplet
-(margin 0.3) on the pre-BN f_ID. Test: all frames of a tracklet in clips of T, clip
-features (post-BN f_ID, L2-normalised) averaged, cosine distance.
+C2D ResNet-50 (last stride 1) with CEL, TLM, FWG and SAO.
+Recipe: `reidjax.recipes.dsanet_recipe`, which sets each of the paper's numbers.
 
     python tools/model_summary.py --config configs/dsanet_dukev.py
     python train.py --config configs/dsanet_dukev.py --workdir runs/dsanet_dukev
@@ -17,11 +13,12 @@ Parameters: 29,945,061 (paper: 30M).
 Published (DSANet Table 1): R1 97.2 / mAP 96.6.
 """
 
-from reidjax.config_defaults import apply_variant, dsanet_recipe, dsanet_smoke, set_dsanet_ablation
+from reidjax.config_lib import apply_variant, smoke
+from reidjax.recipes import dsanet_recipe, set_dsanet_ablation
 
 
 def get_config(arg: str | None = None):
     config = dsanet_recipe("dukev")
-    apply_variant(config, arg, {"smoke": dsanet_smoke}, {"ablation": set_dsanet_ablation})
+    apply_variant(config, arg, {"smoke": smoke}, {"ablation": set_dsanet_ablation})
     config.lock()
     return config

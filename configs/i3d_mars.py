@@ -1,21 +1,20 @@
-"""I3D ResNet-50 baseline on MARS, SPEC §1 (STRF paper Table 2 "I3D").
+"""I3D ResNet-50 baseline on MARS (STRF paper Table 2 "I3D").
 
 (3,3,3) conv2 in layer2 blocks {0,2} and layer3 blocks {0,2,4}, centre-initialised from
 ImageNet. Parameters: 28,921,521 (28.92M, as in Table 2).
 
     python tools/model_summary.py --config configs/i3d_mars.py
-    python train.py --config configs/i3d_mars.py --workdir runs/i3d_mars  # training issue
+    python train.py --config configs/i3d_mars.py --workdir runs/i3d_mars
 
 Published (STRF Table 2): MARS mAP 82.7 / R1 88.5; DukeMTMC-VideoReID mAP 95.2 / R1 95.4.
 """
 
-from reidjax.config_defaults import apply_variant, base_config, smoke
+from reidjax.config_lib import apply_variant, smoke
+from reidjax.recipes import baseline_recipe
 
 
 def get_config(arg: str | None = None):
-    config = base_config()
-    config.dataset.name = "mars"
-    config.model.variant = "i3d"
+    config = baseline_recipe("mars", "i3d")
     apply_variant(config, arg, {"smoke": smoke})
     config.lock()
     return config

@@ -1,23 +1,22 @@
-"""P3D-C ResNet-50 baseline on MARS, SPEC §1 (STRF paper Table 2 "P3DC").
+"""P3D-C ResNet-50 baseline on MARS (STRF paper Table 2 "P3DC").
 
 conv2 of layer2 blocks {0,2} and layer3 blocks {0,2,4} becomes s = S(x); s + T(s) with a
 zero-initialised (3,1,1) temporal conv T. Parameters: 25,480,881 (25.48M, as in Table 2).
 `:backbone=p3da` / `:backbone=p3db` give the other P3D baselines (same size).
 
     python tools/model_summary.py --config configs/p3dc_mars.py
-    python train.py --config configs/p3dc_mars.py --workdir runs/p3dc_mars  # training issue
+    python train.py --config configs/p3dc_mars.py --workdir runs/p3dc_mars
 
 Published (STRF Table 2), MARS mAP / R1: P3D-A 83.2 / 88.9, P3D-B 83.0 / 88.8,
 P3D-C 83.1 / 88.5; DukeMTMC-VideoReID: P3D-A 95.0 / 95.0, P3D-B 95.4 / 95.3, P3D-C 95.3 / 95.3.
 """
 
-from reidjax.config_defaults import apply_variant, base_config, smoke
+from reidjax.config_lib import apply_variant, smoke
+from reidjax.recipes import baseline_recipe, set_backbone
 
 
 def get_config(arg: str | None = None):
-    config = base_config()
-    config.dataset.name = "mars"
-    config.model.variant = "p3dc"
-    apply_variant(config, arg, {"smoke": smoke})
+    config = baseline_recipe("mars", "p3dc")
+    apply_variant(config, arg, {"smoke": smoke}, {"backbone": set_backbone})
     config.lock()
     return config

@@ -1,13 +1,10 @@
-"""STRF-aided P3D-C ResNet-50 on iLIDS-VID (STRF paper, SPEC §2).
+"""STRF-aided P3D-C ResNet-50 on iLIDS-VID (STRF paper).
 
 150 training identities per split; results are the mean over the 10 splits.
 
 STRF units (FAM + four FFMs, cascade temporal → spatial, (r_τ, r_ς) = (1, 3), max pooling)
 on the input of the temporal conv of layer2 blocks {0, 2} and layer3 blocks {0, 2, 4}.
-Recipe (STRF supp. §C): CE + cosine batch-hard triplet (margin 0.3) on the post-BN
-feature; Adam lr 3e-4 with coupled L2 5e-4, 250 epochs, ×0.1 every 50; 8 ids × 4 clips of
-4 frames at stride 8, 256×128, flip + random erasing; test: consecutive 4-frame clips,
-features averaged, cosine distance.
+Recipe: `reidjax.recipes.strf_recipe`, which sets each of the paper's numbers.
 
     python tools/model_summary.py --config configs/strf_ilidsvid.py
     python train.py --config configs/strf_ilidsvid.py --workdir runs/strf_ilidsvid
@@ -18,7 +15,8 @@ Parameters: STRF-P3D-C 24,564,950 (150-way classifier).
 Published (STRF Table 3): STRF-P3D-C R1 89.3.
 """
 
-from reidjax.config_defaults import apply_variant, set_backbone, set_strf_stages, smoke, strf_recipe
+from reidjax.config_lib import apply_variant, smoke
+from reidjax.recipes import set_backbone, set_strf_stages, strf_recipe
 
 
 def get_config(arg: str | None = None):

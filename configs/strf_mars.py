@@ -1,11 +1,8 @@
-"""STRF-aided P3D-C ResNet-50 on MARS (625 training identities) (STRF paper, SPEC §2).
+"""STRF-aided P3D-C ResNet-50 on MARS (625 training identities) (STRF paper).
 
 STRF units (FAM + four FFMs, cascade temporal → spatial, (r_τ, r_ς) = (1, 3), max pooling)
 on the input of the temporal conv of layer2 blocks {0, 2} and layer3 blocks {0, 2, 4}.
-Recipe (STRF supp. §C): CE + cosine batch-hard triplet (margin 0.3) on the post-BN
-feature; Adam lr 3e-4 with coupled L2 5e-4, 250 epochs, ×0.1 every 50; 8 ids × 4 clips of
-4 frames at stride 8, 256×128, flip + random erasing; test: consecutive 4-frame clips,
-features averaged, cosine distance.
+Recipe: `reidjax.recipes.strf_recipe`, which sets each of the paper's numbers.
 
     python tools/model_summary.py --config configs/strf_mars.py
     python train.py --config configs/strf_mars.py --workdir runs/strf_mars
@@ -18,7 +15,8 @@ Table 2 mAP / R1 with STRF: I3D 83.1 / 88.7, P3D-A 85.4 / 89.8,
 P3D-B 85.6 / 90.3, P3D-C 86.1 / 90.3.
 """
 
-from reidjax.config_defaults import apply_variant, set_backbone, set_strf_stages, smoke, strf_recipe
+from reidjax.config_lib import apply_variant, smoke
+from reidjax.recipes import set_backbone, set_strf_stages, strf_recipe
 
 
 def get_config(arg: str | None = None):

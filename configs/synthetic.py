@@ -12,13 +12,13 @@ the last step eval.py's report goes to WORKDIR/eval. `:smoke` runs a few steps o
 smaller dataset.
 """
 
-from reidjax.config_defaults import apply_variant, dsanet_recipe
+from reidjax.config_lib import apply_variant, smoke
+from reidjax.recipes import dsanet_recipe
 
 
-def smoke(config):
-    config.model.arch = "tiny"
-    config.input.height, config.input.width = 32, 64
-    config.input.num_frames = 2
+def synthetic_smoke(config):
+    """The library's smoke run on 16 synthetic identities, 4 steps of 4 ids x 2 clips."""
+    smoke(config)
     config.dataset.synthetic_ids = 16
     config.train.ids_per_batch, config.train.clips_per_id = 4, 2
     config.train.num_steps = 4
@@ -36,6 +36,6 @@ def get_config(arg: str | None = None):
     config.train.checkpoint_every = 100
     config.train.eval_every = 150
     config.optim.lr = 1e-3  # from scratch (no ImageNet weights); see docs/benchmarks.md
-    apply_variant(config, arg, {"smoke": smoke})
+    apply_variant(config, arg, {"smoke": synthetic_smoke})
     config.lock()
     return config

@@ -40,11 +40,7 @@ from PIL import Image
 
 from input_pipeline.datasets import add_parser_arguments, load_dataset, parser_options
 from input_pipeline.datasets.tracklets import DatasetError, Splits
-
-FORMAT_VERSION = 1
-SPLITS = ("train", "query", "gallery")
-MANIFEST = "manifest.json"
-INDEX = "tracklets.npz"
+from input_pipeline.records import FORMAT_VERSION, INDEX, MANIFEST, SPLITS
 
 
 def encode_frame(path: str, size: tuple[int, int], lossless: bool) -> tuple[bytes | None, str]:

@@ -2,14 +2,17 @@
 
 Training: element `s` of the `MapDataset` is global batch `s`, computed from (seed, s)
 alone; each host keeps its slice. Evaluation: ordered fixed-size batches of dense clips,
-with masks, padded so that every host runs the same number of batches.
+with masks, padded so that every host runs the same number of batches. Both end at
+`to_device`: global `jax.Array`s sharded over the mesh, built from each host's slice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
 
 import grain
+import jax
 import numpy as np
 
 from input_pipeline.records import IngestedDataset, TrackletIndex
@@ -59,6 +62,8 @@ class TrainBatches:
         self.sampler = IdentitySampler(
             self.index.pid, spec.ids_per_batch, spec.clips_per_id, spec.seed
         )
+        # An epoch as the sampler counts it: the one number the LR schedule reads too.
+        self.steps_per_epoch = self.sampler.steps_per_epoch
         per_host = spec.global_batch // process_count
         self.positions = range(process_index * per_host, (process_index + 1) * per_host)
 
@@ -187,3 +192,12 @@ def eval_dataset(
     """This host's evaluation batches of `split` (`query` or `gallery`), in order."""
     batches = EvalBatches(data, split, num_frames, batch_size, process_index, process_count)
     return grain.MapDataset.range(len(batches)).map(batches)
+
+
+def to_device(
+    batches: Iterable[dict[str, np.ndarray]], sharding: jax.sharding.Sharding, keys: Sequence[str]
+) -> Iterator[dict[str, jax.Array]]:
+    """This host's batches -> global `jax.Array`s of `keys`, split over `sharding`'s mesh
+    along the batch axis (`jax.make_array_from_process_local_data`)."""
+    for local in batches:
+        yield {k: jax.make_array_from_process_local_data(sharding, local[k]) for k in keys}

@@ -11,7 +11,12 @@ import numpy as np
 from PIL import Image
 
 from input_pipeline.datasets.tracklets import DatasetError
-from input_pipeline.ingest import FORMAT_VERSION, INDEX, MANIFEST, SPLITS
+
+# The ingested format (written by `input_pipeline.ingest`).
+FORMAT_VERSION = 1
+SPLITS = ("train", "query", "gallery")
+MANIFEST = "manifest.json"
+INDEX = "tracklets.npz"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,13 +12,22 @@ from __future__ import annotations
 import os
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
-from flax import traverse_util
+
+from reidjax import trees
+from reidjax.errors import UserError
+
+# The folder of the train state inside each step folder (orbax's single-item default).
+ITEM = "default"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """The checkpoint was written by another model (other parameter names or shapes)."""
+
+
+class CheckpointNotFoundError(UserError, FileNotFoundError):
+    """No checkpoint folder, or no checkpoint at the asked step."""
 
 
 class Checkpointer:
@@ -45,7 +54,7 @@ class Checkpointer:
         `jax.ShapeDtypeStruct`s)."""
         step = self.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+            raise CheckpointNotFoundError(f"no checkpoint in {self.directory}")
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
             target,
@@ -62,25 +71,12 @@ class Checkpointer:
             raise CheckpointMismatchError(
                 f"{self.directory}/{step} holds no train state ('params' missing)"
             )
-        have = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(saved, sep="/").items()}
-        want = {
-            k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params, sep="/").items()
-        }
-        problems = [f"missing {k} {want[k]}" for k in sorted(want.keys() - have.keys())]
-        problems += [f"unexpected {k} {have[k]}" for k in sorted(have.keys() - want.keys())]
-        problems += [
-            f"{k}: saved {have[k]}, model {want[k]}"
-            for k in sorted(want.keys() & have.keys())
-            if have[k] != want[k]
-        ]
+        problems = trees.shape_differences(saved, params)
         if problems:
-            shown = "; ".join(problems[:6]) + (
-                f"; ... {len(problems) - 6} more" * (len(problems) > 6)
-            )
             raise CheckpointMismatchError(
                 f"the checkpoint {self.directory}/{step} was written by a different model "
-                f"({len(problems)} parameter differences: {shown}). Evaluate it with the "
-                "config (and --config overrides) it was trained with."
+                f"({len(problems)} parameter differences: {trees.summarize(problems)}). "
+                "Use the config (and --config overrides) it was trained with."
             )
 
     def wait(self) -> None:
@@ -90,28 +86,81 @@ class Checkpointer:
         self.manager.close()
 
 
+def _checked_step(directory: str, step: int | None, what: str) -> tuple[Checkpointer, int]:
+    """An open `Checkpointer` on `directory` and the step to read (default: latest)."""
+    prefix = f"{what}: " if what else ""
+    if not os.path.isdir(directory):
+        raise CheckpointNotFoundError(f"{prefix}no checkpoint folder {directory}")
+    ckpt = Checkpointer(directory, create=False)
+    steps = list(ckpt.manager.all_steps())
+    step = ckpt.latest_step() if step is None else step
+    if step is None or step not in steps:
+        ckpt.close()
+        at = "" if step is None else f" at step {step}"
+        raise CheckpointNotFoundError(
+            f"{prefix}no checkpoint{at} in {directory} (steps: {sorted(steps)})"
+        )
+    return ckpt, step
+
+
 def restore_checked(directory: str, target, step: int | None = None, what: str = ""):
     """Restores `target` (a train state or its abstract shapes) from `directory` after
     checking that the checkpoint's parameters have the names and shapes of `target.params`.
 
     Raises:
-        FileNotFoundError: no such folder or step (`what` starts the message).
+        CheckpointNotFoundError: no such folder or step (`what` starts the message).
         CheckpointMismatchError: the checkpoint was written by another model.
     """
-    prefix = f"{what}: " if what else ""
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{prefix}no checkpoint folder {directory}")
-    ckpt = Checkpointer(directory, create=False)
+    ckpt, step = _checked_step(directory, step, what)
     try:
-        steps = list(ckpt.manager.all_steps())
-        step = ckpt.latest_step() if step is None else step
-        if step is None or step not in steps:
-            at = "" if step is None else f" at step {step}"
-            raise FileNotFoundError(f"{prefix}no checkpoint{at} in {directory} (steps: {steps})")
         ckpt.check_matches(target.params, step)
         return ckpt.restore(target, step)
     finally:
         ckpt.close()
+
+
+def restore_variables(
+    directory: str, target: dict, step: int | None = None, what: str = ""
+) -> tuple[dict, int]:
+    """The model variables of a train-state checkpoint: `params` and `batch_stats` only
+    (an orbax partial restore: the optimizer state is not read and needs no optimizer).
+
+    Args:
+        target: `{"params": ..., "batch_stats": ...}` of `jax.ShapeDtypeStruct`s with
+            their shardings.
+
+    Returns:
+        (variables, step).
+
+    Raises:
+        CheckpointNotFoundError, CheckpointMismatchError: as `restore_checked`.
+    """
+    ckpt, step = _checked_step(directory, step, what)
+    try:
+        ckpt.check_matches(target["params"], step)
+        item = {
+            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=_sharding_of(target)),
+            "params": target["params"],
+            "batch_stats": target["batch_stats"],
+        }
+        with ocp.PyTreeCheckpointer() as reader:
+            restored = reader.restore(
+                os.path.join(ckpt.directory, str(step), ITEM),
+                args=ocp.args.PyTreeRestore(
+                    item=item,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                    partial_restore=True,
+                ),
+            )
+    finally:
+        ckpt.close()
+    return {"params": restored["params"], "batch_stats": restored["batch_stats"]}, int(
+        restored["step"]
+    )
+
+
+def _sharding_of(tree):
+    return jax.tree.leaves(tree)[0].sharding
 
 
 class BestCheckpointer:

@@ -19,11 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reidjax.errors import UserError
+
 # Elements of distance matrix handled at once (a few hundred MiB of temporaries).
 CHUNK_ELEMENTS = 1 << 23
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """An evaluation problem that has no answer (no queries, no valid query)."""
 
 

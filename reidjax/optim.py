@@ -11,6 +11,8 @@ from __future__ import annotations
 import ml_collections
 import optax
 
+from reidjax.errors import ConfigError
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
@@ -40,10 +42,10 @@ def build_optimizer(
     """The configured optimizer and its schedule.
 
     Raises:
-        ValueError: an unknown optimizer name, listing the valid ones.
+        ConfigError: an unknown optimizer name, listing the valid ones.
     """
     if optim.name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {optim.name!r}; valid: {list(OPTIMIZERS)}")
+        raise ConfigError(f"Unknown optimizer {optim.name!r}; valid: {list(OPTIMIZERS)}")
     schedule = learning_rate_schedule(optim, steps_per_epoch, epochs)
     parts = []
     if optim.grad_clip_norm > 0:

@@ -1,11 +1,16 @@
-"""Device mesh and shardings (data parallelism over a `jax.sharding.Mesh`)."""
+"""Device mesh, shardings (data parallelism over a `jax.sharding.Mesh`) and the
+multi-process start-up."""
 
 from __future__ import annotations
+
+import os
 
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from reidjax.errors import ConfigError
 
 
 def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
@@ -13,7 +18,7 @@ def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
     devices = jax.devices()
     n = config.mesh.data if config.mesh.data > 0 else len(devices)
     if n > len(devices):
-        raise ValueError(f"config.mesh.data={n} but only {len(devices)} devices are visible")
+        raise ConfigError(f"config.mesh.data={n} but only {len(devices)} devices are visible")
     return Mesh(np.asarray(devices[:n]), ("data",))
 
 
@@ -30,17 +35,25 @@ def check_batch(global_batch: int, mesh: Mesh) -> None:
     """Raises a clear error when the global batch does not split over the devices."""
     devices = mesh.shape["data"]
     if global_batch % devices:
-        raise ValueError(
+        raise ConfigError(
             f"global batch {global_batch} (train.ids_per_batch x train.clips_per_id) is not "
             f"divisible by the {devices} devices of the data mesh; change the batch or set "
             "--config.mesh.data"
         )
 
 
-def global_batch_array(local: dict, sharding: NamedSharding) -> dict:
-    """This host's slice of a batch -> global `jax.Array`s sharded over the mesh."""
-    return {
-        k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-        for k, v in local.items()
-        if np.ndim(v) > 0
-    }
+def maybe_initialize_distributed() -> None:
+    """`jax.distributed.initialize()` for multi-process runs (a no-op on one process).
+
+    Driven by the environment: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID (or a cluster JAX auto-detects, such as a Cloud TPU slice, with
+    REIDJAX_DISTRIBUTED=1).
+    """
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+    elif os.environ.get("REIDJAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()

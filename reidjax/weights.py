@@ -31,6 +31,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from reidjax import trees
+from reidjax.errors import UserError
 from reidjax.models.resnet3d import ImageNetResNet
 
 CONVERT_HINT = (
@@ -42,7 +44,7 @@ SUFFIXES = (".pth", ".pt", ".npz", ".safetensors")
 Variables = dict[str, Any]
 
 
-class WeightFileError(ValueError):
+class WeightFileError(UserError, ValueError):
     """A weight file is missing, unreadable, or does not fit the model."""
 
 
@@ -177,30 +179,18 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray]) -> Variables:
     return traverse_util.unflatten_dict(flat)
 
 
-def _shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(tree).items()}
-
-
 def _fmt(path: tuple[str, ...]) -> str:
     return "/".join(path)
 
 
 def check_structure(variables: Variables, expected: Variables, what: str) -> None:
-    """Raises a `WeightFileError` listing missing, unexpected and mis-shaped entries."""
-    got, want = _shapes(variables), _shapes(expected)
-    missing = sorted(set(want) - set(got))
-    unexpected = sorted(set(got) - set(want))
-    mismatched = sorted(k for k in set(got) & set(want) if got[k] != want[k])
-    if not (missing or unexpected or mismatched):
-        return
-    lines = [f"{what} does not fit the model:"]
-    if missing:
-        lines.append(f"  missing ({len(missing)}): " + ", ".join(map(_fmt, missing[:20])))
-    if unexpected:
-        lines.append(f"  unexpected ({len(unexpected)}): " + ", ".join(map(_fmt, unexpected[:20])))
-    for k in mismatched[:20]:
-        lines.append(f"  shape mismatch {_fmt(k)}: file {got[k]} vs model {want[k]}")
-    raise WeightFileError("\n".join(lines))
+    """Raises a `WeightFileError` naming the missing, unexpected and mis-shaped entries."""
+    problems = trees.shape_differences(variables, expected, have_name="file")
+    if problems:
+        raise WeightFileError(
+            f"{what} does not fit the model ({len(problems)} differences: "
+            f"{trees.summarize(problems)})"
+        )
 
 
 # --------------------------------------------------------------------------- 2D ResNet-50

@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices (set before JAX is imported), one compilation cache for
 the session, and shared fixtures."""
 
+import importlib.util
 import os
 import tempfile
 
@@ -29,3 +30,13 @@ def rng():
 
 def pytest_report_header(config):
     return f"jax {jax.__version__}, devices: {jax.device_count()} x {jax.devices()[0].platform}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `torch` are skipped, with the reason, when PyTorch is not installed."""
+    if importlib.util.find_spec("torch") is not None:
+        return
+    skip = pytest.mark.skip(reason="needs PyTorch: pip install -r requirements-dev.txt")
+    for item in items:
+        if "torch" in item.keywords:
+            item.add_marker(skip)

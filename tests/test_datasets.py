@@ -6,8 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from input_pipeline.datasets import dukev, fake, ilidsvid, load_dataset, lsvid, mars
+from input_pipeline.datasets import dukev, ilidsvid, load_dataset, lsvid, mars
 from input_pipeline.datasets.tracklets import DatasetError, dense_pieces, frame_number
+from tests import fixtures
 
 
 def _check_sorted(tracklets, key):
@@ -20,7 +21,7 @@ def _check_sorted(tracklets, key):
 @pytest.fixture(scope="module")
 def mars_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("mars"))
-    return root, fake.write_mars(root)
+    return root, fixtures.write_mars(root)
 
 
 def test_mars_counts_junk_and_distractors(mars_root):
@@ -76,7 +77,7 @@ def test_mars_corrupt_mat_and_bad_rows(mars_root, tmp_path):
 
 
 def test_dukev_counts_formats_and_numbering(tmp_path):
-    counts = fake.write_dukev(str(tmp_path))
+    counts = fixtures.write_dukev(str(tmp_path))
     splits = dukev.load(str(tmp_path))
     assert splits.num_train_ids == counts["train_ids"]
     assert len(splits.train) == counts["train_tracklets"]
@@ -96,14 +97,14 @@ def test_dukev_counts_formats_and_numbering(tmp_path):
 
 
 def test_dukev_empty_tracklet_folder(tmp_path):
-    fake.write_dukev(str(tmp_path))
+    fixtures.write_dukev(str(tmp_path))
     os.makedirs(tmp_path / "gallery" / "0010" / "0099")
     with pytest.raises(DatasetError, match=r"holds no image: .*0010[/\\]0099"):
         dukev.load(str(tmp_path))
 
 
 def test_lsvid_counts_and_v73_query(tmp_path):
-    counts = fake.write_lsvid(str(tmp_path))
+    counts = fixtures.write_lsvid(str(tmp_path))
     splits = lsvid.load(str(tmp_path))
     assert splits.num_train_ids == counts["train_ids"]
     assert len(splits.train) == counts["train_tracklets"]
@@ -118,11 +119,11 @@ def test_lsvid_counts_and_v73_query(tmp_path):
 
 
 def test_lsvid_missing_info_and_bad_line(tmp_path):
-    fake.write_lsvid(str(tmp_path))
+    fixtures.write_lsvid(str(tmp_path))
     os.remove(tmp_path / "test" / "data" / "info_test.mat")
     with pytest.raises(DatasetError, match=r"test[/\\]data[/\\]info_test\.mat"):
         lsvid.load(str(tmp_path))
-    fake.write_lsvid(str(tmp_path))
+    fixtures.write_lsvid(str(tmp_path))
     with open(tmp_path / "list_sequence" / "list_seq_test.txt", "a") as f:
         f.write("tracklet_test/0099/0099_000_01_0000\n")
     with pytest.raises(DatasetError, match=r"list_seq_test\.txt:6: expected"):
@@ -131,7 +132,7 @@ def test_lsvid_missing_info_and_bad_line(tmp_path):
 
 @pytest.mark.parametrize("split_id", [0, 7])
 def test_ilidsvid_splits_and_cameras(tmp_path, split_id):
-    info = fake.write_ilidsvid(str(tmp_path))
+    info = fixtures.write_ilidsvid(str(tmp_path))
     splits = ilidsvid.load(str(tmp_path), split_id=split_id)
     half = info["half"]
     row = info["ls_set"][split_id]

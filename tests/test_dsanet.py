@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from reidjax import losses
-from reidjax.config_defaults import DSANET_SWITCHES, base_config, set_dsanet_ablation
-from reidjax.models import build_model
+from reidjax.config_lib import base_config
+from reidjax.experiment import build_module
 from reidjax.models.dsanet import TLM, DSANetConfig
 from reidjax.models.factory import dsanet_config, dummy_clips
 from reidjax.models.summary import count_params
+from reidjax.recipes import DSANET_SWITCHES, set_dsanet_ablation
 
 
 def dsanet(dataset="mars", arch="resnet50", **switches):
@@ -26,7 +27,7 @@ def dsanet(dataset="mars", arch="resnet50", **switches):
 
 
 def param_count(config):
-    model = build_model(config)
+    model = build_module(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
     return count_params(shapes["params"])
 
@@ -179,7 +180,7 @@ def test_left_right_and_frame_weight_losses(rng):
 def tiny_model():
     config = dsanet(arch="tiny")
     config.model.num_classes = 5
-    model = build_model(config)
+    model = build_module(config)
     clips = jax.random.normal(jax.random.key(0), (8, 2, 32, 64, 3))
     variables = jax.jit(model.init)(jax.random.key(1), clips)
     return config, model, clips, variables
@@ -244,7 +245,7 @@ REMOVES = {  # switch -> (switches forced off with it, params removed, loss term
 
 def _modules_and_terms(config):
     """Top-level parameter modules and loss-term names, from shapes alone (nothing runs)."""
-    model = build_model(config)
+    model = build_module(config)
     clips = jnp.ones((4, 2, 32, 64, 3))
     switches = dsanet_config(config)
 
@@ -277,15 +278,16 @@ def test_switch_dependencies_are_checked():
     config = dsanet()
     config.model.variant = "p3dc"
     with pytest.raises(ValueError, match="C2D backbone"):
-        build_model(config)
+        build_module(config)
 
 
+@pytest.mark.slow
 def test_objective_weights():
     config = dsanet("lsvid", arch="tiny")
     config.loss.dsanet_lambda_cam = 0.5
     config.loss.triplet_feature = "features"  # as in configs/dsanet_*.py
     config.model.num_classes = 3
-    model = build_model(config)
+    model = build_module(config)
     clips = jax.random.normal(jax.random.key(0), (4, 2, 32, 64, 3))
     variables = jax.jit(model.init)(jax.random.key(0), clips)
     out = _train_apply(model, variables, clips, jax.random.key(1))

@@ -9,8 +9,9 @@ import pytest
 
 from input_pipeline.pipelines import eval_clips
 from input_pipeline.records import TrackletIndex
-from reidjax import evaluator, metrics, sharding, train_lib
-from reidjax.config_defaults import load_config
+from reidjax import evaluator, experiment, metrics, sharding
+from reidjax.config_lib import load_config
+from reidjax.models.factory import normalize
 
 
 @pytest.mark.parametrize("clip_len", [2, 4])
@@ -60,10 +61,9 @@ def smoke_config(tmp_path):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     config = smoke_config(tmp_path_factory.mktemp("eval"))
-    data = train_lib.open_dataset(config)
-    train_lib.resolve_sizes(config, data)
-    model, variables, _ = train_lib.init_variables(config, jax.random.key(3))
-    return config, data, model, variables
+    data, meta = experiment.open_data(config)
+    model = experiment.build(config, meta)
+    return config, data, model, experiment.init_variables(model, config)
 
 
 def test_features_equal_a_per_clip_loop_on_8_devices(setup):
@@ -72,9 +72,9 @@ def test_features_equal_a_per_clip_loop_on_8_devices(setup):
     config, data, model, variables = setup
     mesh = sharding.make_mesh(config)
     assert mesh.shape["data"] == 8
-    ev = evaluator.Evaluator(model, config, data, mesh, progress=None)
+    ev = evaluator.Evaluator(model.predict, config, data, mesh, progress=None)
     result = ev.evaluate(jax.device_put(variables, sharding.replicated(mesh)))
-    apply = jax.jit(lambda x: model.apply(variables, train_lib.normalize(x))["bn_features"])
+    apply = jax.jit(lambda x: model.module.apply(variables, normalize(x))[model.test_feature])
     for split, got in (("query", result.query_features), ("gallery", result.gallery_features)):
         index = data.splits[split]
         clips = eval_clips(data, split, config.input.num_frames)
@@ -99,7 +99,7 @@ def test_clear_errors(setup):
     with config.unlocked():
         config.eval.batch_size = 6
     with pytest.raises(ValueError, match=r"eval\.batch_size=6 is not divisible by the 8 devices"):
-        evaluator.Evaluator(model, config, data, mesh)
+        evaluator.Evaluator(model.predict, config, data, mesh)
     with config.unlocked():
         config.eval.batch_size = 8
 
@@ -114,11 +114,13 @@ def test_clear_errors(setup):
         return TrackletIndex(*(a[:0] for a in dataclasses.astuple(index)))
 
     with pytest.raises(metrics.EvaluationError, match=r"query split .* is empty"):
-        evaluator.Evaluator(model, config, Without("query", empty), mesh)
+        evaluator.Evaluator(model.predict, config, Without("query", empty), mesh)
 
     def strangers(index):
         return dataclasses.replace(index, pid=index.pid + 1000)
 
-    ev = evaluator.Evaluator(model, config, Without("gallery", strangers), mesh, progress=None)
+    ev = evaluator.Evaluator(
+        model.predict, config, Without("gallery", strangers), mesh, progress=None
+    )
     with pytest.raises(metrics.EvaluationError, match="has a match in the gallery"):
         ev.evaluate(jax.device_put(variables, sharding.replicated(mesh)))

@@ -3,9 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from reidjax.config_defaults import base_config
-from reidjax.models import build_model
+from reidjax.config_lib import base_config
+from reidjax.experiment import build_module
 from reidjax.models.heads import ReIDHead, l2_normalize
 
 
@@ -83,11 +84,12 @@ def test_l2_normalize_matches_numpy_and_handles_zero(rng):
     assert not np.isnan(np.asarray(l2_normalize(jnp.zeros((2, 3))))).any()
 
 
+@pytest.mark.slow
 def test_baseline_network_outputs():
     config = base_config()
     config.model.arch = "tiny"
     config.model.num_classes = 11
-    model = build_model(config)
+    model = build_module(config)
     clips = jax.random.normal(jax.random.key(0), (4, 2, 32, 16, 3))
     variables = model.init(jax.random.key(1), clips)
     out = model.apply(variables, clips)

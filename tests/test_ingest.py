@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from input_pipeline import ingest as ingest_lib
-from input_pipeline.datasets import dukev, fake, mars
+from input_pipeline.datasets import dukev, mars
 from input_pipeline.datasets.tracklets import DatasetError
 from input_pipeline.records import IngestedDataset
+from tests import fixtures
 
 
 def _source_pixels(path, size=None):
@@ -37,7 +38,7 @@ def _check_round_trip(splits, data, size, atol=0):
 
 
 def test_mars_round_trip_is_exact_and_queries_stored_once(tmp_path):
-    fake.write_mars(str(tmp_path / "src"))
+    fixtures.write_mars(str(tmp_path / "src"))
     splits = mars.load(str(tmp_path / "src"))
     manifest = ingest_lib.ingest(splits, str(tmp_path / "out"), (16, 8), workers=2)
     data = IngestedDataset(str(tmp_path / "out"))
@@ -49,7 +50,7 @@ def test_mars_round_trip_is_exact_and_queries_stored_once(tmp_path):
 
 
 def test_resized_round_trip_lossless_and_jpeg(tmp_path):
-    fake.write_dukev(str(tmp_path / "src"))
+    fixtures.write_dukev(str(tmp_path / "src"))
     splits = dukev.load(str(tmp_path / "src"))
     ingest_lib.ingest(splits, str(tmp_path / "png"), (32, 16), lossless=True, workers=1)
     _check_round_trip(splits, IngestedDataset(str(tmp_path / "png")), (32, 16))
@@ -61,7 +62,7 @@ def test_resized_round_trip_lossless_and_jpeg(tmp_path):
 
 
 def test_corrupt_image_stops_or_is_skipped(tmp_path):
-    fake.write_dukev(str(tmp_path / "src"))
+    fixtures.write_dukev(str(tmp_path / "src"))
     splits = dukev.load(str(tmp_path / "src"))
     bad = splits.gallery[1].frames[0]
     with open(bad, "wb") as f:
@@ -81,7 +82,7 @@ def test_corrupt_image_stops_or_is_skipped(tmp_path):
 
 
 def test_cli_and_missing_dataset_message(tmp_path, capsys):
-    fake.write_dukev(str(tmp_path / "src"))
+    fixtures.write_dukev(str(tmp_path / "src"))
     out = str(tmp_path / "out")
     args = ["--dataset", "dukev", "--root", str(tmp_path / "src"), "--out", out]
     assert ingest_lib.main([*args, "--size", "16x8", "--workers", "1"]) == 0

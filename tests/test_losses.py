@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reidjax.config_defaults import base_config
+from reidjax.config_lib import base_config
 from reidjax.losses import batch_hard_triplet, cross_entropy, pairwise_distance, reid_objective
 
 

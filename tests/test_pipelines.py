@@ -6,7 +6,6 @@ import grain
 import numpy as np
 import pytest
 
-from input_pipeline.datasets.fake import write_image
 from input_pipeline.datasets.tracklets import Splits, Tracklet
 from input_pipeline.ingest import ingest
 from input_pipeline.pipelines import EvalBatches, TrainSpec, eval_dataset, train_dataset
@@ -18,6 +17,7 @@ from input_pipeline.sampling import (
     random_erasing_box,
     temporal_indices,
 )
+from tests.fixtures import write_image
 
 
 @pytest.fixture(scope="module")

@@ -4,19 +4,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import traverse_util
 
 from reidjax import weights
-from reidjax.config_defaults import base_config
-from reidjax.models import VARIANTS, ImageNetResNet, ResNet3D, build_model
+from reidjax.config_lib import base_config
+from reidjax.experiment import build_module
+from reidjax.models import VARIANTS, ImageNetResNet, ResNet3D
 from reidjax.models.factory import dummy_clips
 from reidjax.models.summary import count_params
-from reidjax.testing.torch_resnet import TorchResNet, randomize_bn
+
+try:
+    import torch
+
+    from tests.torch_resnet import TorchResNet, randomize_bn
+except ImportError:  # the tests marked `torch` are skipped (conftest.py)
+    torch = None
 
 
 def _param_count(config):
-    model = build_model(config)
+    model = build_module(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
     return count_params(shapes["params"])
 
@@ -41,6 +47,7 @@ def test_parameter_counts_match_spec(variant, trunk_bn, with_625):
     assert round(trunk_bn / 1e6, 2) == {"c2d": 23.51, "i3d": 27.64}.get(variant, 24.20)
 
 
+@pytest.mark.torch
 def test_imagenet_resnet50_matches_torchvision_count():
     shapes = jax.eval_shape(
         lambda: ImageNetResNet().init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
@@ -72,6 +79,7 @@ def _trunk_variables(state_dict):
     return {c: v[c]["backbone"] for c in ("params", "batch_stats")}
 
 
+@pytest.mark.torch
 def test_c2d_equals_2d_resnet50_per_frame():
     """Full-size C2D on a T-frame clip == torch's 2D ResNet-50 applied to every frame."""
     net = _torch_2d("resnet50", last_stride=1, seed=1)
@@ -93,6 +101,7 @@ def _inflated(variant, source, clip, arch, temporal_blocks=None):
     return model, {k: v["backbone"] for k, v in variables.items()}, report
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("train", [False, True])
 def test_every_variant_at_init_computes_c2d_tiny(variant, train):
@@ -118,6 +127,8 @@ def test_every_variant_at_init_computes_c2d_tiny(variant, train):
         np.testing.assert_allclose(out[name], ref[name], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.torch
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_at_init_computes_c2d_full_size(variant):
     """The same on full-size ResNet-50 weights (small frames), eval-mode BN."""
@@ -137,6 +148,7 @@ def _randomize_temporal(model, g):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_matches_torch_3d_reference(variant):
     """Non-trivial temporal weights: the Flax block wiring equals an independent torch one."""
@@ -175,23 +187,24 @@ def test_unknown_variant_and_arch_list_valid_names():
     config = base_config()
     config.model.variant = "p3dd"
     with pytest.raises(ValueError, match=r"valid: .*p3dc"):
-        build_model(config)
+        build_module(config)
     config.model.variant = "c2d"
     config.model.arch = "resnet101"
     with pytest.raises(ValueError, match=r"valid: .*resnet50"):
-        build_model(config)
+        build_module(config)
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_f32_params_and_tracks_f32():
     config = base_config()
     config.model.arch = "tiny"
     config.model.dtype = "bfloat16"
-    model = build_model(config)
+    model = build_module(config)
     clip = jax.random.normal(jax.random.key(0), (2, 2, 32, 16, 3))
     variables = model.init(jax.random.key(1), clip)
     assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype("float32")}
     out = model.apply(variables, clip)
     assert out["logits"].dtype == jnp.float32
     config.model.dtype = "float32"
-    ref = build_model(config).apply(variables, clip)
+    ref = build_module(config).apply(variables, clip)
     np.testing.assert_allclose(out["features"], ref["features"], rtol=0.05, atol=0.05)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax.config_defaults import base_config, set_strf_stages
-from reidjax.models import build_model
+from reidjax.config_lib import base_config
+from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
 from reidjax.models.strf import FACTORS, STRF, STRFConfig
+from reidjax.recipes import set_strf_stages
 
 # ----------------------------------------------------------------- NumPy reference
 
@@ -189,7 +190,7 @@ def strf_config(variant="p3dc", arch="resnet50", num_classes=625):
 
 
 def count(config):
-    model = build_model(config)
+    model = build_module(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
     return sum(x.size for x in jax.tree.leaves(shapes["params"]))
 
@@ -205,7 +206,7 @@ def test_parameter_counts_match_paper():
 def test_stage_selection_adds_temporal_blocks_and_units():
     config = strf_config()
     set_strf_stages(config, "1+4")
-    model = build_model(config)
+    model = build_module(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
     flat = traverse_util.flatten_dict(shapes["params"])
     units = sorted({k[1] for k in flat if "strf" in k})
@@ -230,9 +231,10 @@ def test_strf_on_c2d_or_stage_without_temporal_block_fails():
 def _tiny(variant, name):
     config = strf_config(variant, "tiny", num_classes=7)
     config.model.name = name
-    return config, build_model(config)
+    return config, build_module(config)
 
 
+@pytest.mark.slow
 def test_strf_p3dc_at_init_equals_p3dc():
     """T is zero-initialised, so STRF on its input cannot change the output at init."""
     _, strf_model = _tiny("p3dc", "strf")
@@ -250,6 +252,7 @@ def test_strf_p3dc_at_init_equals_p3dc():
         np.testing.assert_allclose(out["logits"], ref["logits"], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["i3d", "p3da", "p3db", "p3dc"])
 def test_gradients_reach_every_strf_parameter_after_one_step(variant):
     from reidjax.losses import reid_objective

@@ -18,7 +18,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from reidjax.models import build_model
+from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
 from reidjax.models.summary import breakdown, count_params
 
@@ -40,7 +40,7 @@ def forward_flops(model, variables, clips) -> float:
 def main(argv):
     del argv
     config = _CONFIG.value
-    model = build_model(config)
+    model = build_module(config)
     clips = dummy_clips(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), clips))
     params = shapes["params"]

@@ -8,8 +8,10 @@ import re
 
 import numpy as np
 
+from reidjax.errors import UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError, ValueError):
     """A dataset on disk is missing, incomplete or malformed; the message says what and where."""
 
 

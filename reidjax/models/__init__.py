@@ -1,7 +1,7 @@
 """Model zoo: inflated ResNet trunks, heads, and the re-ID networks built on them."""
 
 from reidjax.models.baseline import VideoReIDNet
-from reidjax.models.factory import MODELS, build_model
+from reidjax.models.factory import MODELS, ReIDModel, build_model
 from reidjax.models.resnet3d import ARCHS, VARIANTS, ImageNetResNet, ResNet3D
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "MODELS",
     "VARIANTS",
     "ImageNetResNet",
+    "ReIDModel",
     "ResNet3D",
     "VideoReIDNet",
     "build_model",

@@ -1,48 +1,107 @@
-"""Builds a model from a config (`config.model`, `config.dataset`)."""
+"""Builds a model family from a config: the Flax module, its objective and its test feature.
+
+Each family (baseline, strf, dsanet) says here, and only here, which loss it trains with,
+which output is its test feature, which random streams its training forward pass needs and
+which outputs can be drawn as attention maps. Everything above `reidjax/models/` works on
+the `ReIDModel` it returns and never asks which family it is.
+
+Sizes that the data decides (identities, cameras) are arguments: the config is not read
+for them and nothing here reads a dataset.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from input_pipeline.datasets import dataset_info
+from reidjax import losses
+from reidjax.errors import ConfigError
 from reidjax.models.baseline import VideoReIDNet
 from reidjax.models.dsanet import DSANet, DSANetConfig
 from reidjax.models.resnet3d import check_variant, get_arch
 from reidjax.models.strf import STRFConfig
 
-# baseline: inflated ResNet + re-ID head (SPEC §1); strf: the same with STRF units (§2);
-# dsanet: DSANet on C2D (§3).
+# baseline: inflated ResNet + re-ID head; strf: the same with STRF units; dsanet: DSANet
+# on C2D.
 MODELS = ("baseline", "strf", "dsanet")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+# (outputs, batch) -> named loss terms with their weighted sum under "total".
+Objective = Callable[[dict, dict], dict]
+
+
+def normalize(clips: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """uint8 clips -> ImageNet-normalised floats (on the device, inside the jitted step)."""
+    return ((clips.astype(jnp.float32) - IMAGENET_MEAN) / IMAGENET_STD).astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReIDModel:
+    """A built model family.
+
+    Attributes:
+        name: `config.model.name`.
+        module: the Flax module; it takes ImageNet-normalised float clips `[B, T, H, W, 3]`.
+        objective: `(outputs, batch) -> {term: value, "total": sum}`; `batch` has `labels`
+            and `cameras` `[B]`.
+        test_feature: the output averaged into a tracklet's feature (before L2).
+        train_rngs: random streams of the training forward pass (DSANet's SAO: "sao").
+        maps: outputs that are attention maps `[B, T, h, w]` -> their picture label.
+    """
+
+    name: str
+    module: nn.Module
+    objective: Objective
+    test_feature: str
+    train_rngs: tuple[str, ...] = ()
+    maps: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def init(self, key: jax.Array, clips: jax.Array) -> dict:
+        """The initial variables for float clips of the input shape."""
+        return self.module.init(key, clips)
+
+    def train_forward(self, variables: dict, clips: jax.Array, key: jax.Array):
+        """Training-mode outputs of uint8 `clips` and the new BN statistics."""
+        out, updates = self.module.apply(
+            variables,
+            normalize(clips),
+            train=True,
+            mutable=["batch_stats"],
+            rngs={name: key for name in self.train_rngs},
+        )
+        return out, updates["batch_stats"]
+
+    def predict(self, variables: dict, clips: jax.Array) -> jax.Array:
+        """The test feature `[B, D]` (not normalised) of uint8 `clips` `[B, T, H, W, 3]`."""
+        return self.module.apply(variables, normalize(clips), train=False)[self.test_feature]
+
+    def attention(self, variables: dict, clips: jax.Array) -> dict[str, jax.Array]:
+        """`{label: map [B, T, h, w]}` of the family's attention maps (empty if none)."""
+        if not self.maps:
+            return {}
+        out = self.module.apply(variables, normalize(clips), train=False)
+        return {label: out[key] for key, label in self.maps.items() if key in out}
 
 
 def compute_dtype(name: str):
     """Maps a config dtype name to a JAX dtype, or raises listing the valid names."""
     if name not in DTYPES:
-        raise ValueError(f"Unknown compute dtype {name!r}; valid: {sorted(DTYPES)}")
+        raise ConfigError(f"Unknown compute dtype {name!r}; valid: {sorted(DTYPES)}")
     return DTYPES[name]
-
-
-def num_classes(config: ml_collections.ConfigDict) -> int:
-    """`config.model.num_classes`, or the dataset's training identities when it is 0."""
-    return config.model.num_classes or dataset_info(config.dataset.name).num_train_ids
 
 
 def strf_config(config: ml_collections.ConfigDict) -> STRFConfig:
     """The `STRFConfig` of `config.model.strf` (validated)."""
-    c = config.model.strf
-    return STRFConfig(
-        resolutions=tuple(c.resolutions),
-        pools=tuple(c.pools),
-        factors=tuple(c.factors),
-        integration=c.integration,
-        l2_normalize=c.l2_normalize,
-        kappa=c.kappa,
-        reduction=c.reduction,
-        stages=tuple(c.stages),
-    )
+    c = config.model.strf.to_dict()
+    return STRFConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
 
 
 def dsanet_config(config: ml_collections.ConfigDict) -> DSANetConfig:
@@ -50,47 +109,66 @@ def dsanet_config(config: ml_collections.ConfigDict) -> DSANetConfig:
     return DSANetConfig(**config.model.dsanet.to_dict())
 
 
-def num_cameras(config: ml_collections.ConfigDict) -> int:
-    """The dataset's number of cameras (DSANet's camera classifier): `dataset.num_cameras`,
-    or the registry's when it is 0."""
-    return config.dataset.num_cameras or dataset_info(config.dataset.name).num_cameras
+def build_model(config: ml_collections.ConfigDict, num_classes: int, num_cameras: int) -> ReIDModel:
+    """The model family of `config.model` with its objective (`config.loss`).
 
-
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """Returns the (unbound) Flax module described by `config`.
+    Args:
+        config: the experiment config.
+        num_classes: training identities (`config.model.num_classes` wins when > 0).
+        num_cameras: cameras, for DSANet's camera classifier.
 
     Raises:
-        ValueError: unknown model name, arch, variant, dtype or dataset, listing valid ones.
+        ConfigError: unknown model name, arch, variant or dtype, listing the valid ones.
     """
-    m = config.model
+    m, loss = config.model, config.loss
     if m.name not in MODELS:
-        raise ValueError(f"Unknown model {m.name!r}; valid: {list(MODELS)}")
-    get_arch(m.arch)
-    check_variant(m.variant)
-    if m.name == "dsanet":
-        if m.variant != "c2d":
-            raise ValueError(
-                f"DSANet is built on the C2D backbone; got model.variant={m.variant!r}"
-            )
-        return DSANet(
-            num_classes=num_classes(config),
-            num_cameras=num_cameras(config),
-            switches=dsanet_config(config),
-            arch=m.arch,
-            last_stride=m.last_stride,
-            dtype=compute_dtype(m.dtype),
-            strided_impl=m.strided_conv,
-        )
-    return VideoReIDNet(
-        num_classes=num_classes(config),
+        raise ConfigError(f"Unknown model {m.name!r}; valid: {list(MODELS)}")
+    try:
+        get_arch(m.arch)
+        check_variant(m.variant)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    num_classes = m.num_classes or num_classes
+    common = dict(
         arch=m.arch,
-        variant=m.variant,
-        temporal_blocks=None if m.temporal_blocks is None else tuple(map(tuple, m.temporal_blocks)),
         last_stride=m.last_stride,
         dtype=compute_dtype(m.dtype),
         strided_impl=m.strided_conv,
-        strf=strf_config(config) if m.name == "strf" else None,
     )
+    if m.name == "dsanet":
+        if m.variant != "c2d":
+            raise ConfigError(
+                f"DSANet is built on the C2D backbone; got model.variant={m.variant!r}"
+            )
+        switches = dsanet_config(config)
+        module = DSANet(
+            num_classes=num_classes, num_cameras=num_cameras, switches=switches, **common
+        )
+
+        def dsanet_objective(out: dict, batch: dict) -> dict:
+            return losses.dsanet_objective(out, batch["labels"], batch["cameras"], switches, loss)
+
+        return ReIDModel(
+            m.name,
+            module,
+            dsanet_objective,
+            test_feature=switches.test_feature,
+            train_rngs=("sao",) if switches.sao else (),
+            maps={"fid_activation": "F_ID", "fcam_activation": "F_cam", "tlm_attention": "TLM"},
+        )
+    blocks = m.temporal_blocks
+    module = VideoReIDNet(
+        num_classes=num_classes,
+        variant=m.variant,
+        temporal_blocks=None if blocks is None else tuple(map(tuple, blocks)),
+        strf=strf_config(config) if m.name == "strf" else None,
+        **common,
+    )
+
+    def reid_objective(out: dict, batch: dict) -> dict:
+        return losses.reid_objective(out, batch["labels"], loss)
+
+    return ReIDModel(m.name, module, reid_objective, test_feature="bn_features")
 
 
 def dummy_clips(config: ml_collections.ConfigDict, batch_size: int = 1) -> jnp.ndarray:

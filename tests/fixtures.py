@@ -1,4 +1,4 @@
-"""Writers of small, faithful copies of each dataset's native layout, for tests and demos.
+"""Test fixtures: small, faithful copies of each dataset's native layout.
 
 Each `write_*` creates real image files (JPEG for MARS, Duke-V and LS-VID; PNG for
 iLIDS-VID), the annotation files in their original formats (MATLAB v5 `.mat` through

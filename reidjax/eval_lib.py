@@ -1,0 +1,170 @@
+"""Evaluation orchestration: the periodic evaluation of training, `eval.py` on a workdir,
+and the protocols that average over splits (iLIDS-VID's 10)."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from input_pipeline.datasets.ilidsvid import NUM_SPLITS
+from input_pipeline.records import IngestedDataset
+from input_pipeline.sampling import dense_clips
+from reidjax import checkpoint, experiment, report, sharding
+from reidjax.evaluator import Evaluator
+from reidjax.experiment import TrainState
+from reidjax.metrics_log import MetricsLog
+from reidjax.models import ReIDModel
+
+
+def attention_inputs(data: IngestedDataset, num_frames: int, count: int = 3) -> np.ndarray:
+    """The first clip of `count` query tracklets spread over the split: uint8
+    `[count, T, H, W, 3]` (the clips the attention picture shows)."""
+    query = data.splits["query"]
+    picks = np.linspace(0, len(query) - 1, min(count, len(query))).round().astype(int)
+    clips = []
+    for i in picks:
+        idx, _ = dense_clips(int(query.count[i]), num_frames)
+        clips.append(data.frames(int(query.first[i]) + idx[0]))
+    return np.stack(clips)
+
+
+def attention(model: ReIDModel, variables: dict, data: IngestedDataset, num_frames: int):
+    """(clips, {label: maps `[B, T, h, w]`}) of the model's attention maps, or None for a
+    family without any."""
+    if not model.maps:
+        return None
+    clips = attention_inputs(data, num_frames)
+    maps = jax.jit(model.attention)(jax.device_get(variables), clips)
+    return clips, {label: np.asarray(m) for label, m in maps.items()}
+
+
+class PeriodicEvaluation:
+    """The evaluation of `train.py`: every `train.eval_every` steps (0: after the last step
+    only) the metrics go to the log, the best-mAP state to `workdir/checkpoints_best`, and
+    after the last step eval.py's report to `workdir/eval`."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        model: ReIDModel,
+        data: IngestedDataset,
+        mesh: jax.sharding.Mesh,
+        workdir: str,
+    ):
+        self.config, self.model, self.data, self.workdir = config, model, data, workdir
+        self.evaluator = Evaluator(model.predict, config, data, mesh, print)
+        self.best = checkpoint.BestCheckpointer(os.path.join(workdir, "checkpoints_best"))
+
+    def due(self, step: int, total: int) -> bool:
+        every = self.config.train.eval_every
+        return step == total or (every > 0 and step % every == 0)
+
+    def run(self, state: TrainState, step: int, *, final: bool, log: MetricsLog) -> None:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        result = self.evaluator.evaluate(variables)
+        row = result.table_row()
+        log.write_eval(step, row)
+        self.best.save(step, state, row["mAP"])
+        if final:
+            report.write_report(
+                result,
+                os.path.join(self.workdir, "eval"),
+                self.data,
+                step=step,
+                title=f"{self.config.model.name} step {step}",
+                attention=attention(self.model, variables, self.data, self.config.input.num_frames),
+                extra={"dataset": self.config.dataset.name, "checkpoint": "latest"},
+            )
+
+    def close(self) -> None:
+        self.best.close()
+
+
+def evaluate_workdir(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    step: int | None = None,
+    best: bool = False,
+    init: bool = False,
+    rerank: bool | None = None,
+    save_features: bool = False,
+    output: str | None = None,
+) -> dict:
+    """eval.py on one workdir: restore, evaluate, write the report.
+
+    Args:
+        step: the checkpoint step (default: latest); `best`: the best-mAP checkpoint that
+            training keeps in `workdir/checkpoints_best`; `init`: the initial weights (no
+            checkpoint: the untrained or ImageNet-initialised model, a baseline).
+        output: report folder (default `workdir/eval`).
+
+    Returns:
+        The numbers written to `results.json`.
+
+    Raises:
+        UserError: (subclasses) no dataset, no checkpoint, another model's checkpoint, or
+            no query with a match.
+    """
+    data, meta = experiment.open_data(config)
+    mesh = sharding.make_mesh(config)
+    model = experiment.build(config, meta)
+    if init:
+        variables, _ = experiment.initial_variables(model, config)
+        variables, restored_step = jax.device_put(variables, sharding.replicated(mesh)), 0
+    else:
+        folder = os.path.join(workdir, "checkpoints_best" if best else "checkpoints")
+        variables, restored_step = experiment.restore_variables(model, config, folder, mesh, step)
+    evaluator = Evaluator(model.predict, config, data, mesh)
+    result = evaluator.evaluate(variables, rerank)
+    reranked = bool(config.eval.rerank if rerank is None else rerank)
+    output = output or os.path.join(workdir, "eval")
+    extra = {
+        "dataset": data.manifest.get("name", config.dataset.name),
+        "checkpoint": "init" if init else ("best" if best else "latest" if step is None else step),
+        "reranked": reranked,
+        "distance": config.eval.distance,
+    }
+    numbers = report.write_report(
+        result,
+        output,
+        data,
+        step=restored_step,
+        title=f"{config.model.name} step {restored_step}" + (" +rerank" if reranked else ""),
+        attention=attention(model, variables, data, config.input.num_frames),
+        extra=extra,
+    )
+    if save_features:
+        report.save_features(result, os.path.join(output, "features.npz"))
+    return numbers
+
+
+def evaluate_splits(
+    config: ml_collections.ConfigDict, workdir: str, output: str | None = None, **kwargs
+) -> dict[str, dict]:
+    """`evaluate_workdir` on each of iLIDS-VID's 10 splits, and their mean.
+
+    `{split}` in `workdir` and `config.dataset.dir` is replaced by 0..9: each split has
+    its own training run and prepared dataset. The mean goes to the common parent folder's
+    `eval/results.json` (or `output`).
+
+    Returns:
+        `{"split 0": numbers, ..., "mean": {R1, ..., mINP}}`.
+    """
+    rows = {}
+    for split in range(NUM_SPLITS):
+        split_config = config.copy_and_resolve_references()
+        with split_config.unlocked():
+            split_config.dataset.dir = config.dataset.dir.replace("{split}", str(split))
+        rows[f"split {split}"] = evaluate_workdir(
+            split_config, workdir.replace("{split}", str(split)), **kwargs
+        )
+    mean = {k: sum(r[k] for r in rows.values()) / NUM_SPLITS for k in report.TABLE_COLUMNS}
+    parent = os.path.commonpath([workdir.replace("{split}", str(s)) for s in (0, 1)])
+    if jax.process_index() == 0:
+        out = output or os.path.join(parent, "eval")
+        report.write_json(os.path.join(out, "results.json"), {"mean": mean, "splits": rows})
+    return {**rows, "mean": mean}

@@ -1,0 +1,321 @@
+"""From a config to a ready run: the data, what it tells the model, the model, the state.
+
+How a run flows (`train.py` and `eval.py` both stand on this module):
+
+    config ──open_dataset──> data ──DataMeta.of──> meta (identities, cameras, frame size)
+    build(config, meta) ──> ReIDModel: Flax module + its objective + its test feature
+    abstract_state(...)   shapes and shardings only (`jax.eval_shape`), nothing computed
+    restore_or_init(...)  workdir checkpoint → config.resume → ImageNet weights → scratch
+
+The config is never mutated: what the data decides travels in `DataMeta`, and
+`resolved_config` gives the config as run (written to `WORKDIR/config.json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+
+from input_pipeline.datasets import DATASETS
+from input_pipeline.records import IngestedDataset
+from input_pipeline.synthetic import generate as generate_synthetic
+from reidjax import checkpoint, sharding, weights
+from reidjax.errors import ConfigError
+from reidjax.models import ReIDModel, build_model
+from reidjax.models.factory import dummy_clips
+
+
+@dataclasses.dataclass(frozen=True)
+class DataMeta:
+    """What the data tells the model builder (scenic's `dataset.meta_data`).
+
+    Attributes:
+        name: the dataset's name.
+        num_train_ids: identities of the training split (classifier width).
+        num_cameras: cameras (DSANet's camera classifier width).
+        frame_size: (height, width) of the stored frames.
+    """
+
+    name: str
+    num_train_ids: int
+    num_cameras: int
+    frame_size: tuple[int, int]
+
+    @classmethod
+    def of(cls, data: IngestedDataset) -> DataMeta:
+        """The metadata of a prepared dataset (its training split)."""
+        train = data.splits["train"]
+        return cls(
+            name=data.manifest.get("name", os.path.basename(data.directory)),
+            num_train_ids=len(np.unique(train.pid)),
+            num_cameras=int(max(train.camid.max(initial=0), 0) + 1),
+            frame_size=tuple(data.size),
+        )
+
+
+def registry_meta(config: ml_collections.ConfigDict) -> DataMeta:
+    """The published sizes of the config's benchmark, without reading any data (model
+    summaries, shape checks).
+
+    Raises:
+        ConfigError: an unknown dataset name, listing the valid ones.
+    """
+    name = config.dataset.name
+    if name not in DATASETS:
+        raise ConfigError(f"Unknown dataset {name!r}; valid: {sorted(DATASETS)}")
+    info = DATASETS[name]
+    size = (config.input.height, config.input.width)
+    return DataMeta(name, info.num_train_ids, info.num_cameras, size)
+
+
+def build(config: ml_collections.ConfigDict, meta: DataMeta) -> ReIDModel:
+    """The model family of the config, sized by the data: module, objective, test feature.
+
+    `config.model.num_classes` and `config.dataset.num_cameras` win when > 0.
+    """
+    return build_model(config, meta.num_train_ids, config.dataset.num_cameras or meta.num_cameras)
+
+
+def build_module(config: ml_collections.ConfigDict) -> nn.Module:
+    """The Flax module of a benchmark config, sized from the dataset registry."""
+    return build(config, registry_meta(config)).module
+
+
+def resolved_config(config: ml_collections.ConfigDict, meta: DataMeta) -> ml_collections.ConfigDict:
+    """A copy of the config with the sizes the data decided filled in (`model.num_classes`,
+    `dataset.num_cameras`): the config as run."""
+    resolved = config.copy_and_resolve_references()
+    with resolved.unlocked():
+        resolved.model.num_classes = config.model.num_classes or meta.num_train_ids
+        resolved.dataset.num_cameras = config.dataset.num_cameras or meta.num_cameras
+    return resolved
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict, meta: DataMeta) -> None:
+    """`WORKDIR/config.json`: the config as run (process 0; written atomically)."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    with open(path + ".tmp", "w") as f:
+        f.write(resolved_config(config, meta).to_json(indent=2))
+    os.replace(path + ".tmp", path)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def synthetic_dir(config: ml_collections.ConfigDict) -> str:
+    """Where the synthetic dataset of the config lives (generated on first use)."""
+    d, i = config.dataset, config.input
+    return os.path.expanduser(d.dir) or os.path.expanduser(
+        f"~/.cache/reidjax/synthetic-{d.synthetic_ids}ids-{d.synthetic_cameras}cams-"
+        f"{i.height}x{i.width}-seed{config.seed}"
+    )
+
+
+def _generate_synthetic_once(config: ml_collections.ConfigDict, directory: str) -> None:
+    if os.path.exists(os.path.join(directory, "manifest.json")):
+        return
+    logging.info("generating the synthetic dataset in %s", directory)
+    generate_synthetic(
+        directory,
+        config.dataset.synthetic_ids,
+        config.dataset.synthetic_cameras,
+        config.seed,
+        (config.input.height, config.input.width),
+        overwrite=True,
+    )
+
+
+def open_dataset(config: ml_collections.ConfigDict) -> IngestedDataset:
+    """The prepared dataset of the config; the synthetic one is generated on first use
+    (by process 0 first, so that hosts sharing a file system write it once).
+
+    Raises:
+        DatasetError: no dataset at `config.dataset.dir` (the message says how to make it).
+    """
+    if config.dataset.name == "synthetic":
+        directory = synthetic_dir(config)
+        if jax.process_index() == 0:
+            _generate_synthetic_once(config, directory)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("reidjax synthetic dataset")
+            _generate_synthetic_once(config, directory)  # hosts without a shared disk
+        return IngestedDataset(directory)
+    directory = os.path.expanduser(config.dataset.dir)
+    if not directory:
+        raise ConfigError(
+            f"config.dataset.dir is empty: ingest {config.dataset.name} first with "
+            f"python -m input_pipeline.ingest --dataset {config.dataset.name} --root "
+            f"DATASET_DIR --out DIR, then pass --config.dataset.dir=DIR"
+        )
+    return IngestedDataset(directory)
+
+
+def open_data(config: ml_collections.ConfigDict) -> tuple[IngestedDataset, DataMeta]:
+    """`open_dataset` and its metadata, checked against the config's frame size.
+
+    Raises:
+        ConfigError: the stored frames are not `config.input.height x width`.
+    """
+    data = open_dataset(config)
+    meta = DataMeta.of(data)
+    want = (config.input.height, config.input.width)
+    if meta.frame_size != want:
+        h, w = meta.frame_size
+        raise ConfigError(
+            f"the ingested frames are {h}x{w} but the config expects {want[0]}x{want[1]}: "
+            "ingest with --size or change config.input.height/width"
+        )
+    return data, meta
+
+
+# ----------------------------------------------------------------------------- state
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a checkpoint holds: the step, parameters, BN statistics, optimizer."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def init_variables(model: ReIDModel, config: ml_collections.ConfigDict) -> dict:
+    """The model's initial variables (`config.seed`), on the default device."""
+    # The variables are created replicated, so the partitionable threefry buys nothing
+    # here; the classic one compiles the init 2-3x faster.
+    with jax.threefry_partitionable(False):
+        return jax.jit(model.init)(jax.random.key(config.seed), dummy_clips(config))
+
+
+def _state_of(variables: dict, tx: optax.GradientTransformation) -> TrainState:
+    params = variables["params"]
+    return TrainState(jnp.zeros((), jnp.int32), params, variables["batch_stats"], tx.init(params))
+
+
+def _with_sharding(tree, sharding_: jax.sharding.Sharding):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding_), tree)
+
+
+def abstract_variables(model: ReIDModel, config: ml_collections.ConfigDict, mesh) -> dict:
+    """Shapes, dtypes and (replicated) shardings of the model's variables; nothing is
+    computed."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), dummy_clips(config))
+    return _with_sharding(shapes, sharding.replicated(mesh))
+
+
+def abstract_state(
+    model: ReIDModel, config: ml_collections.ConfigDict, tx: optax.GradientTransformation, mesh
+) -> TrainState:
+    """Shapes, dtypes and shardings of the train state (data parallel: replicated)."""
+    shapes = jax.eval_shape(
+        lambda: _state_of(model.init(jax.random.key(0), dummy_clips(config)), tx)
+    )
+    return _with_sharding(shapes, sharding.replicated(mesh))
+
+
+def create_state(variables: dict, tx: optax.GradientTransformation, mesh) -> TrainState:
+    """The step-0 train state of `variables`, placed replicated on `mesh`."""
+    make = jax.jit(lambda v: _state_of(v, tx), out_shardings=sharding.replicated(mesh))
+    return make(variables)
+
+
+def resume_path(path: str) -> tuple[str, int | None]:
+    """`config.resume`: a checkpoints folder (its latest step) or one step folder in it."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.basename(path).isdigit() and os.path.isdir(path):
+        return os.path.dirname(path), int(os.path.basename(path))
+    return path, None
+
+
+def restore_or_init(
+    model: ReIDModel,
+    config: ml_collections.ConfigDict,
+    tx: optax.GradientTransformation,
+    mesh,
+    ckpt: checkpoint.Checkpointer,
+) -> tuple[TrainState, str]:
+    """The state a run starts from, in this order: the latest checkpoint of the workdir
+    (`ckpt`), `config.resume`, the ImageNet weights of `config.init.imagenet`, scratch.
+    The ImageNet file is read only when it is used.
+
+    Returns:
+        (state, origin): origin is one line saying where the state came from.
+
+    Raises:
+        CheckpointNotFoundError / CheckpointMismatchError: a bad `config.resume`.
+        WeightFileError: a missing or unfit ImageNet weight file.
+    """
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(abstract_state(model, config, tx, mesh))
+        return state, f"resumed from {ckpt.directory}/{int(state.step)}"
+    if config.resume:
+        path, step = resume_path(config.resume)
+        abstract = abstract_state(model, config, tx, mesh)
+        state = checkpoint.restore_checked(path, abstract, step, what=f"config.resume={path}")
+        return state, f"started from config.resume={path} (step {int(state.step)})"
+    variables, origin = initial_variables(model, config)
+    return create_state(variables, tx, mesh), origin
+
+
+def initial_variables(model: ReIDModel, config: ml_collections.ConfigDict) -> tuple[dict, str]:
+    """The variables before any training: the ImageNet weights of `config.init.imagenet`
+    inflated into the trunk over the random init, or the random init alone.
+
+    Returns:
+        (variables, origin): origin says what the ImageNet initialisation did.
+
+    Raises:
+        WeightFileError: a missing or unfit weight file.
+    """
+    variables = init_variables(model, config)
+    if not config.init.imagenet:
+        return variables, "from scratch (config.init.imagenet is empty)"
+    variables, report = weights.load_imagenet(config.init.imagenet, variables)
+    return variables, report.summary()
+
+
+def restore_variables(
+    model: ReIDModel,
+    config: ml_collections.ConfigDict,
+    directory: str,
+    mesh,
+    step: int | None = None,
+) -> tuple[dict, int]:
+    """The parameters and BN statistics of a train-state checkpoint, replicated on `mesh`;
+    the optimizer state is neither built nor read.
+
+    Raises:
+        CheckpointNotFoundError: no checkpoint (with the train command to run).
+        CheckpointMismatchError: the checkpoint belongs to another model.
+    """
+    hint = "nothing to evaluate; train first with python train.py --config CONFIG --workdir DIR"
+    target = abstract_variables(model, config, mesh)
+    return checkpoint.restore_variables(directory, target, step, what=hint)
+
+
+def describe(model: ReIDModel, config: ml_collections.ConfigDict, meta: DataMeta) -> str:
+    """One line: the model, its size and the data it is sized for."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), dummy_clips(config))
+    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+    m = config.model
+    return (
+        f"{m.name} ({m.arch}, {m.variant}): {count:,} parameters; {meta.name}: "
+        f"{meta.num_train_ids} training identities, {meta.num_cameras} cameras, "
+        f"{meta.frame_size[0]}x{meta.frame_size[1]} frames"
+    )

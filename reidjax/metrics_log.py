@@ -1,0 +1,84 @@
+"""The training log: JSONL metrics, TensorBoard scalars and a progress line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+from tensorboardX import SummaryWriter
+
+from reidjax.errors import UserError
+
+
+class TrainingDivergedError(UserError, FloatingPointError):
+    """A logged loss is not finite (lower the learning rate, or check the data)."""
+
+
+class MetricsLog:
+    """JSONL metrics, TensorBoard scalars (`workdir/tensorboard`) and a progress line
+    (steps/s, clips/s, ETA), on process 0 only."""
+
+    def __init__(self, workdir: str, total: int, global_batch: int, start: int):
+        self.total, self.global_batch = total, global_batch
+        self.active = jax.process_index() == 0
+        self.file = self.board = None
+        if self.active:
+            os.makedirs(workdir, exist_ok=True)
+            self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            self.board = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.last_step, self.last_time = start, time.perf_counter()
+
+    def write(self, step: int, metrics: dict) -> None:
+        values = {k: float(v) for k, v in metrics.items()}
+        for name, value in values.items():
+            if name.startswith("loss/") and not math.isfinite(value):
+                raise TrainingDivergedError(
+                    f"step {step}: {name} is {value}; stopping (the last checkpoint is "
+                    "kept: lower config.optim.lr, or check the data)"
+                )
+        now = time.perf_counter()
+        steps_per_s = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_step, self.last_time = step, now
+        values.update(
+            step=step, steps_per_s=steps_per_s, clips_per_s=steps_per_s * self.global_batch
+        )
+        if not self.active:
+            return
+        self.file.write(json.dumps(values) + "\n")
+        self.file.flush()
+        for name, value in values.items():
+            if name != "step":
+                self.board.add_scalar(name, value, step)
+        self.board.flush()
+        eta = (self.total - step) / max(steps_per_s, 1e-9)
+        print(
+            f"step {step}/{self.total}  loss {values['loss/total']:.4f}  "
+            f"acc {values['accuracy']:.3f}  lr {values['lr']:.2e}  "
+            f"{values['clips_per_s']:.1f} clips/s  ETA {eta / 60:.1f} min",
+            flush=True,
+        )
+
+    def write_eval(self, step: int, row: dict[str, float]) -> None:
+        """Evaluation numbers (fractions) as `eval/...` scalars and one printed line. The
+        time spent evaluating is left out of the next clips/s and ETA."""
+        self.last_step, self.last_time = step, time.perf_counter()
+        if not self.active:
+            return
+        values = {f"eval/{k}": float(v) for k, v in row.items()}
+        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        self.file.flush()
+        for name, value in values.items():
+            self.board.add_scalar(name, value, step)
+        self.board.flush()
+        print(
+            f"eval step {step}: " + "  ".join(f"{k} {100 * v:.2f}" for k, v in row.items()),
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.board.close()

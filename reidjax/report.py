@@ -1,0 +1,88 @@
+"""The evaluation report: `results.json`, the printed table and the pictures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from input_pipeline.records import IngestedDataset
+from reidjax import visualize
+from reidjax.evaluator import EvalResult
+
+TABLE_COLUMNS = ("R1", "R5", "R10", "R20", "mAP", "mINP")
+
+
+def results_json(result: EvalResult, step: int | None, extra: dict | None = None) -> dict:
+    """The numbers of `results.json`: R1/5/10/20, mAP, mINP (percent), counts, step."""
+    m = result.metrics
+    out = {k: round(100 * v, 2) for k, v in result.table_row().items()}
+    out.update(
+        cmc=[round(100 * float(v), 2) for v in m["cmc"]],
+        num_queries=m["num_queries"],
+        num_valid_queries=m["num_valid_queries"],
+        num_gallery=len(result.gallery),
+        step=step,
+    )
+    out.update(extra or {})
+    return out
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """A fixed-width table of `name -> results_json(...)` rows."""
+    width = max(8, *(len(n) for n in rows))
+    lines = [f"{'':{width}s} " + " ".join(f"{c:>6s}" for c in TABLE_COLUMNS)]
+    for name, r in rows.items():
+        cells = (f"{r[c]:6.2f}" if c in r else f"{'-':>6s}" for c in TABLE_COLUMNS)
+        lines.append(f"{name:{width}s} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def write_json(path: str, numbers: dict) -> None:
+    """Writes `numbers` to `path` atomically (a reader never sees half a file)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(numbers, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def write_report(
+    result: EvalResult,
+    out_dir: str,
+    data: IngestedDataset,
+    *,
+    step: int | None,
+    title: str,
+    attention: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Writes `results.json`, `cmc.png`, `retrieval.png` (when the distance matrix was
+    kept) and `attention.png` (when `attention` = (clips, {label: maps}) is given) into
+    `out_dir`, on process 0 only; returns the numbers."""
+    numbers = results_json(result, step, extra)
+    if jax.process_index() != 0:
+        return numbers
+    write_json(os.path.join(out_dir, "results.json"), numbers)
+    visualize.plot_cmc({title: result.metrics["cmc"]}, os.path.join(out_dir, "cmc.png"))
+    if result.distances is not None:
+        visualize.retrieval_grid(result, data, os.path.join(out_dir, "retrieval.png"))
+    if attention is not None and attention[1]:
+        visualize.attention_figure(*attention, os.path.join(out_dir, "attention.png"))
+    return numbers
+
+
+def save_features(result: EvalResult, path: str) -> None:
+    """The query and gallery features with their ids and cameras, as `.npz` (process 0)."""
+    if jax.process_index() != 0:
+        return
+    np.savez(
+        path,
+        query_features=result.query_features,
+        gallery_features=result.gallery_features,
+        query_pids=result.query.pid,
+        gallery_pids=result.gallery.pid,
+        query_camids=result.query.camid,
+        gallery_camids=result.gallery.camid,
+    )

@@ -1,1 +1,0 @@
-"""Independent reference implementations used by tests and benchmarks (need PyTorch)."""
