@@ -64,9 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Spatially strided convs / max pool: "auto" = polyphase (stride-1 ops, same function) on
     # the CPU backend, where XLA's strided backward is slow; native on GPU/TPU.
     config.model.strided_conv = "auto"  # auto | native | phase.
-    # STRF units (used when model.name == "strf"; docs/strf.md), from `STRFConfig`.
+    # STRF units (read by the "strf" model; docs/strf.md), from `STRFConfig`.
     config.model.strf = ml_collections.ConfigDict(dataclasses.asdict(STRFConfig()))
-    # DSANet components (used when model.name == "dsanet"; docs/dsanet.md), from
+    # DSANet components (read by the "dsanet" model; docs/dsanet.md), from
     # `DSANetConfig`: each switch removes exactly its parameters and loss terms (Table 2).
     config.model.dsanet = ml_collections.ConfigDict(dataclasses.asdict(DSANetConfig()))
 

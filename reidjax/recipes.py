@@ -21,6 +21,18 @@ DSANET_SWITCHES = tuple(
 )
 
 
+def set_step_adam(
+    config: ml_collections.ConfigDict, lr: float, weight_decay: float, decay_every_epochs: int
+) -> None:
+    """Adam with L2 coupled into the gradient (torch.optim.Adam's weight_decay), the
+    learning rate x0.1 every `decay_every_epochs` epochs: both papers' optimizer."""
+    config.optim.name = "adam"
+    config.optim.lr = lr
+    config.optim.weight_decay = weight_decay
+    config.optim.lr_decay_every_epochs = decay_every_epochs
+    config.optim.lr_decay_factor = 0.1
+
+
 def baseline_recipe(dataset: str, variant: str) -> ml_collections.ConfigDict:
     """An inflated ResNet-50 baseline (`variant`: c2d | i3d | p3da | p3db | p3dc) with the
     STRF papers' baseline recipe (the same as `strf_recipe`, without STRF units)."""
@@ -43,11 +55,7 @@ def strf_recipe(dataset: str) -> ml_collections.ConfigDict:
     config.train.epochs = 250
     config.loss.triplet_feature = "bn_features"
     config.loss.triplet_margin = 0.3
-    config.optim.name = "adam"
-    config.optim.lr = 3e-4
-    config.optim.weight_decay = 5e-4
-    config.optim.lr_decay_every_epochs = 50
-    config.optim.lr_decay_factor = 0.1
+    set_step_adam(config, lr=3e-4, weight_decay=5e-4, decay_every_epochs=50)
     return config
 
 
@@ -69,11 +77,7 @@ def dsanet_recipe(dataset: str, lambda_cam: float = 0.1) -> ml_collections.Confi
     config.loss.triplet_margin = 0.3
     config.loss.dsanet_lambda = 0.1
     config.loss.dsanet_lambda_cam = lambda_cam
-    config.optim.name = "adam"
-    config.optim.lr = 3.5e-4
-    config.optim.weight_decay = 5e-4
-    config.optim.lr_decay_every_epochs = 40
-    config.optim.lr_decay_factor = 0.1
+    set_step_adam(config, lr=3.5e-4, weight_decay=5e-4, decay_every_epochs=40)
     return config
 
 
