@@ -16,7 +16,15 @@ import jax
 import numpy as np
 
 from input_pipeline.records import IngestedDataset, TrackletIndex
-from input_pipeline.sampling import IdentitySampler, augment_clip, dense_clips, temporal_indices
+from input_pipeline.sampling import (
+    TEST_SAMPLERS,
+    augment_clip,
+    dense_clips,
+    make_batch_sampler,
+    rrs_test_indices,
+    temporal_indices,
+)
+from reidjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +39,7 @@ class TrainSpec:
     flip_prob: float = 0.5
     erasing_prob: float = 0.5
     seed: int = 0
+    batch_sampler: str = "tracklets"
 
     @property
     def global_batch(self) -> int:
@@ -47,20 +56,20 @@ class TrainBatches:
             clips [i·B/H, (i+1)·B/H) of the global batch B.
 
     Raises:
-        ValueError: a global batch not divisible by the number of hosts.
+        ConfigError: a global batch not divisible by the number of hosts.
     """
 
     def __init__(
         self, data: IngestedDataset, spec: TrainSpec, process_index: int = 0, process_count: int = 1
     ):
         if spec.global_batch % process_count:
-            raise ValueError(
+            raise ConfigError(
                 f"global batch {spec.global_batch} is not divisible by {process_count} hosts"
             )
         self.data, self.spec = data, spec
         self.index = data.splits["train"]
-        self.sampler = IdentitySampler(
-            self.index.pid, spec.ids_per_batch, spec.clips_per_id, spec.seed
+        self.sampler = make_batch_sampler(
+            spec.batch_sampler, self.index.pid, spec.ids_per_batch, spec.clips_per_id, spec.seed
         )
         # An epoch as the sampler counts it: the one number the LR schedule reads too.
         self.steps_per_epoch = self.sampler.steps_per_epoch
@@ -107,20 +116,32 @@ def train_dataset(
 
 @dataclasses.dataclass(frozen=True)
 class EvalClips:
-    """The dense clips of one split, in order: tracklet, frame indices and mask per clip."""
+    """The test clips of one split, in order: tracklet, frame indices and mask per clip."""
 
     tracklet: np.ndarray  # [C]
     frames: np.ndarray  # [C, T] indices into the tracklet
     mask: np.ndarray  # [C, T] True where the frame is counted
 
 
-def eval_clips(data: IngestedDataset, split: str | TrackletIndex, num_frames: int) -> EvalClips:
-    """Every tracklet of `split` (a split name or a `TrackletIndex`) cut into consecutive
-    clips of `num_frames` (SPEC §5 dense)."""
+def eval_clips(
+    data: IngestedDataset, split: str | TrackletIndex, num_frames: int, sampler: str = "dense"
+) -> EvalClips:
+    """The test clips of every tracklet of `split` (a split name or a `TrackletIndex`).
+
+    `dense`: consecutive clips of `num_frames` covering every frame once (the last one
+    loop-padded, its padding masked). `rrs`: one clip per tracklet, the first frame of each
+    of T equal chunks (`rrs_test_indices`).
+    """
+    if sampler not in TEST_SAMPLERS:
+        raise ConfigError(f"Unknown test sampler {sampler!r}; valid: {list(TEST_SAMPLERS)}")
     index = data.splits[split] if isinstance(split, str) else split
     tracklet, frames, mask = [], [], []
     for t, count in enumerate(index.count):
-        idx, valid = dense_clips(int(count), num_frames)
+        if sampler == "rrs":
+            idx = rrs_test_indices(int(count), num_frames)[None]
+            valid = np.ones_like(idx, bool)
+        else:
+            idx, valid = dense_clips(int(count), num_frames)
         tracklet += [t] * len(idx)
         frames.append(idx)
         mask.append(valid)
@@ -142,10 +163,11 @@ class EvalBatches:
         batch_size: int,
         process_index: int = 0,
         process_count: int = 1,
+        sampler: str = "dense",
     ):
         self.data, self.batch_size = data, batch_size
         self.index = data.splits[split] if isinstance(split, str) else split
-        self.clips = eval_clips(data, self.index, num_frames)
+        self.clips = eval_clips(data, self.index, num_frames, sampler)
         per_round = batch_size * process_count
         total = -(-len(self.clips.tracklet) // per_round) * per_round
         self.num_batches = total // per_round
@@ -188,9 +210,13 @@ def eval_dataset(
     batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
+    sampler: str = "dense",
 ) -> grain.MapDataset:
-    """This host's evaluation batches of `split` (`query` or `gallery`), in order."""
-    batches = EvalBatches(data, split, num_frames, batch_size, process_index, process_count)
+    """This host's evaluation batches of `split` (`query` or `gallery`), in order, with the
+    test clips of `sampler` (`dense` or `rrs`, see `eval_clips`)."""
+    batches = EvalBatches(
+        data, split, num_frames, batch_size, process_index, process_count, sampler
+    )
     return grain.MapDataset.range(len(batches)).map(batches)
 
 

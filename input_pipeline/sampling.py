@@ -1,4 +1,4 @@
-"""Identity sampling, temporal sampling and clip augmentation (SPEC §5).
+"""Identity sampling, temporal sampling and clip augmentation.
 
 Every random choice is drawn from a NumPy generator seeded by a tuple that starts with
 (seed, step): a batch is a pure function of the step, whatever the worker count, and
@@ -9,13 +9,80 @@ from __future__ import annotations
 
 import numpy as np
 
+from reidjax.errors import ConfigError
+
 TRAIN_SAMPLERS = ("stride", "rrs", "evenly")
-# Random erasing fills with the ImageNet mean (torchreid's RandomErasing), in uint8.
+TEST_SAMPLERS = ("dense", "rrs")
+# Random erasing fills with (0.4914, 0.4822, 0.4465): the CIFAR-10 mean, the value of the
+# lineage code's RandomErasing (AP3D, torchreid), kept as it is; in uint8.
 ERASE_FILL = np.array([0.4914, 0.4822, 0.4465]) * 255
+# Batch samplers: "tracklets" (an epoch is one pass over the tracklets, AP3D's
+# RandomIdentitySampler; the default) or "identities" (P distinct ids per batch, an epoch is
+# one pass over the identities).
+BATCH_SAMPLERS = ("tracklets", "identities")
+
+
+class TrackletChunkSampler:
+    """The lineage sampler (AP3D `tools/samplers.py`): an epoch is one pass over tracklets.
+
+    Each epoch, every identity's tracklets are shuffled and cut into chunks of K (an
+    identity with fewer than K tracklets gets K drawn with replacement; a remainder of
+    fewer than K is dropped), the chunk list is shuffled, and batch i of the epoch is chunks
+    [i·P, (i+1)·P): P chunks of K clips. An identity may appear in two chunks of one batch,
+    as in AP3D. Steps per epoch = ⌊Σ_id (max(n_id, K) − max(n_id, K) mod K) / (P·K)⌋
+    (PyTorch's `drop_last=True`).
+
+    Args:
+        pids: identity of every training tracklet `[N]`.
+        ids_per_batch: P (chunks per batch).
+        clips_per_id: K.
+        seed: the data seed; epoch e's order is drawn from (seed, 0, e).
+
+    Raises:
+        ConfigError: fewer chunks than one batch.
+    """
+
+    def __init__(self, pids: np.ndarray, ids_per_batch: int, clips_per_id: int, seed: int):
+        pids = np.asarray(pids)
+        self.ids = np.unique(pids)
+        self.by_id = [np.flatnonzero(pids == pid) for pid in self.ids]
+        self.p, self.k, self.seed = ids_per_batch, clips_per_id, seed
+        padded = [max(len(t), self.k) for t in self.by_id]
+        self.num_chunks = sum(n // self.k for n in padded)
+        self.steps_per_epoch = self.num_chunks // self.p
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"{len(pids)} training tracklets make {self.num_chunks} chunks of "
+                f"{self.k}: fewer than one batch of {self.p}"
+            )
+        self._cache = None  # (epoch, chunks), replaced whole: safe for reader threads
+
+    def epoch_chunks(self, epoch: int) -> np.ndarray:
+        """The shuffled chunk list of `epoch`: tracklet indices `[num_chunks, K]`."""
+        cached = self._cache
+        if cached is None or cached[0] != epoch:
+            rng = np.random.default_rng([self.seed, 0, epoch])
+            chunks = []
+            for tracklets in self.by_id:
+                if len(tracklets) < self.k:
+                    tracklets = rng.choice(tracklets, self.k, replace=True)
+                tracklets = rng.permutation(tracklets)
+                usable = len(tracklets) - len(tracklets) % self.k
+                chunks.append(tracklets[:usable].reshape(-1, self.k))
+            chunks = np.concatenate(chunks)
+            cached = (epoch, chunks[rng.permutation(len(chunks))])
+            self._cache = cached
+        return cached[1]
+
+    def batch(self, step: int) -> np.ndarray:
+        """Tracklet indices of global batch `step`: `[P·K]`, chunk-major."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        return self.epoch_chunks(epoch)[position * self.p : (position + 1) * self.p].reshape(-1)
 
 
 class IdentitySampler:
-    """P distinct identities × K tracklets per batch; an epoch is one pass over the ids.
+    """P distinct identities × K tracklets per batch; an epoch is one pass over the ids
+    (`batch_sampler="identities"`).
 
     Args:
         pids: identity of every training tracklet `[N]`.
@@ -24,14 +91,14 @@ class IdentitySampler:
         seed: the data seed.
 
     Raises:
-        ValueError: fewer identities than P.
+        ConfigError: fewer identities than P.
     """
 
     def __init__(self, pids: np.ndarray, ids_per_batch: int, clips_per_id: int, seed: int):
         pids = np.asarray(pids)
         self.ids = np.unique(pids)
         if len(self.ids) < ids_per_batch:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(self.ids)} training identities cannot fill {ids_per_batch} per batch"
             )
         self.by_id = {pid: np.flatnonzero(pids == pid) for pid in self.ids}
@@ -74,7 +141,27 @@ def temporal_indices(
         return rng.integers(lo, hi)
     if sampler == "evenly":
         return np.round(np.linspace(0, n - 1, t)).astype(int)
-    raise ValueError(f"Unknown temporal sampler {sampler!r}; valid: {list(TRAIN_SAMPLERS)}")
+    raise ConfigError(f"Unknown temporal sampler {sampler!r}; valid: {list(TRAIN_SAMPLERS)}")
+
+
+def rrs_test_indices(num_frames: int, clip_len: int) -> np.ndarray:
+    """The one deterministic restricted-random-sampling test clip of a tracklet `[T]`: the
+    first frame of each of T equal chunks (the lineage's `TemporalRestrictedBeginCrop`;
+    chunk size ⌊n/T⌋). A tracklet shorter than T is padded with its last frame first."""
+    n = max(num_frames, clip_len)
+    block = n // clip_len
+    return np.minimum(np.arange(clip_len) * block, num_frames - 1)
+
+
+def make_batch_sampler(
+    name: str, pids: np.ndarray, ids_per_batch: int, clips_per_id: int, seed: int
+) -> TrackletChunkSampler | IdentitySampler:
+    """The batch sampler called `name` (one of `BATCH_SAMPLERS`)."""
+    if name == "tracklets":
+        return TrackletChunkSampler(pids, ids_per_batch, clips_per_id, seed)
+    if name == "identities":
+        return IdentitySampler(pids, ids_per_batch, clips_per_id, seed)
+    raise ConfigError(f"Unknown batch sampler {name!r}; valid: {list(BATCH_SAMPLERS)}")
 
 
 def dense_clips(num_frames: int, clip_len: int) -> tuple[np.ndarray, np.ndarray]:

@@ -48,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.input.flip_prob = 0.5  # one decision per clip.
     config.input.erasing_prob = 0.5  # random erasing, the same box on every frame.
     # Test: "dense" cuts every tracklet into consecutive clips of T frames (the last one
-    # loop-padded) and averages the clip features.
+    # loop-padded) and averages the clip features; "rrs" takes one clip per tracklet, the
+    # first frame of each of T equal chunks (DSANet Table 2's protocol).
     config.input.test_sampler = "dense"
 
     config.model = ml_collections.ConfigDict()
@@ -89,6 +90,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict()
     config.train.ids_per_batch = 8  # P identities ...
     config.train.clips_per_id = 4  # ... x K clips each = the global batch.
+    # "tracklets": an epoch is one pass over the training tracklets in chunks of K (AP3D's
+    # sampler; an id can appear twice in a batch); "identities": P distinct ids per batch,
+    # an epoch is one pass over the ids. The LR schedule's epochs follow the same count.
+    config.train.batch_sampler = "tracklets"
     config.train.epochs = 250
     config.train.num_steps = 0  # > 0 overrides epochs (smoke runs).
     config.train.log_every = 20

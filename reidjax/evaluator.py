@@ -1,13 +1,14 @@
 """The evaluator shared by `train.py` (periodic evaluation) and `eval.py`.
 
-Every query and gallery tracklet is cut into dense clips of T frames; a jitted
-step runs the model on a fixed-shape batch of clips, sharded over the data mesh, and adds
-each clip's test feature into its tracklet's sum on the device, weighted by the clip's
-number of real frames (a loop-padded last clip with 1 real frame counts 1/T of a full
-one; padding clips count 0). Nothing leaves the device until every batch has run. The
-tracklet feature is the weighted mean of the model's test feature, L2-normalised. Distances
-and the retrieval metrics follow on the device / host in chunks (`reidjax.metrics`). The model
-enters only as `predict_fn(variables, clips) -> features`.
+Every query and gallery tracklet is cut into test clips of T frames (`config.input.test_sampler`: `dense`,
+every frame in consecutive clips; `rrs`, one restricted-random-sampling clip per tracklet,
+DSANet Table 2's protocol); a jitted step runs the model on a fixed-shape batch of clips,
+sharded over the data mesh, and adds each clip's test feature into its tracklet's sum on the
+device, weighted by the clip's number of real frames (a loop-padded last clip with 1 real
+frame counts 1/T of a full one; padding clips count 0). Nothing leaves the device until
+every batch has run. The tracklet feature is the weighted mean of the model's test feature,
+L2-normalised. Distances and the retrieval metrics follow on the device / host in chunks
+(`reidjax.metrics`). The model enters only as `predict_fn(variables, clips) -> features`.
 
 MARS lists every query tracklet in the gallery too: each distinct tracklet is run once.
 """
@@ -27,6 +28,7 @@ import numpy as np
 
 from input_pipeline.pipelines import eval_dataset, to_device
 from input_pipeline.records import IngestedDataset, TrackletIndex
+from input_pipeline.sampling import TEST_SAMPLERS
 from reidjax import metrics, sharding
 from reidjax.errors import ConfigError
 
@@ -113,6 +115,11 @@ class Evaluator:
                 f"(and {hosts} processes) of the data mesh; set --config.eval.batch_size to a "
                 "multiple of it"
             )
+        if config.input.test_sampler not in TEST_SAMPLERS:
+            raise ConfigError(
+                f"Unknown config.input.test_sampler {config.input.test_sampler!r}; "
+                f"valid: {list(TEST_SAMPLERS)}"
+            )
         for split in ("query", "gallery"):
             if len(data.splits[split]) == 0:
                 raise metrics.EvaluationError(
@@ -141,7 +148,7 @@ class Evaluator:
         hosts = jax.process_count()
         dataset = eval_dataset(
             self.data, index, c.input.num_frames, c.eval.batch_size // hosts,
-            jax.process_index(), hosts,
+            jax.process_index(), hosts, c.input.test_sampler,
         )  # fmt: skip
         num_batches = len(dataset)
         if self.dim is None:  # the feature size, from shapes only (traced once)

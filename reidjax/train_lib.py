@@ -93,6 +93,7 @@ def train_spec(config: ml_collections.ConfigDict) -> TrainSpec:
         flip_prob=config.input.flip_prob,
         erasing_prob=config.input.erasing_prob,
         seed=config.seed,
+        batch_sampler=config.train.batch_sampler,
     )
 
 

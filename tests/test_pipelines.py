@@ -6,17 +6,21 @@ import grain
 import numpy as np
 import pytest
 
+from input_pipeline.datasets import load_dataset
 from input_pipeline.datasets.tracklets import Splits, Tracklet
 from input_pipeline.ingest import ingest
 from input_pipeline.pipelines import EvalBatches, TrainSpec, eval_dataset, train_dataset
 from input_pipeline.records import IngestedDataset
 from input_pipeline.sampling import (
     IdentitySampler,
+    TrackletChunkSampler,
     augment_clip,
     dense_clips,
     random_erasing_box,
+    rrs_test_indices,
     temporal_indices,
 )
+from tests import fixtures
 from tests.fixtures import write_image
 
 
@@ -48,7 +52,8 @@ SPEC = TrainSpec(ids_per_batch=3, clips_per_id=2, num_frames=4, sampler="stride"
 
 
 def test_batches_have_p_distinct_ids_times_k(data):
-    ds = train_dataset(data, SPEC, num_steps=6)
+    spec = TrainSpec(**{**SPEC.__dict__, "batch_sampler": "identities"})
+    ds = train_dataset(data, spec, num_steps=6)
     for batch in ds:
         labels = batch["labels"]
         assert batch["clips"].shape == (6, 4, 16, 8, 3) and batch["clips"].dtype == np.uint8
@@ -166,3 +171,98 @@ def test_dense_clips_loop_padding():
     idx, mask = dense_clips(1, 4)
     np.testing.assert_array_equal(idx, [[0, 0, 0, 0]])
     assert mask.sum() == 1
+
+
+def ap3d_epoch_length(pids, k):
+    """AP3D `RandomIdentitySampler.length`, as its loop computes it."""
+    length = 0
+    for pid in dict.fromkeys(pids):
+        num = int(np.sum(pids == pid))
+        if num < k:
+            num = k
+        length += num - num % k
+    return length
+
+
+def check_epoch(sampler, pids, p, k, epoch):
+    """One epoch of `sampler` against AP3D's rule: P chunks of K same-id tracklets per
+    batch; an id with at least K tracklets shows each at most once; all chunks but the
+    dropped last partial batch are used."""
+    steps = sampler.steps_per_epoch
+    batches = [sampler.batch(epoch * steps + i) for i in range(steps)]
+    seen = {}
+    for batch in batches:
+        assert batch.shape == (p * k,)
+        for chunk in batch.reshape(p, k):
+            assert len(set(pids[chunk])) == 1
+            seen.setdefault(int(pids[chunk[0]]), []).extend(chunk.tolist())
+    usable = 0
+    for pid in np.unique(pids):
+        n = int(np.sum(pids == pid))
+        visits = seen.get(int(pid), [])
+        if n >= k:
+            assert len(visits) == len(set(visits)), pid  # no tracklet twice in an epoch
+        usable += max(n, k) - max(n, k) % k
+    dropped_chunks = usable // k - steps * p
+    assert 0 <= dropped_chunks < p
+    assert sum(len(v) for v in seen.values()) == steps * p * k
+    return seen
+
+
+def test_tracklet_sampler_follows_ap3d_on_a_mars_layout(tmp_path):
+    """On MARS's native layout, steps per epoch = floor(AP3D length / (P·K)) and every
+    tracklet of an id with >= K tracklets is visited at most once per epoch, all of them
+    but the K-remainder and the dropped last batch; epochs differ; batches are a pure
+    function of (seed, step)."""
+    fixtures.write_mars(str(tmp_path / "mars"))
+    pids = np.array([t.pid for t in load_dataset("mars", str(tmp_path / "mars")).train])
+    p, k = 1, 2  # the fixture has 7 training tracklets of 3 ids
+    sampler = TrackletChunkSampler(pids, p, k, seed=3)
+    assert sampler.steps_per_epoch == ap3d_epoch_length(pids, k) // (p * k) == 3
+    first = check_epoch(sampler, pids, p, k, epoch=0)
+    second = check_epoch(sampler, pids, p, k, epoch=1)
+    assert first != second
+    again = TrackletChunkSampler(pids, p, k, seed=3)
+    for step in (5, 0, sampler.steps_per_epoch + 1):  # any order: no hidden state
+        np.testing.assert_array_equal(again.batch(step), sampler.batch(step))
+
+
+def test_tracklet_sampler_pads_small_ids_and_counts_like_ap3d():
+    pids = np.array([0] * 7 + [1] * 2 + [2] * 4 + [3] * 1 + [4] * 9)
+    for p, k in ((2, 4), (3, 2), (1, 3)):
+        sampler = TrackletChunkSampler(pids, p, k, seed=0)
+        assert sampler.steps_per_epoch == ap3d_epoch_length(pids, k) // (p * k)
+        for epoch in range(3):
+            seen = check_epoch(sampler, pids, p, k, epoch)
+            if p * sampler.steps_per_epoch * k == ap3d_epoch_length(pids, k):
+                assert set(seen) == set(range(5))  # nothing dropped: every id appears
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        TrackletChunkSampler(pids, ids_per_batch=50, clips_per_id=4, seed=0)
+
+
+def test_rrs_test_clip_is_the_lineage_restricted_begin_crop():
+    """The first frame of each of T chunks of floor(n/T) frames; a short tracklet padded
+    with its last frame first (TemporalRestrictedBeginCrop, written out as a loop)."""
+    for n in (1, 3, 4, 7, 8, 9, 31, 100):
+        frames = list(range(n))
+        while len(frames) < 4:
+            frames.append(frames[-1])
+        block = len(frames) // 4
+        expected = sorted(frames[i * block] for i in range(4))
+        np.testing.assert_array_equal(rrs_test_indices(n, 4), expected, err_msg=str(n))
+
+
+def test_rrs_eval_stream_has_one_clip_per_tracklet(data):
+    index = data.splits["gallery"]
+    seen = []
+    for batch in eval_dataset(data, "gallery", 4, 3, sampler="rrs"):
+        for row in np.flatnonzero(batch["tracklet"] >= 0):
+            t = int(batch["tracklet"][row])
+            seen.append(t)
+            np.testing.assert_array_equal(
+                batch["frame_index"][row], rrs_test_indices(int(index.count[t]), 4)
+            )
+            assert batch["frame_mask"][row].all()
+    assert seen == list(range(len(index)))
+    with pytest.raises(ValueError, match="Unknown test sampler 'middle'"):
+        eval_dataset(data, "gallery", 4, 3, sampler="middle")
