@@ -82,10 +82,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.dsanet_lambda = 0.1
     config.loss.dsanet_lambda_cam = 0.1  # 0.5 on LS-VID.
     config.loss.ic_reduction = "mean"  # L_ic over channels: mean | sum.
-    # Train P_FW with its per-frame CE (weight lambda). Eqs. (9)-(10) have no such term, so
-    # P_FW stays at its initialisation and the pseudo labels are near uniform; see
-    # docs/dsanet.md.
-    config.loss.fwg_frame_ce = False
+    # Train P_FW, FWG's pseudo-label classifier, with its per-frame CE (weight lambda;
+    # DSANet §3.3 "we compute the cross-entropy ... and learn to reduce this value"). Eqs.
+    # (9)-(10) omit the term; without it P_FW gets no gradient, the pseudo labels are
+    # uniform and L_w only teaches "be uniform" (docs/fidelity.md).
+    config.loss.fwg_frame_ce = True
 
     config.train = ml_collections.ConfigDict()
     config.train.ids_per_batch = 8  # P identities ...

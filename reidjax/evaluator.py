@@ -1,14 +1,15 @@
 """The evaluator shared by `train.py` (periodic evaluation) and `eval.py`.
 
-Every query and gallery tracklet is cut into test clips of T frames (`config.input.test_sampler`: `dense`,
-every frame in consecutive clips; `rrs`, one restricted-random-sampling clip per tracklet,
-DSANet Table 2's protocol); a jitted step runs the model on a fixed-shape batch of clips,
-sharded over the data mesh, and adds each clip's test feature into its tracklet's sum on the
-device, weighted by the clip's number of real frames (a loop-padded last clip with 1 real
-frame counts 1/T of a full one; padding clips count 0). Nothing leaves the device until
-every batch has run. The tracklet feature is the weighted mean of the model's test feature,
-L2-normalised. Distances and the retrieval metrics follow on the device / host in chunks
-(`reidjax.metrics`). The model enters only as `predict_fn(variables, clips) -> features`.
+Every query and gallery tracklet is cut into test clips of T frames
+(`config.input.test_sampler`: `dense`, every frame in consecutive clips; `rrs`, one
+restricted-random-sampling clip per tracklet, DSANet Table 2's protocol); a jitted step runs
+the model on a fixed-shape batch of clips, sharded over the data mesh, and adds each clip's
+test feature into its tracklet's sum on the device, weighted by the clip's number of real
+frames (a loop-padded last clip with 1 real frame counts 1/T of a full one; padding clips
+count 0). Nothing leaves the device until every batch has run. The tracklet feature is the
+weighted mean of the model's test feature, L2-normalised. Distances and the retrieval
+metrics follow on the device / host in chunks (`reidjax.metrics`). The model enters only as
+`predict_fn(variables, clips) -> features`.
 
 MARS lists every query tracklet in the gallery too: each distinct tracklet is run once.
 """

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from reidjax import losses
@@ -224,6 +225,66 @@ def test_outputs_weights_and_sao(tiny_model):
         assert test[name].shape == (8, 2, 2, 4)
 
 
+def test_sao_does_not_reach_the_running_statistics(tiny_model):
+    """f_aug is normalised with its own batch statistics (the NumPy BN above), but the BN's
+    running statistics after a step are exactly those of the same step without SAO."""
+    config, _, clips, variables = tiny_model
+    with_sao = build_module(config)
+    config = config.copy_and_resolve_references()
+    config.model.dsanet.sao = False
+    without_sao = build_module(config)
+    stats = []
+    for model in (with_sao, without_sao):
+        _, updates = model.apply(
+            variables, clips, train=True, mutable=["batch_stats"], rngs={"sao": jax.random.key(3)}
+        )
+        stats.append(updates["batch_stats"])
+    for a, b in zip(jax.tree.leaves(stats[0]), jax.tree.leaves(stats[1]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # and they moved: f_ID's statistics did reach them
+    assert not np.allclose(stats[0]["bn"]["mean"], variables["batch_stats"]["bn"]["mean"])
+
+
+@pytest.mark.slow
+def test_fwg_pseudo_label_classifier_trains():
+    """With the per-frame CE (the default), P_FW's weights move and the pseudo labels stop
+    being uniform within a few Adam steps; without it P_FW's gradient is exactly zero."""
+    config = dsanet(arch="tiny")
+    config.model.num_classes = 4
+    model = build_module(config)
+    clips = jax.random.normal(jax.random.key(0), (8, 2, 32, 64, 3))
+    labels, cams = jnp.repeat(jnp.arange(4), 2), jnp.tile(jnp.arange(2), 4)
+    variables = jax.jit(model.init)(jax.random.key(1), clips)
+
+    def loss(params, frame_ce):
+        config.loss.fwg_frame_ce = frame_ce
+        out, _ = model.apply(
+            {**variables, "params": params}, clips, train=True, mutable=["batch_stats"],
+            rngs={"sao": jax.random.key(2)},
+        )  # fmt: skip
+        terms = losses.dsanet_objective(out, labels, cams, dsanet_config(config), config.loss)
+        return terms["total"], out
+
+    grads = jax.grad(lambda p: loss(p, False)[0])(variables["params"])
+    assert not np.any(np.asarray(grads["fwg_classifier"]["kernel"]))
+    tx = optax.adam(3.5e-4)
+    params, opt_state = variables["params"], tx.init(variables["params"])
+    step = jax.jit(lambda p, o: _adam_step(tx, lambda q: loss(q, True)[0], p, o))
+    for _ in range(5):
+        params, opt_state = step(params, opt_state)
+    before, after = variables["params"]["fwg_classifier"], params["fwg_classifier"]
+    assert float(jnp.max(jnp.abs(after["kernel"] - before["kernel"]))) > 1e-4
+    _, out = loss(params, True)
+    pseudo = np.asarray(losses.frame_pseudo_labels(out["frame_logits"], labels))
+    assert np.max(np.abs(pseudo - 0.5)) > 1e-3  # T = 2 frames: uniform is 0.5 each
+
+
+def _adam_step(tx, loss_fn, params, opt_state):
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
 def test_sao_without_rng_is_a_clear_error(tiny_model):
     _, model, clips, variables = tiny_model
     with pytest.raises(ValueError, match="rngs=\\{'sao': key\\}"):
@@ -236,8 +297,8 @@ REMOVES = {  # switch -> (switches forced off with it, params removed, loss term
     "disentangle": (("sao",), {"cel", "cam_classifier"}, {"cam", "dis", "sao"}),
     "tlm": (("loss_lr",), {"tlm", "lr_classifier"}, {"lr"}),
     "loss_lr": ((), {"lr_classifier"}, {"lr"}),
-    "fwg": (("loss_w",), {"fwg_predictor", "fwg_classifier"}, {"w"}),
-    "loss_w": ((), {"fwg_classifier"}, {"w"}),
+    "fwg": (("loss_w",), {"fwg_predictor", "fwg_classifier"}, {"w", "fwg_ce"}),
+    "loss_w": ((), {"fwg_classifier"}, {"w", "fwg_ce"}),
     "loss_ic": ((), set(), {"ic"}),
     "sao": ((), set(), {"sao"}),
 }
@@ -262,7 +323,7 @@ def _modules_and_terms(config):
 @pytest.mark.parametrize("switch", DSANET_SWITCHES)
 def test_each_switch_removes_exactly_its_parameters_and_terms(switch):
     full_modules, full_terms = _modules_and_terms(dsanet(arch="tiny"))
-    assert full_terms == {"ce", "sao", "lr", "cam", "triplet", "dis", "ic", "w"}
+    assert full_terms == {"ce", "sao", "lr", "cam", "triplet", "dis", "ic", "w", "fwg_ce"}
     also_off, params, terms = REMOVES[switch]
     config = dsanet(arch="tiny", **{switch: False, **dict.fromkeys(also_off, False)})
     modules, got_terms = _modules_and_terms(config)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from reidjax.models.conv import Conv3D
 from reidjax.models.heads import bn1d_scale_init, l2_normalize
+from reidjax.models.norm import BatchNorm
 from reidjax.models.resnet3d import ResNet3D, get_arch
 
 Array = jax.Array
@@ -48,7 +49,8 @@ class DSANetConfig:
         loss_w: L_w and the pseudo-label classifier P_FW (needs `fwg`).
         loss_ic: the intra-class loss L_ic (no parameters).
         sao: switching and aggregation, CE(P(f_aug)) (needs `disentangle`; no parameters).
-        test_feature: `bn_features` (post-BN, lineage default) or `features` (pre-BN f_ID).
+        test_feature: `features` (f_ID before the BN: "we use f_ID only as the final
+            representation", the default) or `bn_features` (post-BN, the lineage's rule).
     """
 
     disentangle: bool = True
@@ -58,7 +60,7 @@ class DSANetConfig:
     loss_w: bool = True
     loss_ic: bool = True
     sao: bool = True
-    test_feature: str = "bn_features"
+    test_feature: str = "features"
 
     def __post_init__(self):
         if self.loss_lr and not self.tlm:
@@ -187,7 +189,7 @@ class DSANet(nn.Module):
                 out["frame_logits"] = _classifier(self.num_classes, "fwg_classifier")(f_t)
         else:
             f_id = jnp.mean(f_t, axis=1)
-        bn = nn.BatchNorm(
+        bn = BatchNorm(
             use_running_average=not train,
             momentum=0.9,
             epsilon=1e-5,
@@ -207,5 +209,7 @@ class DSANet(nn.Module):
                 )
             perm = jax.random.permutation(self.make_rng("sao"), f_id.shape[0])
             out["sao_permutation"] = perm
-            out["logits_aug"] = classifier(bn(f_id + out["f_cam"][perm]))
+            # f_aug through the same BN with its own batch statistics, which must not reach
+            # the running ones: only f_ID's statistics belong in the test-time BN.
+            out["logits_aug"] = classifier(bn(f_id + out["f_cam"][perm], update_stats=False))
         return out

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from reidjax.models.norm import BatchNorm
+
 Array = jax.Array
 
 
@@ -44,13 +46,11 @@ class ReIDHead(nn.Module):
         """
         frame_features = jnp.max(feature_map, axis=(2, 3))  # [B, T, C]
         features = jnp.mean(frame_features.astype(jnp.float32), axis=1)
-        bn_features = nn.BatchNorm(
+        bn_features = BatchNorm(
             use_running_average=not train,
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             scale_init=bn1d_scale_init,
-            dtype=jnp.float32,
-            param_dtype=jnp.float32,
             name="bn",
         )(features)
         out = {"features": features, "bn_features": bn_features}

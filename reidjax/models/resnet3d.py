@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from reidjax.models.conv import Conv3D, max_pool3d
+from reidjax.models.norm import BatchNorm
 from reidjax.models.strf import STRF, STRFConfig
 
 VARIANTS = ("c2d", "i3d", "p3da", "p3db", "p3dc")
@@ -149,13 +150,12 @@ class Bottleneck(nn.Module):
             name=name,
         )
 
-    def _bn(self, train: bool, name: str) -> nn.BatchNorm:
-        return nn.BatchNorm(
+    def _bn(self, train: bool, name: str) -> BatchNorm:
+        return BatchNorm(
             use_running_average=not train,
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             dtype=self.dtype,
-            param_dtype=jnp.float32,
             name=name,
         )
 
@@ -288,12 +288,11 @@ class ResNet3D(nn.Module):
             impl=self.strided_impl,
             name="conv1",
         )(x)
-        x = nn.BatchNorm(
+        x = BatchNorm(
             use_running_average=not train,
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             dtype=self.dtype,
-            param_dtype=jnp.float32,
             name="bn1",
         )(x)
         x = nn.relu(x)
