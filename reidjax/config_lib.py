@@ -17,6 +17,7 @@ from ml_collections import config_dict
 from reidjax.errors import ConfigError
 from reidjax.models.dsanet import DSANetConfig
 from reidjax.models.strf import STRFConfig
+from reidjax.weights import DEFAULT_IMAGENET
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -128,9 +129,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.grad_clip_norm = 0.0  # 0: off.
 
     config.init = ml_collections.ConfigDict()
-    # ImageNet weights (.npz / .safetensors converted by tools/convert_weights.py, or a
-    # torchvision .pth when torch is installed); "" starts from scratch.
-    config.init.imagenet = ""
+    # torchvision's ImageNet ResNet-50 weights, inflated into the trunk at start-up: the
+    # .pth as torchvision publishes it (read without PyTorch), or a .npz / .safetensors
+    # copy. "none" trains from scratch on purpose.
+    config.init.imagenet = DEFAULT_IMAGENET
     # A checkpoint folder (a workdir's checkpoints/ or one step inside it) to start from
     # when the workdir has no checkpoint of its own: its step, parameters, BN statistics
     # and optimizer state are restored, and training continues from its step.
@@ -193,6 +195,7 @@ def smoke(config: ml_collections.ConfigDict) -> None:
     config.train.log_every = 1
     config.train.checkpoint_every = 2
     config.eval.batch_size = 8
+    config.init.imagenet = "none"  # ResNet-50 weights do not fit the tiny trunk
 
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")

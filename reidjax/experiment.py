@@ -284,8 +284,8 @@ def initial_variables(model: ReIDModel, config: ml_collections.ConfigDict) -> tu
         WeightFileError: a missing or unfit weight file.
     """
     variables = init_variables(model, config)
-    if not config.init.imagenet:
-        return variables, "from scratch (config.init.imagenet is empty)"
+    if config.init.imagenet.lower() in weights.NONE:
+        return variables, "from scratch (config.init.imagenet=none)"
     variables, report = weights.load_imagenet(config.init.imagenet, variables)
     return variables, report.summary()
 

@@ -31,14 +31,16 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from reidjax import trees
+from reidjax import pth, trees
 from reidjax.errors import UserError
 from reidjax.models.resnet3d import ImageNetResNet
 
-CONVERT_HINT = (
-    "convert torchvision's ImageNet ResNet-50 once with: python tools/convert_weights.py "
-    "--input resnet50-19c8e357.pth --output resnet50_imagenet.npz"
-)
+# torchvision's ImageNet ResNet-50 v1 weights (top-1 76.13), where the benchmark configs
+# look for them; reidjax never downloads anything.
+IMAGENET_FILE = "resnet50-19c8e357.pth"
+IMAGENET_URL = "https://download.pytorch.org/models/resnet50-19c8e357.pth"
+DEFAULT_IMAGENET = f"~/.cache/reidjax/{IMAGENET_FILE}"
+NONE = ("none", "")  # config.init.imagenet values that mean: from scratch
 SUFFIXES = (".pth", ".pt", ".npz", ".safetensors")
 
 Variables = dict[str, Any]
@@ -55,19 +57,27 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a PyTorch-named state_dict as NumPy arrays.
 
     Args:
-        path: `.pth`/`.pt` (needs torch; a `{"state_dict": ...}` wrapper and a DataParallel
-            `module.` prefix are accepted), `.npz` or `.safetensors` (NumPy only).
+        path: `.pth`/`.pt` (`torch.save`'s zip or legacy format, read without torch by a
+            restricted unpickler; a `{"state_dict": ...}` wrapper and a DataParallel
+            `module.` prefix are accepted), `.npz` or `.safetensors`.
 
     Returns:
         name -> float32/int array, in the file's order.
 
     Raises:
-        WeightFileError: missing, corrupt or truncated file, unknown suffix, torch missing
-            for `.pth`, or entries that are not tensors.
+        WeightFileError: missing, corrupt or truncated file, unknown suffix, or entries
+            that are not tensors.
+        pth.UnsafePickleError: a `.pth` whose pickle names anything but tensors and dicts.
     """
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     if not os.path.isfile(path):
-        raise WeightFileError(f"Weight file not found: {path!r}; {CONVERT_HINT}")
+        raise WeightFileError(
+            f"Weight file not found: {path!r}. Download torchvision's ImageNet ResNet-50, "
+            f"{IMAGENET_FILE}, from {IMAGENET_URL} to {path} (read as it is: no PyTorch "
+            "needed), or pass --config.init.imagenet=PATH to a copy of it (.pth, or .npz / "
+            ".safetensors from tools/convert_weights.py), or --config.init.imagenet=none to "
+            "train from scratch"
+        )
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix in (".pth", ".pt"):
@@ -83,7 +93,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise WeightFileError(
                 f"Unknown weight file type {suffix!r} for {path!r}; valid: {list(SUFFIXES)}"
             )
-    except WeightFileError:
+    except (WeightFileError, pth.UnsafePickleError):
         raise
     except Exception as e:  # numpy, zipfile, safetensors and torch each raise their own types
         raise WeightFileError(
@@ -97,26 +107,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _read_torch(path: str) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError as e:
-        raise WeightFileError(
-            f"Reading {path!r} needs PyTorch (pip install torch==2.13.0). Training does not: "
-            f"{CONVERT_HINT} on any machine with torch and use the .npz instead."
-        ) from e
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    """A `torch.save` file of a state_dict (zip or legacy format), read without torch."""
+    obj = pth.load(path)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
         raise WeightFileError(f"{path!r} holds a {type(obj).__name__}, not a state_dict")
-    state = {}
     for name, value in obj.items():
-        if not isinstance(value, torch.Tensor):
+        if not isinstance(value, np.ndarray):
             raise WeightFileError(
                 f"{path!r}: entry {name!r} is a {type(value).__name__}, not a tensor"
             )
-        state[name] = value.detach().cpu().numpy()
-    return state
+    return dict(obj)
 
 
 # --------------------------------------------------------------------------- renaming

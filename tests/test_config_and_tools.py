@@ -80,7 +80,7 @@ def test_model_summary_reports_flops_on_smoke_config():
     assert gflops > 0
 
 
-def test_train_py_missing_weights_names_the_convert_command(tmp_path):
+def test_train_py_missing_weights_says_what_to_download(tmp_path):
     missing = run_tool(
         "train.py",
         "--config",
@@ -91,8 +91,9 @@ def test_train_py_missing_weights_names_the_convert_command(tmp_path):
         "--config.init.imagenet=/nonexistent/resnet50_imagenet.npz",
     )
     assert missing.returncode == 1
-    assert "Weight file not found" in missing.stderr
-    assert "tools/convert_weights.py" in missing.stderr
+    assert "Weight file not found" in missing.stderr and "Traceback" not in missing.stderr
+    assert "resnet50-19c8e357.pth" in missing.stderr
+    assert "--config.init.imagenet=none" in missing.stderr
     assert (tmp_path / "run" / "config.json").exists()
 
 

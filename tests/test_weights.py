@@ -1,16 +1,19 @@
 """Weight conversion: PyTorch parity through .pth/.npz/.safetensors, and clear errors."""
 
-import builtins
+import collections
 import os
+import pathlib
+import pickle
 import subprocess
 import sys
+import zipfile
 
 import jax
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from reidjax import weights
+from reidjax import pth, weights
 from reidjax.config_lib import base_config
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
@@ -24,7 +27,8 @@ try:
 except ImportError:  # the tests marked `torch` are skipped (conftest.py)
     torch = None
 
-pytestmark = pytest.mark.torch  # every test but two reads torch-written files
+pytestmark = pytest.mark.torch  # most tests read files that torch itself writes
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +111,8 @@ def test_module_prefix_and_wrapped_state_dict(torch_resnet50, tmp_path):
     assert np.abs(logits - _torch_logits(model, images)).max() <= 1e-4
 
 
-def test_missing_file_names_convert_command(tmp_path):
-    with pytest.raises(weights.WeightFileError, match=r"not found.*convert_weights\.py"):
+def test_missing_file_says_what_to_download(tmp_path):
+    with pytest.raises(weights.WeightFileError, match=r"not found.*resnet50-19c8e357\.pth"):
         weights.read_state_dict(tmp_path / "resnet50_imagenet.npz")
 
 
@@ -162,19 +166,71 @@ def test_non_tensor_entry_in_pth(tmp_path):
         weights.read_state_dict(path)
 
 
-def test_pth_without_torch_explains(monkeypatch, tmp_path):
-    path = tmp_path / "r.pth"
-    path.write_bytes(b"x")
-    real_import = builtins.__import__
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_pth_read_without_torch_in_both_formats(tmp_path, zip_format):
+    """Files torch itself writes, in the zip format (torch >= 1.6) and the legacy one of
+    torchvision's resnet50-19c8e357.pth, read in a process where torch is never imported:
+    every dtype a state_dict holds, a non-contiguous tensor and two views of one storage."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 5, generator=g)
+    tensors = {
+        "conv.weight": torch.randn(4, 3, 3, 3, generator=g),
+        "bn.num_batches_tracked": torch.tensor(7, dtype=torch.int64),
+        "half": torch.randn(3, generator=g).half(),
+        "bf16": torch.randn(3, generator=g).bfloat16(),
+        "mask": torch.tensor([True, False, True]),
+        "int32": torch.arange(5, dtype=torch.int32),
+        "transposed": base.t(),
+        "row2": base[2],
+        "tail": base.view(-1)[7:19].view(3, 4),
+    }
+    path = tmp_path / "w.pth"
+    torch.save(collections.OrderedDict(tensors), path, _use_new_zipfile_serialization=zip_format)
+    out = tmp_path / "read.npz"
+    code = (
+        "import sys, numpy as np; from reidjax import weights; "
+        f"s = weights.read_state_dict({str(path)!r}); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; "
+        f"np.savez({str(out)!r}, **{{k: v.view(np.uint16) if v.dtype.name == 'bfloat16' "
+        "else v for k, v in s.items()}, names=np.array(list(s)))"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    with np.load(out) as got:
+        assert list(got["names"]) == list(tensors)
+        for name, tensor in tensors.items():
+            want = (
+                tensor.view(torch.int16).numpy().view(np.uint16)
+                if tensor.dtype == torch.bfloat16
+                else tensor.numpy()
+            )
+            assert got[name].dtype == want.dtype, name
+            np.testing.assert_array_equal(got[name], want, err_msg=name)
 
-    def no_torch(name, *args, **kwargs):
-        if name == "torch":
-            raise ImportError("No module named 'torch'")
-        return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_torch)
-    with pytest.raises(weights.WeightFileError, match=r"needs PyTorch.*convert_weights\.py"):
-        weights.read_state_dict(path)
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_before_anything_runs(tmp_path):
+    """A .pth whose pickle calls os.system (in either format) is refused with a clear
+    error, and the command never runs."""
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"conv1.weight": _Exploit(marker)}, protocol=2)
+    legacy = tmp_path / "legacy.pth"
+    header = [pickle.dumps(x, protocol=2) for x in (pth.LEGACY_MAGIC, pth.LEGACY_PROTOCOL, {})]
+    legacy.write_bytes(b"".join(header) + payload + pickle.dumps([], protocol=2))
+    archive = tmp_path / "zip.pth"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("archive/data.pkl", payload)
+        z.writestr("archive/version", "3\n")
+    for path in (legacy, archive):
+        with pytest.raises(pth.UnsafePickleError, match=r"names posix\.system|names os\.system"):
+            weights.read_state_dict(path)
+        assert not marker.exists()
 
 
 def test_startup_inflation_into_configured_backbone(state_dict, tmp_path):

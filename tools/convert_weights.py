@@ -1,6 +1,7 @@
-"""Converts torchvision's ImageNet ResNet-50 `.pth` into a torch-free `.npz`/`.safetensors`.
+"""Converts torchvision's ImageNet ResNet-50 `.pth` into a pickle-free `.npz`/`.safetensors`.
 
-Run once on any machine with PyTorch; training then reads the output with NumPy only:
+Training reads the `.pth` itself (without PyTorch); this copy is for those who prefer a
+file format that involves no unpickling at all:
 
     python tools/convert_weights.py --input resnet50-19c8e357.pth \
         --output resnet50_imagenet.npz
