@@ -27,7 +27,7 @@ from common import header, time_eager
 
 from reidjax.evaluator import accumulate
 from reidjax.models import VideoReIDNet
-from reidjax.train_lib import normalize
+from reidjax.models.factory import normalize
 
 
 def bench_jax(args, dtype):

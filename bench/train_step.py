@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from common import header, time_eager
 
-from reidjax import sharding, train_lib
+from reidjax import experiment, sharding, train_lib
 from reidjax.config_lib import load_config
 from reidjax.optim import build_optimizer
 
@@ -55,13 +55,14 @@ def bench_jax(args, name, dtype):
         config.dataset.num_cameras = 6
         config.mesh.data = 1
         config.train.ids_per_batch, config.train.clips_per_id = args.batch // 2, 2
+        config.init.imagenet = "none"  # random weights time the same
     tx, schedule = build_optimizer(config.optim, 100, config.train.epochs)
-    model, variables, _ = train_lib.init_variables(config, jax.random.key(0))
+    model = experiment.build(config, experiment.registry_meta(config))
     mesh = sharding.make_mesh(config)
-    state = train_lib.create_train_state(variables, tx, sharding.replicated(mesh))
+    state = experiment.create_state(experiment.init_variables(model, config), tx, mesh)
     batch = batch_arrays(args, 625, 6)
     key = jax.random.key(1)
-    step = jax.jit(train_lib.make_train_step(model, config, tx, schedule), donate_argnums=0)
+    step = jax.jit(train_lib.make_train_step(model, tx, schedule), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch, key).compile()
     compile_s = time.perf_counter() - t0

@@ -16,6 +16,15 @@ from reidjax.errors import ConfigError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
+def decay_steps(optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs: int) -> list[int]:
+    """The steps at which the learning rate is multiplied by `lr_decay_factor`: every
+    `lr_decay_every_epochs` epochs of `steps_per_epoch` steps, up to `epochs`."""
+    every = optim.lr_decay_every_epochs
+    if every <= 0:
+        return []
+    return [k * every * steps_per_epoch for k in range(1, epochs // every + 1)]
+
+
 def learning_rate_schedule(
     optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs: int
 ) -> optax.Schedule:
@@ -23,11 +32,9 @@ def learning_rate_schedule(
     per epoch), after an optional linear warmup from lr/100 over `warmup_epochs`."""
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    every = optim.lr_decay_every_epochs
-    boundaries = {}
-    if every > 0:
-        for k in range(1, epochs // every + 1):
-            boundaries[k * every * steps_per_epoch] = optim.lr_decay_factor
+    boundaries = {
+        step: optim.lr_decay_factor for step in decay_steps(optim, steps_per_epoch, epochs)
+    }
     schedule = optax.piecewise_constant_schedule(optim.lr, boundaries)
     warmup = int(optim.warmup_epochs * steps_per_epoch)
     if warmup > 0:

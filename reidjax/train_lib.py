@@ -7,6 +7,7 @@ under `jax.jit` with explicit shardings and the state's buffers donated.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from input_pipeline.pipelines import TrainBatches, TrainSpec, to_device, train_dataset
@@ -22,7 +24,7 @@ from reidjax import checkpoint, eval_lib, experiment, sharding
 from reidjax.experiment import TrainState
 from reidjax.metrics_log import MetricsLog
 from reidjax.models import ReIDModel
-from reidjax.optim import build_optimizer
+from reidjax.optim import build_optimizer, decay_steps
 
 BATCH_KEYS = ("clips", "labels", "cameras")
 
@@ -97,6 +99,51 @@ def train_spec(config: ml_collections.ConfigDict) -> TrainSpec:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run will do, known before it starts (printed at start-up, `tools/recipe.py`)."""
+
+    tracklets: int
+    identities: int
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    decay_steps: tuple[int, ...]
+    global_batch: int
+    frames_per_clip: int
+
+    @property
+    def frames_decoded(self) -> int:
+        return self.total_steps * self.global_batch * self.frames_per_clip
+
+    def lines(self) -> list[str]:
+        epochs = self.total_steps / self.steps_per_epoch
+        decays = ", ".join(f"{s:,}" for s in self.decay_steps if s < self.total_steps)
+        return [
+            f"data: {self.tracklets:,} training tracklets of {self.identities:,} identities; "
+            f"{self.steps_per_epoch:,} steps per epoch of {self.global_batch} clips x "
+            f"{self.frames_per_clip} frames",
+            f"schedule: {self.total_steps:,} steps ({epochs:.1f} epochs); learning rate "
+            f"decays at steps {decays or '(none)'}; {self.frames_decoded:,} frames decoded",
+        ]
+
+
+def plan(config: ml_collections.ConfigDict, batches: TrainBatches) -> Plan:
+    """The run's plan from its config and its training batches."""
+    spe = batches.steps_per_epoch
+    total = config.train.num_steps or config.train.epochs * spe
+    return Plan(
+        tracklets=len(batches.index),
+        identities=len(np.unique(batches.index.pid)),
+        steps_per_epoch=spe,
+        epochs=config.train.epochs,
+        total_steps=total,
+        decay_steps=tuple(decay_steps(config.optim, spe, config.train.epochs)),
+        global_batch=batches.spec.global_batch,
+        frames_per_clip=batches.spec.num_frames,
+    )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains from the config in `workdir`, resuming from its latest checkpoint.
 
@@ -115,7 +162,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     spec = train_spec(config)
     sharding.check_batch(spec.global_batch, mesh)
     batches = TrainBatches(data, spec, jax.process_index(), jax.process_count())
-    total = config.train.num_steps or config.train.epochs * batches.steps_per_epoch
+    run_plan = plan(config, batches)
+    total = run_plan.total_steps
     tx, schedule = build_optimizer(config.optim, batches.steps_per_epoch, config.train.epochs)
     model = experiment.build(config, meta)
     experiment.write_config(workdir, config, meta)
@@ -126,12 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
     state, origin = experiment.restore_or_init(model, config, tx, mesh, ckpt)
     if jax.process_index() == 0:
-        print(experiment.describe(model, config, meta), flush=True)
-        print(
-            f"{origin}; {total} steps of {spec.global_batch} clips "
-            f"({batches.steps_per_epoch} steps per epoch)",
-            flush=True,
-        )
+        lines = [experiment.describe(model, config, meta), *run_plan.lines(), f"start: {origin}"]
+        print("\n".join(lines), flush=True)
     start = int(state.step)
     step_fn = compile_train_step(model, tx, schedule, mesh)
     stream = train_dataset(data, spec, start, total - start, jax.process_index(),

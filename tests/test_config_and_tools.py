@@ -1,5 +1,6 @@
 """Configs (validation, variants, locked keys) and the command-line tools."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -7,8 +8,11 @@ import sys
 
 import pytest
 
+from input_pipeline.datasets import load_dataset
+from input_pipeline.ingest import ingest
 from reidjax import config_lib
 from reidjax.experiment import build_module
+from tests import fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if not p.name.startswith("_"))
@@ -36,6 +40,14 @@ def test_config_typos_fail_loudly():
     with pytest.raises(ValueError, match="Unknown config variant 'smok'"):
         load_config(ROOT / "configs" / "p3dc_mars.py", "smok")
     assert load_config(ROOT / "configs" / "p3dc_mars.py", "backbone=p3db").model.variant == "p3db"
+
+
+def test_dsanet_table2_rows_are_evaluated_with_rrs():
+    lsvid = ROOT / "configs" / "dsanet_lsvid.py"
+    assert load_config(lsvid).input.test_sampler == "dense"
+    row = load_config(lsvid, "ablation=tlm_fwg")
+    assert row.input.test_sampler == "rrs"
+    assert not row.model.dsanet.sao and row.model.dsanet.fwg
 
 
 def test_unknown_dataset_lists_valid_names():
@@ -108,3 +120,25 @@ def test_unknown_config_key_on_command_line_fails(tmp_path):
     )
     assert bad.returncode != 0
     assert "varient" in bad.stderr
+
+
+def test_recipe_tool_prints_the_plan(tmp_path):
+    """tools/recipe.py on a full-size recipe and a prepared MARS-layout dataset: steps per
+    epoch are the lineage sampler's, the decays fall on 50-epoch boundaries, and frames
+    decoded = steps x clips x frames; train.py prints the same numbers."""
+    fixtures.write_mars(str(tmp_path / "raw"))
+    ingest(
+        load_dataset("mars", str(tmp_path / "raw")), str(tmp_path / "rec"), (256, 128), workers=1
+    )
+    out = run_tool(
+        "tools/recipe.py", "--config", "configs/strf_mars.py",
+        f"--config.dataset.dir={tmp_path / 'rec'}", "--config.train.ids_per_batch=1",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    numbers = json.loads(out.stdout.strip().splitlines()[-1])
+    # 3 training ids with 1, 2 and 4 tracklets: each fills one chunk of K = 4 -> 3 steps
+    assert numbers["steps_per_epoch"] == 3 and numbers["tracklets"] == 7
+    assert numbers["total_steps"] == 250 * 3
+    assert numbers["decay_steps"] == [150, 300, 450, 600]
+    assert numbers["frames_decoded"] == 750 * 4 * 4
+    assert "3 steps per epoch of 4 clips x 4 frames" in out.stdout

@@ -9,8 +9,10 @@ import pytest
 
 from input_pipeline.pipelines import eval_clips
 from input_pipeline.records import TrackletIndex
+from input_pipeline.sampling import rrs_test_indices
 from reidjax import evaluator, experiment, metrics, sharding
 from reidjax.config_lib import load_config
+from reidjax.errors import ConfigError
 from reidjax.models.factory import normalize
 
 
@@ -91,6 +93,29 @@ def test_features_equal_a_per_clip_loop_on_8_devices(setup):
     reference = metrics.evaluate_rank(dist, q.pid, g.pid, q.camid, g.camid)
     assert result.metrics["mAP"] == pytest.approx(reference["mAP"], abs=1e-6)
     np.testing.assert_allclose(result.distances, dist, atol=1e-5)
+
+
+def test_rrs_protocol_runs_one_clip_per_tracklet(setup):
+    """test_sampler=rrs (DSANet Table 2): each tracklet's feature is the model on its one
+    restricted-random-sampling clip, L2-normalised; an unknown sampler is a clear error."""
+    config, data, model, variables = setup
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.input.test_sampler = "rrs"
+    mesh = sharding.make_mesh(config)
+    ev = evaluator.Evaluator(model.predict, config, data, mesh, progress=None)
+    index = data.splits["query"]
+    got = ev.features(jax.device_put(variables, sharding.replicated(mesh)), index)
+    apply = jax.jit(lambda x: model.module.apply(variables, normalize(x))[model.test_feature])
+    T = config.input.num_frames
+    for t in range(len(index)):
+        clip = data.frames(index.first[t] + rrs_test_indices(int(index.count[t]), T))
+        expected = np.asarray(apply(clip[None]))[0]
+        np.testing.assert_allclose(got[t], expected / np.linalg.norm(expected), atol=2e-5)
+    with config.unlocked():
+        config.input.test_sampler = "middle"
+    with pytest.raises(ConfigError, match=r"test_sampler 'middle'; valid: \['dense', 'rrs'\]"):
+        evaluator.Evaluator(model.predict, config, data, mesh)
 
 
 def test_clear_errors(setup):

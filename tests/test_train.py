@@ -233,6 +233,8 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"trained to step {stopped + 2}" in result.stdout
     assert f"step {stopped + 2}/{stopped + 2}" in result.stdout
+    assert "steps per epoch of 8 clips x 2 frames" in result.stdout  # the start-up plan
+    assert f"start: resumed from {workdir}/checkpoints/{stopped}" in result.stdout
     assert any(p.name.startswith("events") for p in (workdir / "tensorboard").iterdir())
 
     # eval.py on that checkpoint: the table, results.json and the three pictures

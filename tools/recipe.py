@@ -1,0 +1,63 @@
+"""Prints what a config will do on a prepared dataset, before any accelerator is rented.
+
+    python tools/recipe.py --config configs/strf_mars.py --config.dataset.dir=/data/mars_rec
+    python tools/recipe.py --config configs/synthetic.py
+
+Opens the dataset (nothing is compiled or trained) and prints the training tracklets and
+identities, steps per epoch (the batch sampler's count: with the default `tracklets`
+sampler one pass over the tracklets in chunks of K), total steps and epochs, the steps at
+which the learning rate decays, the number of frames the run will decode, the optimizer
+and where the weights start from. train.py prints the same lines at start-up. The last
+line is one JSON object with the numbers.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from input_pipeline.pipelines import TrainBatches
+from reidjax import cli, experiment, train_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+
+    def run() -> int:
+        data, meta = experiment.open_data(config)
+        batches = TrainBatches(data, train_lib.train_spec(config))
+        plan = train_lib.plan(config, batches)
+        o = config.optim
+        sampler = config.train.batch_sampler
+        print(f"{config.model.name} on {meta.name}, batch sampler {sampler!r}")
+        print("\n".join(plan.lines()))
+        print(
+            f"optimizer: {o.name} lr {o.lr:g}, weight decay {o.weight_decay:g}, "
+            f"x{o.lr_decay_factor:g} every {o.lr_decay_every_epochs} epochs; "
+            f"init: {config.init.imagenet}"
+        )
+        numbers = {
+            "tracklets": plan.tracklets,
+            "identities": plan.identities,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "epochs": plan.total_steps / plan.steps_per_epoch,
+            "total_steps": plan.total_steps,
+            "decay_steps": [s for s in plan.decay_steps if s < plan.total_steps],
+            "frames_decoded": plan.frames_decoded,
+        }
+        print(json.dumps(numbers))
+        return 0
+
+    return cli.run_or_explain(run)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    sys.exit(app.run(main))
