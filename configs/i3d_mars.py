@@ -2,6 +2,10 @@
 
 (3,3,3) conv2 in layer2 blocks {0,2} and layer3 blocks {0,2,4}, centre-initialised from
 ImageNet. Parameters: 28,921,521 (28.92M, as in Table 2).
+Schedule: an epoch is one pass over the training tracklets in chunks of K = 4, ≈235 steps of
+32 clips on MARS (`python tools/recipe.py --config configs/i3d_mars.py
+--config.dataset.dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
+×0.1 every ≈11.7k steps.
 
     python tools/model_summary.py --config configs/i3d_mars.py
     python train.py --config configs/i3d_mars.py --workdir runs/i3d_mars

@@ -1,4 +1,4 @@
-"""Ingest a dataset once into ArrayRecord shards: one record per frame (SPEC §5).
+"""Ingest a dataset once into ArrayRecord shards: one record per frame.
 
     python -m input_pipeline.ingest --dataset mars --root /data/MARS --out /data/mars_rec
     python -m input_pipeline.ingest --dataset ilidsvid --root /data/iLIDS-VID \
@@ -14,7 +14,7 @@ Output folder:
                                          shards, skipped frames
 
 Every image is decoded once to validate it. A frame already at the target size and in JPEG
-is stored byte for byte (no generation loss); others are resized (bicubic, as SPEC §5) and
+is stored byte for byte (no generation loss); others are resized (bicubic, as the lineage) and
 re-encoded: JPEG quality 95, or PNG with `--lossless`. A corrupt or unreadable image stops
 the ingest with its path, or with `--skip-bad` is dropped and listed in the manifest.
 The output is written to `<out>.partial` and renamed at the end: an interrupted ingest

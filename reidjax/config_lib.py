@@ -42,7 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.input.num_frames = 4  # T: frames per clip.
     config.input.height = 256
     config.input.width = 128
-    # Training clips (SPEC §5): "stride" (T frames at `frame_stride` from a random start),
+    # Training clips: "stride" (T frames at `frame_stride` from a random start),
     # "rrs" (restricted random sampling) or "evenly".
     config.input.train_sampler = "stride"
     config.input.frame_stride = 8
@@ -105,7 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Evaluate every N steps during training (0: only after the last step; -1: never).
     config.train.eval_every = 0
 
-    # Evaluation (eval.py and the periodic evaluation of train.py; SPEC §6).
+    # Evaluation (eval.py and the periodic evaluation of train.py).
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 32  # clips per global batch; a multiple of the device count.
     config.eval.distance = "cosine"  # cosine (1 - cos) | euclidean.

@@ -1,4 +1,4 @@
-"""Re-ID retrieval metrics (SPEC §6): CMC, mAP, mINP, distances and k-reciprocal re-ranking.
+"""Re-ID retrieval metrics: CMC, mAP, mINP, distances and k-reciprocal re-ranking.
 
 For each query the gallery is ranked by increasing distance (ties broken by gallery index,
 as a stable sort would). Gallery items with the query's pid and camera are junk and are
@@ -133,7 +133,7 @@ def evaluate_rank(
     max_rank: int = 20,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> dict:
-    """CMC, mAP and mINP of a query × gallery distance matrix (SPEC §6).
+    """CMC, mAP and mINP of a query × gallery distance matrix.
 
     Args:
         distmat: `[Q, G]` distances (smaller is closer); any array that slices by rows,

@@ -42,7 +42,7 @@ def test_parameter_counts_match_spec(variant, trunk_bn, with_625):
     config.model.variant = variant
     config.model.num_classes = 625
     assert _param_count(config) == with_625
-    # Without the classifier: trunk + BN1d (SPEC: C2D 23.51M, I3D 27.64M, P3D 24.20M).
+    # Without the classifier: trunk + BN1d (C2D 23.51M, I3D 27.64M, P3D 24.20M).
     assert with_625 - (2048 * 625 + 625) == trunk_bn
     assert round(trunk_bn / 1e6, 2) == {"c2d": 23.51, "i3d": 27.64}.get(variant, 24.20)
 

@@ -2,7 +2,8 @@
 
 An independent reference for the Flax models: `TorchResNet(dims=2)` has exactly the
 state_dict names and shapes of `torchvision.models.resnet50` (which cannot be installed
-here); `dims=3` is the same network with Conv3d layers and the SPEC §1 temporal blocks
+here); `dims=3` is the same network with Conv3d layers and the temporal blocks of
+`reidjax/models/resnet3d.py`
 (`conv2` replaced, P3D's temporal conv named `conv2_t`), for parity tests and for the
 PyTorch-eager side of the benchmarks. Never imported by training code.
 """

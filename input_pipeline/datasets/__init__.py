@@ -1,4 +1,4 @@
-"""Registry of the supported datasets and the metadata the models need (SPEC §4).
+"""Registry of the supported datasets and the metadata the models need.
 
 The identity and camera counts are those of the published training splits; they size the
 classifiers (and DSANet's camera classifier) before any data is read.
@@ -69,7 +69,7 @@ def load_dataset(name: str, root: str, **options):
 
     Args:
         name: a `DATASETS` key.
-        root: the dataset's folder in its distributed layout (SPEC §4).
+        root: the dataset's folder in its distributed layout.
         **options: the parser's options (e.g. `query_in_gallery` for MARS, `split_id` and
             `dense_train` for iLIDS-VID).
 

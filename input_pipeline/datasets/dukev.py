@@ -1,4 +1,4 @@
-"""DukeMTMC-VideoReID (Wu et al., CVPR 2018) in its distributed layout (SPEC §4).
+"""DukeMTMC-VideoReID (Wu et al., CVPR 2018) in its distributed layout.
 
     <root>/{train,query,gallery}/<pid4>/<tracklet4>/<frame>.jpg
 

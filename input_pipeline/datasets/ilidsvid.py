@@ -1,4 +1,4 @@
-"""iLIDS-VID (Wang et al., ECCV 2014) in its distributed layout (SPEC §4).
+"""iLIDS-VID (Wang et al., ECCV 2014) in its distributed layout.
 
     <root>/i-LIDS-VID/sequences/cam1/<person>/*.png     (and cam2)
     <root>/train-test people splits/train_test_splits_ilidsvid.mat

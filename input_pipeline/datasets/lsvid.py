@@ -1,4 +1,4 @@
-"""LS-VID (Li et al., ICCV 2019) in its distributed layout (SPEC §4).
+"""LS-VID (Li et al., ICCV 2019) in its distributed layout.
 
     <root>/list_sequence/list_seq_train.txt   lines "<path prefix> <pid>"
     <root>/list_sequence/list_seq_test.txt

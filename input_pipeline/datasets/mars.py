@@ -1,4 +1,4 @@
-"""MARS (Zheng et al., ECCV 2016) in its distributed layout (SPEC §4).
+"""MARS (Zheng et al., ECCV 2016) in its distributed layout.
 
     <root>/bbox_train/<pid4>/<name>.jpg        <root>/bbox_test/<pid4>/<name>.jpg
     <root>/info/train_name.txt  test_name.txt  tracks_train_info.mat  tracks_test_info.mat

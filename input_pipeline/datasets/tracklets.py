@@ -1,4 +1,4 @@
-"""Tracklets and splits: what every dataset parser returns (SPEC §4)."""
+"""Tracklets and splits: what every dataset parser returns."""
 
 from __future__ import annotations
 

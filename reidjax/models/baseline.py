@@ -1,4 +1,4 @@
-"""The baseline video re-ID network: inflated ResNet trunk + re-ID head (SPEC §1)."""
+"""The baseline video re-ID network: inflated ResNet trunk + re-ID head."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DSANet: disentanglement, TLM, FWG and SAO on a C2D ResNet-50 (DSANet paper §3, SPEC §3).
+"""DSANet: disentanglement, TLM, FWG and SAO on a C2D ResNet-50 (DSANet paper §3).
 
 Shapes for 256×128 clips of T frames (C = 2048, h×w = 16×8):
 
@@ -118,7 +118,7 @@ class TLM(nn.Module):
 
 
 class DSANet(nn.Module):
-    """DSANet on an inflated C2D ResNet (SPEC §3).
+    """DSANet on an inflated C2D ResNet.
 
     Attributes:
         num_classes: training identities.

@@ -1,4 +1,4 @@
-"""Re-ID heads on top of a video trunk (SPEC §1, lineage: AP3D / BNNeck)."""
+"""Re-ID heads on top of a video trunk (lineage: AP3D / BNNeck)."""
 
 from __future__ import annotations
 

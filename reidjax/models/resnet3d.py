@@ -1,4 +1,4 @@
-"""Inflated ResNet-50 backbones for video: C2D, I3D, P3D-A, P3D-B and P3D-C (SPEC §1).
+"""Inflated ResNet-50 backbones for video: C2D, I3D, P3D-A, P3D-B and P3D-C.
 
 Layout is NTHWC (`[B, T, H, W, C]`). Every 2D convolution of the torchvision ResNet-50 becomes
 a 3D convolution with temporal kernel 1, except the 3×3 `conv2` of the *temporal blocks*
@@ -121,7 +121,7 @@ class Bottleneck(nn.Module):
         downsample: whether the shortcut is a strided 1×1×1 conv + BN.
         dtype: compute dtype.
         strided_impl: implementation of spatially strided convs (`reidjax.models.conv`).
-        strf: when set, an STRF unit on the input of the temporal conv (SPEC §2).
+        strf: when set, an STRF unit on the input of the temporal conv.
     """
 
     planes: int
@@ -160,9 +160,9 @@ class Bottleneck(nn.Module):
         )
 
     def temporal_conv2(self, x: Array) -> Array:
-        """The (possibly factorised) 3×3 conv2 of the block; no BN/ReLU inside (SPEC §1).
+        """The (possibly factorised) 3×3 conv2 of the block; no BN/ReLU inside.
 
-        An STRF unit, when configured, processes the input of the temporal conv (SPEC §2).
+        An STRF unit, when configured, processes the input of the temporal conv.
         """
         s = (1, self.stride, self.stride)
         variant = self.temporal

@@ -1,4 +1,4 @@
-"""STRF: the Spatio-Temporal Representation Factorization unit (STRF paper §3, SPEC §2).
+"""STRF: the Spatio-Temporal Representation Factorization unit (STRF paper §3).
 
 Given `f` `[B, T, H, W, C]`, each factor (d, k) ∈ {(t, τ), (t, ς), (s, τ), (s, ς)} computes
 
