@@ -221,6 +221,11 @@ def test_outputs_weights_and_sao(tiny_model):
     test = model.apply(variables, clips)
     assert "logits_aug" not in test
     np.testing.assert_allclose(np.linalg.norm(test["embedding"], axis=1), 1.0, rtol=1e-5)
+    # the test feature is f_ID before the BN ("we use f_ID only as the final representation")
+    f_id = np.asarray(test["features"])
+    np.testing.assert_allclose(
+        test["embedding"], f_id / np.linalg.norm(f_id, axis=1, keepdims=True), rtol=1e-5, atol=1e-6
+    )
     for name in ("tlm_attention", "fid_activation", "fcam_activation"):
         assert test[name].shape == (8, 2, 2, 4)
 
