@@ -8,14 +8,24 @@ parallel over all visible devices (`--config.mesh.data`), resuming from the late
 checkpoint in WORKDIR/checkpoints; WORKDIR/config.json records the config as run, and
 metrics go to WORKDIR/metrics.jsonl and WORKDIR/tensorboard. The built-in default needs no
 data or weights: `python train.py --config configs/synthetic.py`.
+
+Exit status: 0 trained to the last step; 1 an error (one `error: ...` line for what the
+user can fix, a traceback otherwise); 75 preempted (SIGTERM): the step reached was saved
+and the same command resumes from it.
 """
 
+import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from reidjax import cli, train_lib
+from reidjax.checkpoint import CheckpointSaveError
+
+# Exit status after SIGTERM (preemption) once the step reached is saved: EX_TEMPFAIL, "try
+# again later". Non-zero so that a scheduler requeues the job; 1 means an error.
+PREEMPTED = 75
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string(
@@ -32,7 +42,21 @@ def main(argv):
     print(f"workdir: {workdir}", flush=True)
 
     def run() -> int:
-        state = train_lib.train_and_evaluate(_CONFIG.value, workdir)
+        try:
+            state = train_lib.train_and_evaluate(_CONFIG.value, workdir)
+        except train_lib.Preempted as stop:
+            print(stop, file=sys.stderr, flush=True)
+            return PREEMPTED
+        except CheckpointSaveError as e:
+            # After a failed save the checkpoint writer's threads keep printing tracebacks
+            # until the interpreter's teardown. Every file of ours is closed by now: mute
+            # stderr for them, write this line last, and exit without the teardown.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            stderr = os.dup(2)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            os.write(stderr, f"error: {e}\n".encode())
+            os._exit(1)
         print(f"trained to step {int(state.step)}; checkpoints in {workdir}/checkpoints")
         return 0
 

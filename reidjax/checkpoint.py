@@ -10,6 +10,7 @@ restores on 1 (or on another mesh).
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +31,37 @@ class CheckpointNotFoundError(UserError, FileNotFoundError):
     """No checkpoint folder, or no checkpoint at the asked step."""
 
 
+class CheckpointSaveError(UserError, OSError):
+    """A checkpoint could not be written (a full disk, lost permissions)."""
+
+
+class DamagedCheckpointError(UserError, ValueError):
+    """A checkpoint's files are unreadable (truncated, or parts missing)."""
+
+
+def cause_of(error: BaseException) -> str:
+    """The innermost message of an exception chain, on one line."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def _has_os_error(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, OSError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 class Checkpointer:
-    """Saves every `save_every` steps (and when forced), keeps the last `keep`."""
+    """Saves every `save_every` steps (and when forced), keeps the last `keep`.
+
+    A failed asynchronous save (a full disk) is raised as one `CheckpointSaveError` at the
+    next step, naming the step, the folder and the free space; a step already saved is not
+    saved again.
+    """
 
     def __init__(self, directory: str, keep: int = 3, save_every: int = 1000, create: bool = True):
         options = ocp.CheckpointManagerOptions(
@@ -45,9 +75,53 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def due(self, step: int, force: bool = False) -> bool:
+        """Whether `save(step, ..., force)` would write a checkpoint."""
+        if step in self.manager.all_steps():
+            return False
+        return force or self.manager.should_save(step)
+
     def save(self, step: int, state, force: bool = False) -> bool:
-        """Starts an asynchronous save of `state` at `step` (when due or forced)."""
-        return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        """Starts an asynchronous save of `state` at `step` (when due or forced; never twice
+        for one step).
+
+        Raises:
+            CheckpointSaveError: this save, or the previous asynchronous one, failed.
+        """
+        self.check_for_errors()
+        if not self.due(step, force):
+            return False
+        self.wait()  # the previous save's failure is that step's, not this one's
+        try:
+            saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        except Exception as e:
+            raise self._save_error(step, e) from e
+        self._pending = step
+        return saved
+
+    def check_for_errors(self) -> None:
+        """Raises `CheckpointSaveError` when the last asynchronous save failed."""
+        try:
+            self.manager.check_for_errors()
+        except Exception as e:
+            raise self._save_error(getattr(self, "_pending", None), e) from e
+
+    def _save_error(self, step: int | None, error: Exception) -> Exception:
+        text = str(error)
+        if not _has_os_error(error) and "No space left" not in text:
+            return error
+        cause = "No space left on device" if "No space left" in text else cause_of(error)
+        try:
+            free = f"{shutil.disk_usage(self.directory).free / 2**20:,.1f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        done = [s for s in self.manager.all_steps() if s != step]
+        last = f"step {max(done)}" if done else "none"
+        return CheckpointSaveError(
+            f"saving checkpoint step {step} to {self.directory} failed ({cause}; {free}); the "
+            f"last complete checkpoint is {last}: free some space (or move the workdir) and "
+            "run the same command to resume"
+        )
 
     def restore(self, target, step: int | None = None):
         """Restores into the structure, shapes and shardings of `target` (a state or its
@@ -80,7 +154,33 @@ class Checkpointer:
             )
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Waits for the asynchronous save in flight.
+
+        Raises:
+            CheckpointSaveError: it failed.
+        """
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise self._save_error(getattr(self, "_pending", None), e) from e
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def move_aside(self, step: int, cause: str) -> str:
+        """Moves an unreadable step folder to `<checkpoints>_damaged/<step>` (never deletes
+        it) and forgets it; returns the new location."""
+        target_dir = self.directory.rstrip("/") + "_damaged"
+        os.makedirs(target_dir, exist_ok=True)
+        target = os.path.join(target_dir, str(step))
+        suffix = 1
+        while os.path.exists(target):
+            target, suffix = os.path.join(target_dir, f"{step}.{suffix}"), suffix + 1
+        os.replace(os.path.join(self.directory, str(step)), target)
+        with open(target + ".why.txt", "w") as f:
+            f.write(cause + "\n")
+        self.manager.reload()
+        return target
 
     def close(self) -> None:
         self.manager.close()

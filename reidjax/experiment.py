@@ -261,9 +261,8 @@ def restore_or_init(
         CheckpointNotFoundError / CheckpointMismatchError: a bad `config.resume`.
         WeightFileError: a missing or unfit ImageNet weight file.
     """
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(abstract_state(model, config, tx, mesh))
-        return state, f"resumed from {ckpt.directory}/{int(state.step)}"
+    if ckpt.steps():
+        return restore_newest_readable(ckpt, abstract_state(model, config, tx, mesh))
     if config.resume:
         path, step = resume_path(config.resume)
         abstract = abstract_state(model, config, tx, mesh)
@@ -271,6 +270,45 @@ def restore_or_init(
         return state, f"started from config.resume={path} (step {int(state.step)})"
     variables, origin = initial_variables(model, config)
     return create_state(variables, tx, mesh), origin
+
+
+def restore_newest_readable(
+    ckpt: checkpoint.Checkpointer, abstract: TrainState
+) -> tuple[TrainState, str]:
+    """The newest checkpoint of `ckpt` that reads back whole, after checking that it
+    belongs to this model. Newer unreadable steps (a truncated file, a missing part) are
+    moved to `checkpoints_damaged/` (never deleted), each reported in one line.
+
+    Raises:
+        CheckpointMismatchError: the checkpoints were written by another model.
+        DamagedCheckpointError: no checkpoint is readable (nothing is moved then, and the
+            run does not start from scratch).
+    """
+    damaged = []
+    for step in reversed(ckpt.steps()):
+        try:
+            ckpt.check_matches(abstract.params, step)
+            state = ckpt.restore(abstract, step)
+        except checkpoint.CheckpointMismatchError:
+            raise
+        except Exception as e:  # orbax/tensorstore raise many types for damaged files
+            damaged.append((step, checkpoint.cause_of(e)))
+            continue
+        notes = []
+        for bad, cause in damaged:
+            where = ckpt.move_aside(bad, cause) if jax.process_index() == 0 else "(process 0)"
+            notes.append(f"checkpoint step {bad} is unreadable ({cause}); moved to {where}")
+            logging.warning("%s", notes[-1])
+        if jax.process_count() > 1 and damaged:
+            multihost_utils.sync_global_devices("reidjax damaged checkpoints moved")
+            ckpt.manager.reload()
+        origin = f"resumed from {ckpt.directory}/{step}"
+        return state, "; ".join([*notes, origin])
+    causes = "; ".join(f"step {s}: {c}" for s, c in damaged)
+    raise checkpoint.DamagedCheckpointError(
+        f"no checkpoint in {ckpt.directory} can be read ({causes}); nothing was moved. Move "
+        "the folder away to start from scratch, or point config.resume at another run"
+    )
 
 
 def initial_variables(model: ReIDModel, config: ml_collections.ConfigDict) -> tuple[dict, str]:

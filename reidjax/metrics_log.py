@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
 import jax
 from tensorboardX import SummaryWriter
 
-from reidjax.errors import UserError
 
-
-class TrainingDivergedError(UserError, FloatingPointError):
-    """A logged loss is not finite (lower the learning rate, or check the data)."""
+def truncate_after(path: str, step: int) -> None:
+    """Drops the rows of `path` (JSONL) past `step`, atomically: after a resume from `step`,
+    the steps that are run again must not appear twice."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line if line.endswith("\n") else line + "\n")
+        except json.JSONDecodeError:  # a line cut by a kill: drop it
+            continue
+    if len(keep) == len(lines):
+        return
+    with open(path + ".tmp", "w") as f:
+        f.writelines(keep)
+    os.replace(path + ".tmp", path)
 
 
 class MetricsLog:
@@ -27,18 +41,14 @@ class MetricsLog:
         self.file = self.board = None
         if self.active:
             os.makedirs(workdir, exist_ok=True)
-            self.file = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            path = os.path.join(workdir, "metrics.jsonl")
+            truncate_after(path, start)
+            self.file = open(path, "a")  # noqa: SIM115
             self.board = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self.last_step, self.last_time = start, time.perf_counter()
 
     def write(self, step: int, metrics: dict) -> None:
         values = {k: float(v) for k, v in metrics.items()}
-        for name, value in values.items():
-            if name.startswith("loss/") and not math.isfinite(value):
-                raise TrainingDivergedError(
-                    f"step {step}: {name} is {value}; stopping (the last checkpoint is "
-                    "kept: lower config.optim.lr, or check the data)"
-                )
         now = time.perf_counter()
         steps_per_s = (step - self.last_step) / max(now - self.last_time, 1e-9)
         self.last_step, self.last_time = step, now

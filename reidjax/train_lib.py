@@ -8,7 +8,6 @@ under `jax.jit` with explicit shardings and the state's buffers donated.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import signal
 
@@ -20,7 +19,7 @@ import numpy as np
 import optax
 
 from input_pipeline.pipelines import TrainBatches, TrainSpec, to_device, train_dataset
-from reidjax import checkpoint, eval_lib, experiment, sharding
+from reidjax import checkpoint, divergence, eval_lib, experiment, runlock, sharding
 from reidjax.experiment import TrainState
 from reidjax.metrics_log import MetricsLog
 from reidjax.models import ReIDModel
@@ -29,12 +28,21 @@ from reidjax.optim import build_optimizer, decay_steps
 BATCH_KEYS = ("clips", "labels", "cameras")
 
 
+class Preempted(Exception):
+    """SIGTERM stopped the run after saving a checkpoint of `step`; rerun to resume."""
+
+    def __init__(self, step: int):
+        super().__init__(f"preempted: saved step {step}; run the same command to resume")
+        self.step = step
+
+
 def make_train_step(model: ReIDModel, tx: optax.GradientTransformation, schedule: optax.Schedule):
     """The pure train step `(state, batch, key) -> (state, metrics)`.
 
     The loss is the model family's objective, with every term in the metrics, plus
-    accuracy, gradient and parameter norms and the learning rate. The step's randomness
-    (DSANet's SAO permutation) is `fold_in(key, step)`.
+    accuracy, gradient and parameter norms, the learning rate and the new step. The step's
+    randomness (DSANet's SAO permutation) is `fold_in(key, step)`. A step whose loss terms
+    or norms are not finite returns the state unchanged.
     """
 
     def loss_fn(params, batch_stats, batch, key):
@@ -58,10 +66,15 @@ def make_train_step(model: ReIDModel, tx: optax.GradientTransformation, schedule
             grad_norm=optax.tree.norm(grads),
             param_norm=optax.tree.norm(params),
             lr=schedule(state.step),
+            step=state.step + 1,
         )
         new = state.replace(
             step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
         )
+        # A non-finite step changes nothing: the state stays the last finite one, and the
+        # loop stops at its next check (reidjax.divergence).
+        finite = divergence.all_finite(metrics)
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
         return new, metrics
 
     return train_step
@@ -150,11 +163,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     Writes `workdir/config.json` (the config as run), logs every `train.log_every` steps
     (`workdir/metrics.jsonl`, TensorBoard, a progress line; process 0 only), evaluates
     every `train.eval_every` steps and after the last one. Stops with an error naming the
-    step and the term when a logged loss is not finite. SIGTERM (preemption) saves a
-    checkpoint and returns.
+    step and the values when a loss term or a norm stops being finite, before any
+    non-finite state is saved.
 
     Raises:
-        UserError: (subclasses) the data, weights, checkpoint or config cannot work.
+        Preempted: SIGTERM arrived; the step reached was saved.
+        UserError: (subclasses) the data, weights, checkpoint or config cannot work, the
+            workdir is in use by another trainer, a save failed, or training diverged.
     """
     sharding.maybe_initialize_distributed()
     data, meta = experiment.open_data(config)
@@ -167,12 +182,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     tx, schedule = build_optimizer(config.optim, batches.steps_per_epoch, config.train.epochs)
     model = experiment.build(config, meta)
     experiment.write_config(workdir, config, meta)
-    ckpt = checkpoint.Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        config.train.keep_checkpoints,
-        config.train.checkpoint_every,
-    )
-    state, origin = experiment.restore_or_init(model, config, tx, mesh, ckpt)
+    lock = runlock.WorkdirLock(workdir)  # one trainer per workdir (process 0 holds it)
+    lock.acquire()
+    try:
+        ckpt = checkpoint.Checkpointer(
+            os.path.join(workdir, "checkpoints"),
+            config.train.keep_checkpoints,
+            config.train.checkpoint_every,
+        )
+        state, origin = experiment.restore_or_init(model, config, tx, mesh, ckpt)
+    except BaseException:
+        lock.release()
+        raise
     if jax.process_index() == 0:
         lines = [experiment.describe(model, config, meta), *run_plan.lines(), f"start: {origin}"]
         print("\n".join(lines), flush=True)
@@ -190,20 +211,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     stop = {"requested": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
     log = MetricsLog(workdir, total, spec.global_batch, start)
+    guard = None
     try:
         step = start
         for batch in to_device(stream, sharding.data_sharded(mesh), BATCH_KEYS):
             state, metrics = step_fn(state, batch, key)
             step += 1
-            if step % config.train.log_every == 0 or step == total:
+            guard = guard or divergence.DivergenceGuard(metrics)
+            guard.update(metrics)
+            logging_step = step % config.train.log_every == 0 or step == total
+            if logging_step or ckpt.due(step, force=step == total or stop["requested"]):
+                guard.check(ckpt.latest_step())  # before anything is written
+            if logging_step:
                 log.write(step, jax.device_get(metrics))
-            ckpt.save(step, state, force=step == total)
+            ckpt.save(step, state, force=step == total or stop["requested"])
             if evaluation is not None and evaluation.due(step, total):
+                guard.check(ckpt.latest_step())
                 evaluation.run(state, step, final=step == total, log=log)
-            if stop["requested"]:
-                ckpt.save(step, state, force=True)
-                logging.warning("SIGTERM: saved step %d, stopping", step)
-                break
+            if stop["requested"] and step < total:
+                ckpt.wait()
+                raise Preempted(step)
         ckpt.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -211,4 +238,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         if evaluation is not None:
             evaluation.close()
         log.close()
+        lock.release()
     return state

@@ -213,7 +213,7 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
     ]  # fmt: skip
     process = subprocess.Popen(
         [*args, "--config.train.num_steps=100000"], cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True, env=env,
+        stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
         assert process.stdout.readline().strip() == "workdir: runs/synthetic_smoke"
@@ -223,11 +223,11 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
             if line.startswith("step 4/"):
                 process.send_signal(signal.SIGTERM)
                 break
-        out = process.stdout.read()
-        assert process.wait(timeout=300) == 0
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 75, err[-3000:]  # preempted, saved: requeue me
     finally:
         process.kill()
-    stopped = int(out.split("trained to step ")[1].split(";")[0])
+    stopped = int(err.split("preempted: saved step ")[1].split(";")[0])
     assert 4 <= stopped < 100000
     assert (workdir / "checkpoints" / str(stopped)).is_dir()  # saved although not due
     result = subprocess.run(

@@ -1,0 +1,63 @@
+"""One trainer per workdir: an exclusive lock held by process 0 of the run.
+
+`fcntl.flock` on `WORKDIR/.lock`: the kernel releases it when the holding process exits,
+however it exits (`kill -9` included), so a stale lock never blocks a restart. The file
+records the holder (host, pid, start time) for the message a second trainer gets. The other
+processes of a multi-host run share the workdir legitimately and take no lock. On network
+file systems without flock support the lock may not hold across machines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+
+import jax
+
+from reidjax.errors import UserError
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirBusyError(UserError, RuntimeError):
+    """Another trainer holds the workdir."""
+
+
+class WorkdirLock:
+    """The exclusive lock of `workdir` (a no-op on processes other than 0)."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, LOCK_FILE)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock.
+
+        Raises:
+            WorkdirBusyError: another live trainer holds it (the message names it).
+        """
+        if jax.process_index() != 0 or self.fd is not None:
+            return
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 512).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise WorkdirBusyError(
+                f"{os.path.dirname(self.path)} is in use by another trainer ({holder}): "
+                "wait for it to finish or stop it, or train into another --workdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%F %T')}"
+        os.write(fd, holder.encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
