@@ -55,7 +55,7 @@ def main(argv):
             sys.stderr.flush()
             stderr = os.dup(2)
             os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-            os.write(stderr, f"error: {e}\n".encode())
+            os.write(stderr, f"\nerror: {e}\n".encode())  # after any half-written line
             os._exit(1)
         print(f"trained to step {int(state.step)}; checkpoints in {workdir}/checkpoints")
         return 0

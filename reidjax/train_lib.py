@@ -219,16 +219,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             step += 1
             guard = guard or divergence.DivergenceGuard(metrics)
             guard.update(metrics)
+            stopping = stop["requested"]  # read once: SIGTERM may arrive at any line
+            force = step == total or stopping
             logging_step = step % config.train.log_every == 0 or step == total
-            if logging_step or ckpt.due(step, force=step == total or stop["requested"]):
+            if logging_step or ckpt.due(step, force):
                 guard.check(ckpt.latest_step())  # before anything is written
             if logging_step:
                 log.write(step, jax.device_get(metrics))
-            ckpt.save(step, state, force=step == total or stop["requested"])
+            ckpt.save(step, state, force=force)
             if evaluation is not None and evaluation.due(step, total):
                 guard.check(ckpt.latest_step())
                 evaluation.run(state, step, final=step == total, log=log)
-            if stop["requested"] and step < total:
+            if stopping and step < total:
                 ckpt.wait()
                 raise Preempted(step)
         ckpt.wait()

@@ -184,12 +184,12 @@ def _mount_tmpfs(path, size):
 
 
 def test_full_disk_stops_at_the_first_failed_save(setup, tmp_path):
-    """A 4 MiB tmpfs workdir holds one checkpoint (2.3 MB: orbax's first, step 1) and the
-    logs, but not a second. Orbax logs its own write errors above; the last line is
-    reidjax's."""
+    """A 6 MiB tmpfs workdir holds two checkpoints of 2.3 MB (orbax's first, step 1, and
+    step 2) and the logs, but not a third. Orbax logs its own write errors above; the last
+    line is reidjax's."""
     data, reference = setup
     small = tmp_path / "small"
-    if not _mount_tmpfs(small, "4m"):
+    if not _mount_tmpfs(small, "6m"):
         pytest.skip("cannot mount a tmpfs here; test_failed_save_is_one_line covers the path")
     try:
         full = train(small, data, "--config.train.checkpoint_every=2")
@@ -197,6 +197,7 @@ def test_full_disk_stops_at_the_first_failed_save(setup, tmp_path):
         message = last_line(full.stderr)
         assert message.startswith("error: saving checkpoint step ")
         assert "(No space left on device; " in message and "MiB free there" in message
+        assert "the last complete checkpoint is step " in message, message
         failed = int(message.split("saving checkpoint step ")[1].split(" ")[0])
         kept = int(message.split("the last complete checkpoint is step ")[1].split(":")[0])
         assert kept < failed <= STEPS - 2
