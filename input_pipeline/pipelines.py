@@ -76,6 +76,10 @@ class TrainBatches:
         per_host = spec.global_batch // process_count
         self.positions = range(process_index * per_host, (process_index + 1) * per_host)
 
+    def dataset(self, start_step: int = 0, num_steps: int = 10**9) -> grain.MapDataset:
+        """Batches `start_step, start_step + 1, ...` as a grain `MapDataset`."""
+        return grain.MapDataset.range(start_step, start_step + num_steps).map(self)
+
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         """`clips` uint8 `[b, T, H, W, 3]`, `labels` / `cameras` int32 `[b]`, `step`."""
         s = self.spec
@@ -110,8 +114,7 @@ def train_dataset(
     """Batches `start_step, start_step + 1, ...` as a grain `MapDataset` (random access, so
     resuming at a step needs no replay). Iterate it through
     `.to_iter_dataset(grain.ReadOptions(num_threads=..., prefetch_buffer_size=...))`."""
-    batches = TrainBatches(data, spec, process_index, process_count)
-    return grain.MapDataset.range(start_step, start_step + num_steps).map(batches)
+    return TrainBatches(data, spec, process_index, process_count).dataset(start_step, num_steps)
 
 
 @dataclasses.dataclass(frozen=True)

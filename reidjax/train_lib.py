@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from input_pipeline.pipelines import TrainBatches, TrainSpec, to_device, train_dataset
+from input_pipeline.pipelines import TrainBatches, TrainSpec, to_device
 from reidjax import checkpoint, divergence, eval_lib, experiment, runlock, sharding
 from reidjax.experiment import TrainState
 from reidjax.metrics_log import MetricsLog
@@ -199,9 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         print("\n".join(lines), flush=True)
     start = int(state.step)
     step_fn = compile_train_step(model, tx, schedule, mesh)
-    stream = train_dataset(data, spec, start, total - start, jax.process_index(),
-                           jax.process_count())  # fmt: skip
-    stream = stream.to_iter_dataset(
+    stream = batches.dataset(start, total - start).to_iter_dataset(
         grain.ReadOptions(num_threads=config.train.data_threads, prefetch_buffer_size=4)
     )
     key = jax.random.key(config.seed + 1)
