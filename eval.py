@@ -10,10 +10,10 @@ dense clips, prints R1/R5/R10/R20/mAP/mINP and writes WORKDIR/eval/{results.json
 retrieval.png, attention.png (models with attention maps)}. WORKDIR defaults to
 runs/<config name>[_<variant>], as in train.py.
 
-iLIDS-VID is reported as the mean over its 10 splits: put `{split}` in the workdir and the
-dataset folder, e.g. --workdir 'runs/strf_ilids/split{split}'
---config.dataset.dir='/data/ilids_rec_split{split}'; each split is evaluated in its own
-workdir and the mean goes to the common parent folder's eval/results.json.
+iLIDS-VID and PRID2011 are reported as the mean over their 10 splits: put `{split}` in the
+workdir, e.g. --workdir 'runs/strf_ilids/split{split}'; split K is evaluated in its own
+workdir on its own prepared split (config.dataset.split = K), and the mean goes to the
+common parent folder's eval/results.json.
 """
 
 import os

@@ -26,7 +26,7 @@ import numpy as np
 
 from input_pipeline.ingest import ingest
 from input_pipeline.pipelines import TrainSpec, eval_dataset, train_dataset
-from input_pipeline.records import IngestedDataset
+from input_pipeline.records import ReIDDataset
 from input_pipeline.sampling import (
     ERASE_FILL,
     IdentitySampler,
@@ -138,7 +138,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         splits = render_splits(os.path.join(tmp, "src"), num_ids=args.ids, size=(256, 128))
         ingest(splits, os.path.join(tmp, "rec"), (256, 128))
-        data = IngestedDataset(os.path.join(tmp, "rec"))
+        data = ReIDDataset(os.path.join(tmp, "rec"))
         paths_by_record = {}
         for split in ("train", "query", "gallery"):
             index = data.splits[split]

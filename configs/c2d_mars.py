@@ -3,7 +3,7 @@
 Parameters: 24,792,753 (trunk + BN1d 23.51M + 625-way classifier).
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4, ≈235 steps of
 32 clips on MARS (`python tools/recipe.py --config configs/c2d_mars.py
---config.dataset.dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
+--config.dataset.data_dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
 ×0.1 every ≈11.7k steps.
 
     python tools/model_summary.py --config configs/c2d_mars.py

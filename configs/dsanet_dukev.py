@@ -3,7 +3,7 @@
 C2D ResNet-50 (last stride 1) with CEL, TLM, FWG and SAO.
 Recipe: `reidjax.recipes.dsanet_recipe`, which sets each of the paper's numbers.
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4; `python
-tools/recipe.py --config configs/dsanet_dukev.py --config.dataset.dir=DIR` prints its steps,
+tools/recipe.py --config configs/dsanet_dukev.py --config.dataset.data_dir=DIR` prints its steps,
 the total and the decay steps for a prepared dataset.
 
     python tools/model_summary.py --config configs/dsanet_dukev.py

@@ -4,7 +4,7 @@ C2D ResNet-50 (last stride 1) with CEL, TLM, FWG and SAO.
 Recipe: `reidjax.recipes.dsanet_recipe`, which sets each of the paper's numbers.
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4, ≈235 steps of
 32 clips on MARS (`python tools/recipe.py --config configs/dsanet_mars.py
---config.dataset.dir=DIR` prints the exact count): 200 epochs ≈ 47k steps, learning rate
+--config.dataset.data_dir=DIR` prints the exact count): 200 epochs ≈ 47k steps, learning rate
 ×0.1 every ≈9.4k steps.
 
     python tools/model_summary.py --config configs/dsanet_mars.py

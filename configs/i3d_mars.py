@@ -4,7 +4,7 @@
 ImageNet. Parameters: 28,921,521 (28.92M, as in Table 2).
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4, ≈235 steps of
 32 clips on MARS (`python tools/recipe.py --config configs/i3d_mars.py
---config.dataset.dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
+--config.dataset.data_dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
 ×0.1 every ≈11.7k steps.
 
     python tools/model_summary.py --config configs/i3d_mars.py

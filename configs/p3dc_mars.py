@@ -5,7 +5,7 @@ zero-initialised (3,1,1) temporal conv T. Parameters: 25,480,881 (25.48M, as in 
 `:backbone=p3da` / `:backbone=p3db` give the other P3D baselines (same size).
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4, ≈235 steps of
 32 clips on MARS (`python tools/recipe.py --config configs/p3dc_mars.py
---config.dataset.dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
+--config.dataset.data_dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
 ×0.1 every ≈11.7k steps.
 
     python tools/model_summary.py --config configs/p3dc_mars.py

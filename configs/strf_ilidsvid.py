@@ -6,7 +6,7 @@ STRF units (FAM + four FFMs, cascade temporal → spatial, (r_τ, r_ς) = (1, 3)
 on the input of the temporal conv of layer2 blocks {0, 2} and layer3 blocks {0, 2, 4}.
 Recipe: `reidjax.recipes.strf_recipe`, which sets each of the paper's numbers.
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4; `python
-tools/recipe.py --config configs/strf_ilidsvid.py --config.dataset.dir=DIR` prints its
+tools/recipe.py --config configs/strf_ilidsvid.py --config.dataset.data_dir=DIR` prints its
 steps, the total and the decay steps for a prepared dataset.
 
     python tools/model_summary.py --config configs/strf_ilidsvid.py

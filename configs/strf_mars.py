@@ -5,7 +5,7 @@ on the input of the temporal conv of layer2 blocks {0, 2} and layer3 blocks {0, 
 Recipe: `reidjax.recipes.strf_recipe`, which sets each of the paper's numbers.
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4, ≈235 steps of
 32 clips on MARS (`python tools/recipe.py --config configs/strf_mars.py
---config.dataset.dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
+--config.dataset.data_dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
 ×0.1 every ≈11.7k steps.
 
     python tools/model_summary.py --config configs/strf_mars.py

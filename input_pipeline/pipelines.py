@@ -1,24 +1,28 @@
-"""grain pipelines of training batches and evaluation clips over an ingested dataset.
+"""grain pipelines of training batches and evaluation clips over a prepared dataset.
 
 Training: element `s` of the `MapDataset` is global batch `s`, computed from (seed, s)
 alone; each host keeps its slice. Evaluation: ordered fixed-size batches of dense clips,
-with masks, padded so that every host runs the same number of batches. Both end at
-`to_device`: global `jax.Array`s sharded over the mesh, built from each host's slice.
+with masks, padded so that every host runs the same number of batches. Frames are decoded
+straight into the batch array, and flip and erasing are applied there in place: no
+per-frame array is made. `iterate` runs either over reader threads or worker processes
+(`config.input.workers`, `config.input.worker_kind`); the batches are the same. Both end
+at `to_device`: global `jax.Array`s sharded over the mesh, built from each host's slice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import grain
 import jax
 import numpy as np
 
-from input_pipeline.records import IngestedDataset, TrackletIndex
+from input_pipeline.records import ReIDDataset, TrackletIndex
 from input_pipeline.sampling import (
     TEST_SAMPLERS,
-    augment_clip,
+    augment_clip_inplace,
     dense_clips,
     make_batch_sampler,
     rrs_test_indices,
@@ -60,7 +64,7 @@ class TrainBatches:
     """
 
     def __init__(
-        self, data: IngestedDataset, spec: TrainSpec, process_index: int = 0, process_count: int = 1
+        self, data: ReIDDataset, spec: TrainSpec, process_index: int = 0, process_count: int = 1
     ):
         if spec.global_batch % process_count:
             raise ConfigError(
@@ -83,28 +87,26 @@ class TrainBatches:
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         """`clips` uint8 `[b, T, H, W, 3]`, `labels` / `cameras` int32 `[b]`, `step`."""
         s = self.spec
-        tracklets = self.sampler.batch(step)
-        clips, labels, cameras = [], [], []
-        for position in self.positions:
-            t = tracklets[position]
+        tracklets = self.sampler.batch(step)[self.positions.start : self.positions.stop]
+        h, w = self.data.size
+        clips = np.empty((len(tracklets), s.num_frames, h, w, 3), np.uint8)
+        for row, (position, t) in enumerate(zip(self.positions, tracklets, strict=True)):
             rng = np.random.default_rng([s.seed, 2, step, position])
             frames = temporal_indices(
                 int(self.index.count[t]), s.num_frames, s.sampler, rng, s.frame_stride
             )
-            clip = self.data.frames(self.index.first[t] + frames)
-            clips.append(augment_clip(clip, rng, s.flip_prob, s.erasing_prob))
-            labels.append(self.index.pid[t])
-            cameras.append(self.index.camid[t])
+            self.data.read_into(self.index.first[t] + frames, clips[row])
+            augment_clip_inplace(clips[row], rng, s.flip_prob, s.erasing_prob)
         return {
-            "clips": np.stack(clips),
-            "labels": np.asarray(labels, np.int32),
-            "cameras": np.asarray(cameras, np.int32),
+            "clips": clips,
+            "labels": self.index.pid[tracklets].astype(np.int32),
+            "cameras": self.index.camid[tracklets].astype(np.int32),
             "step": np.int64(step),
         }
 
 
 def train_dataset(
-    data: IngestedDataset,
+    data: ReIDDataset,
     spec: TrainSpec,
     start_step: int = 0,
     num_steps: int = 10**9,
@@ -127,7 +129,7 @@ class EvalClips:
 
 
 def eval_clips(
-    data: IngestedDataset, split: str | TrackletIndex, num_frames: int, sampler: str = "dense"
+    data: ReIDDataset, split: str | TrackletIndex, num_frames: int, sampler: str = "dense"
 ) -> EvalClips:
     """The test clips of every tracklet of `split` (a split name or a `TrackletIndex`).
 
@@ -160,7 +162,7 @@ class EvalBatches:
 
     def __init__(
         self,
-        data: IngestedDataset,
+        data: ReIDDataset,
         split: str | TrackletIndex,
         num_frames: int,
         batch_size: int,
@@ -186,7 +188,7 @@ class EvalBatches:
         global_batch = i * self.process_count + self.process_index
         start = global_batch * self.batch_size
         h, w = self.data.size
-        clips = np.zeros((self.batch_size, self.num_frames, h, w, 3), np.uint8)
+        clips = np.zeros((self.batch_size, self.num_frames, h, w, 3), np.uint8)  # pads: 0
         mask = np.zeros((self.batch_size, self.num_frames), bool)
         tracklet = np.full(self.batch_size, -1, np.int32)
         frame_index = np.full((self.batch_size, self.num_frames), -1, np.int32)
@@ -194,7 +196,7 @@ class EvalBatches:
             range(start, min(start + self.batch_size, len(self.clips.tracklet)))
         ):
             t = self.clips.tracklet[c]
-            clips[row] = self.data.frames(self.index.first[t] + self.clips.frames[c])
+            self.data.read_into(self.index.first[t] + self.clips.frames[c], clips[row])
             mask[row] = self.clips.mask[c]
             tracklet[row] = t
             frame_index[row] = self.clips.frames[c]
@@ -207,7 +209,7 @@ class EvalBatches:
 
 
 def eval_dataset(
-    data: IngestedDataset,
+    data: ReIDDataset,
     split: str | TrackletIndex,
     num_frames: int,
     batch_size: int,
@@ -221,6 +223,42 @@ def eval_dataset(
         data, split, num_frames, batch_size, process_index, process_count, sampler
     )
     return grain.MapDataset.range(len(batches)).map(batches)
+
+
+WORKER_KINDS = ("auto", "threads", "processes")
+# `auto` chooses processes from this many cores up: below it, the worker processes and the
+# training process compete for too few cores (docs/benchmarks.md).
+AUTO_PROCESSES_MIN_CORES = 8
+
+
+def worker_kind(kind: str, cpus: int | None = None) -> str:
+    """`threads` or `processes` for `kind` (one of `WORKER_KINDS`) on `cpus` cores."""
+    if kind not in WORKER_KINDS:
+        raise ConfigError(f"Unknown worker kind {kind!r}; valid: {list(WORKER_KINDS)}")
+    if kind == "auto":
+        cpus = cpus or os.cpu_count() or 1
+        return "processes" if cpus >= AUTO_PROCESSES_MIN_CORES else "threads"
+    return kind
+
+
+def iterate(
+    dataset: grain.MapDataset, workers: int, kind: str = "auto", prefetch: int = 4
+) -> grain.IterDataset:
+    """Iterates `dataset` in order with `workers` reader threads, or `workers` worker
+    processes (spawned; batches reach this process through shared memory). 0 workers:
+    in this thread. The elements are the same whatever the choice."""
+    if workers <= 0:
+        return dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    if worker_kind(kind) == "threads":
+        return dataset.to_iter_dataset(
+            grain.ReadOptions(num_threads=workers, prefetch_buffer_size=prefetch)
+        )
+    per_worker = grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)
+    return dataset.to_iter_dataset(per_worker).mp_prefetch(
+        grain.MultiprocessingOptions(
+            num_workers=workers, per_worker_buffer_size=max(1, prefetch // workers)
+        )
+    )
 
 
 def to_device(

@@ -1,86 +1,107 @@
-"""Random access to an ingested dataset (`input_pipeline.ingest` output)."""
+"""Random access to a prepared dataset: its tracklet table and its JPEG frames.
+
+A dataset is prepared once by its tensorflow-datasets builder (`input_pipeline.builders`,
+`python -m input_pipeline.build`) and read here through `tfds.data_source` with the image
+decoder skipped: each frame comes back as its stored JPEG bytes, which `read_into` decodes
+with libjpeg-turbo (simplejpeg) straight into the caller's batch array. The decoded pixels
+are those PIL gives for the same bytes (the same library, the same default settings).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import os
 
 import numpy as np
-from PIL import Image
+import simplejpeg
 
+from input_pipeline.builders import FORMAT_VERSION, SPLITS, TFDS_NAMES
 from input_pipeline.datasets.tracklets import DatasetError
 
-# The ingested format (written by `input_pipeline.ingest`).
-FORMAT_VERSION = 1
-SPLITS = ("train", "query", "gallery")
-MANIFEST = "manifest.json"
-INDEX = "tracklets.npz"
+DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrackletIndex:
-    """The tracklets of one split: record range, pid and camera of each (arrays `[N]`)."""
+    """The tracklets of one split: record range, pid and camera of each (arrays `[N]`),
+    and the first frame's path relative to the dataset's source folder."""
 
     pid: np.ndarray
     camid: np.ndarray
     first: np.ndarray
     count: np.ndarray
+    source: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.pid)
 
 
-class IngestedDataset:
-    """An ingested dataset: manifest, per-split tracklet index, and frame decoding.
+def dataset_dir(name: str, config: str, data_dir: str = DEFAULT_DATA_DIR) -> str:
+    """Where the builder of `name` writes config `config` under `data_dir`."""
+    if name not in TFDS_NAMES:
+        raise DatasetError(f"Unknown dataset {name!r}; valid: {sorted(TFDS_NAMES)}")
+    return os.path.join(os.path.expanduser(data_dir), TFDS_NAMES[name], config, FORMAT_VERSION)
+
+
+class ReIDDataset:
+    """A prepared dataset: per-split tracklet index and frame decoding.
 
     Args:
-        directory: the `--out` folder of `python -m input_pipeline.ingest`.
+        name: the dataset (`mars`, `lsvid`, `dukev`, `ilidsvid`, `prid2011`, `synthetic`,
+            `folder`).
+        config: its builder config (`input_pipeline.builders.config_name`).
+        data_dir: the TFDS data dir it was built in.
 
     Raises:
-        DatasetError: a missing folder (with the ingest command to run), or another format.
+        DatasetError: the dataset is not prepared there (the message gives the command that
+            prepares it).
     """
 
-    def __init__(self, directory: str):
-        manifest_path = os.path.join(directory, MANIFEST)
-        if not os.path.isfile(manifest_path):
+    def __init__(self, name: str, config: str, data_dir: str = DEFAULT_DATA_DIR):
+        self.name, self.config = name, config
+        self.data_dir = os.path.expanduser(data_dir)
+        self.directory = dataset_dir(name, config, data_dir)
+        if not os.path.isfile(os.path.join(self.directory, "dataset_info.json")):
             raise DatasetError(
-                f"no ingested dataset at {directory} (missing {MANIFEST}); create it with: "
-                "python -m input_pipeline.ingest --dataset NAME --root DATASET_DIR "
-                f"--out {directory}"
-            )
-        with open(manifest_path) as f:
-            self.manifest = json.load(f)
-        if self.manifest.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(
-                f"{directory} has format version {self.manifest.get('format_version')}, this "
-                f"reidjax reads {FORMAT_VERSION}: ingest it again"
-            )
-        self.directory = directory
-        with np.load(os.path.join(directory, INDEX)) as index:
-            index = {k: index[k] for k in index.files}
-        self.splits = {}
-        for split_id, split in enumerate(SPLITS):
-            keep = index["split"] == split_id
-            self.splits[split] = TrackletIndex(
-                index["pid"][keep], index["camid"][keep], index["first"][keep], index["count"][keep]
+                f"{name} ({config}) is not prepared in {self.data_dir}: {build_command(name, config, data_dir)}"
             )
         self._source = None
+        metadata = self.source.dataset_info.metadata
+        self.manifest = {"name": metadata["name"], "size": tuple(metadata["size"])}
+        table = {k: np.asarray(v) for k, v in metadata["tracklets"].items()}
+        self.num_frames = len(self.source)
+        self.splits = {}
+        for split_id, split in enumerate(SPLITS):
+            keep = table["split"] == split_id
+            self.splits[split] = TrackletIndex(
+                table["pid"][keep].astype(np.int64),
+                table["camid"][keep].astype(np.int64),
+                table["first"][keep].astype(np.int64),
+                table["count"][keep].astype(np.int64),
+                tuple(table["source"][keep].tolist()),
+            )
 
     @property
     def size(self) -> tuple[int, int]:
-        return tuple(self.manifest["size"])
+        """(height, width) of the stored frames."""
+        return self.manifest["size"]
 
     @property
     def source(self):
-        """A grain `ArrayRecordDataSource` over every frame record (opened lazily, so the
-        object can be sent to worker processes before first use)."""
+        """The `frames` split as a `tfds.data_source` with the JPEG bytes left encoded
+        (opened lazily, so the object can be sent to worker processes before first use)."""
         if self._source is None:
-            import grain.python as grain
+            import tensorflow_datasets as tfds
 
-            paths = [os.path.join(self.directory, s) for s in self.manifest["shards"]]
-            self._source = grain.ArrayRecordDataSource(paths)
+            import input_pipeline.builders  # noqa: F401  (the builder configs)
+
+            self._source = tfds.data_source(
+                f"{TFDS_NAMES[self.name]}/{self.config}",
+                split="frames",
+                data_dir=self.data_dir,
+                download=False,
+                decoders={"image": tfds.decode.SkipDecoding()},
+            )
         return self._source
 
     def __getstate__(self):
@@ -88,18 +109,40 @@ class IngestedDataset:
         state["_source"] = None
         return state
 
+    def encoded(self, record: int) -> bytes:
+        """The stored JPEG bytes of frame `record`."""
+        return self.source[int(record)]["image"]
+
+    def read_into(self, records, out: np.ndarray) -> np.ndarray:
+        """Decodes frames `records` into `out` (uint8 `[N, H, W, 3]`, C-contiguous rows)."""
+        source, shape = self.source, out.shape[1:]
+        for k, record in enumerate(records):
+            frame = simplejpeg.decode_jpeg(source[int(record)]["image"], buffer=out[k])
+            if frame.shape != shape:
+                raise DatasetError(f"frame {record} of {self.directory} is {frame.shape}, not {shape}")
+        return out
+
     def frame(self, record: int) -> np.ndarray:
         """Decodes frame `record`: uint8 `[H, W, 3]`."""
-        return decode(self.source[int(record)])
+        return self.frames([record])[0]
 
     def frames(self, records) -> np.ndarray:
         """Decodes several frames: uint8 `[N, H, W, 3]`."""
-        return np.stack([self.frame(r) for r in records])
+        records = np.asarray(records).reshape(-1)
+        h, w = self.size
+        return self.read_into(records, np.empty((len(records), h, w, 3), np.uint8))
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> uint8 `[H, W, 3]` RGB."""
-    with Image.open(io.BytesIO(data)) as image:
-        if image.mode != "RGB":  # ingested JPEGs are RGB already: skip the copy
-            image = image.convert("RGB")
-        return np.asarray(image)
+def build_command(name: str, config: str, data_dir: str = DEFAULT_DATA_DIR) -> str:
+    """The command that prepares `name` / `config` in `data_dir`."""
+    from input_pipeline.builders import ReIDConfig
+
+    cfg = ReIDConfig.parse(config)
+    h, w = cfg.size
+    manual = "" if name == "synthetic" else " --manual_dir DATASET_DIR"
+    split = f" --split {cfg.split}" if name in ("ilidsvid", "prid2011") else ""
+    folder = f" --name {config.rsplit('_', 1)[0]}" if name == "folder" else ""
+    return (
+        f"python -m input_pipeline.build --dataset {name}{folder}{manual} "
+        f"--data_dir {data_dir} --size {h}x{w}{split}"
+    )

@@ -198,13 +198,19 @@ def augment_clip(
     clip: np.ndarray, rng: np.random.Generator, flip_prob: float, erasing_prob: float
 ) -> np.ndarray:
     """Clip-consistent horizontal flip and random erasing of a uint8 clip `[T, H, W, 3]`:
-    one decision and one box for all frames."""
+    one decision and one box for all frames. Returns a new array."""
+    return augment_clip_inplace(np.array(clip), rng, flip_prob, erasing_prob)
+
+
+def augment_clip_inplace(
+    clip: np.ndarray, rng: np.random.Generator, flip_prob: float, erasing_prob: float
+) -> np.ndarray:
+    """`augment_clip` in place (the random draws and the result are the same)."""
     if rng.random() < flip_prob:
-        clip = clip[:, :, ::-1]
+        clip[...] = clip[:, :, ::-1]  # numpy copies through a buffer when views overlap
     if rng.random() < erasing_prob:
         box = random_erasing_box(clip.shape[1], clip.shape[2], rng)
         if box is not None:
             top, left, h, w = box
-            clip = clip.copy()
             clip[:, top : top + h, left : left + w] = ERASE_FILL.astype(np.uint8)
-    return np.ascontiguousarray(clip)
+    return clip

@@ -1,32 +1,24 @@
 """A built-in synthetic video re-ID dataset: procedural people walking past cameras.
 
-    python -m input_pipeline.synthetic --out ~/.cache/reidjax/synthetic
-    python -m input_pipeline.synthetic --out DIR --ids 200 --cameras 6 --seed 1 --size 256x128
-
 Each identity has its own clothing colours and texture (plain, stripes or checks), body
 proportions, hair, an optional bag and a gait phase; each camera its own background,
 lighting and occluders (a pole or a low box); each tracklet walks with a gait-like leg and
 arm swing and bounding-box jitter (misalignment): the nuisances STRF and DSANet target.
 The first half of the identities train (every camera they appear in); for each test
 identity one tracklet is a query and its tracklets from other cameras are the gallery.
-Everything is a pure function of the seed. The output is the ingested format of
-`input_pipeline.ingest`.
+Everything is a pure function of the seed. It is stored like every other dataset, through
+its tensorflow-datasets builder (`input_pipeline.builders.reid_synthetic`):
+
+    python -m input_pipeline.build --dataset synthetic --size 128x64 --data_dir DIR
+
+and training on `dataset.name = "synthetic"` builds it on first use.
 """
 
 from __future__ import annotations
 
-import argparse
-import multiprocessing
-import os
-import shutil
-import sys
-import tempfile
-
 import numpy as np
-from PIL import Image
 
 from input_pipeline.datasets.tracklets import Splits, Tracklet, relabel
-from input_pipeline.ingest import ingest, parse_size
 
 PALETTE = np.array(
     [[200, 30, 30], [30, 60, 190], [240, 220, 40], [30, 150, 60], [240, 240, 240],
@@ -152,17 +144,6 @@ def _paint(img: np.ndarray, mask: np.ndarray, colour) -> None:
     img[mask] = colour
 
 
-def _write_tracklet(job) -> tuple[str, ...]:
-    seed, pid, cam, index, length, size, folder = job
-    frames = render_tracklet(seed, pid, cam, index, length, size)
-    paths = []
-    for f, frame in enumerate(frames):
-        path = os.path.join(folder, f"{pid:04d}_c{cam}_t{index}_{f:03d}.jpg")
-        Image.fromarray(frame).save(path, quality=95)
-        paths.append(path)
-    return tuple(paths)
-
-
 def layout(num_ids: int, num_cameras: int, seed: int) -> list[tuple[str, int, int, int, int]]:
     """(split, pid, cam, tracklet index, length) of every tracklet."""
     rng = np.random.default_rng([seed, 4])
@@ -184,66 +165,18 @@ def layout(num_ids: int, num_cameras: int, seed: int) -> list[tuple[str, int, in
     return out
 
 
-def render_splits(
-    folder: str,
-    num_ids: int = 200,
-    num_cameras: int = 4,
-    seed: int = 0,
-    size: tuple[int, int] = (128, 64),
-    workers: int | None = None,
-) -> Splits:
-    """Renders every tracklet as JPEG files into `folder`; returns the splits (train relabelled)."""
+def frame_name(pid: int, cam: int, index: int, frame: int) -> str:
+    """The name a synthetic frame is known by (the tracklet table's `source`)."""
+    return f"{pid:04d}_c{cam}_t{index}_{frame:03d}.jpg"
+
+
+def splits(num_ids: int = 200, num_cameras: int = 4, seed: int = 0) -> Splits:
+    """The tracklets (frames named by `frame_name`; train relabelled), without rendering."""
     if num_ids < 4 or num_cameras < 2:
         raise ValueError("the synthetic dataset needs at least 4 identities and 2 cameras")
-    os.makedirs(folder, exist_ok=True)
-    tracklets = layout(num_ids, num_cameras, seed)
-    jobs = [(seed, pid, cam, i, n, size, folder) for _, pid, cam, i, n in tracklets]
-    workers = workers or os.cpu_count() or 1
-    if workers > 1:
-        with multiprocessing.Pool(workers) as pool:
-            frames = pool.map(_write_tracklet, jobs, chunksize=8)
-    else:
-        frames = list(map(_write_tracklet, jobs))
-    splits = {"train": [], "query": [], "gallery": []}
-    for (split, pid, cam, _, _), paths in zip(tracklets, frames, strict=True):
-        splits[split].append(Tracklet(paths, pid, cam))
-    splits["train"] = relabel(splits["train"])
-    return Splits(f"synthetic ({num_ids} ids, {num_cameras} cameras, seed {seed})", **splits)
-
-
-def generate(
-    out: str,
-    num_ids: int = 200,
-    num_cameras: int = 4,
-    seed: int = 0,
-    size: tuple[int, int] = (128, 64),
-    workers: int | None = None,
-    overwrite: bool = False,
-) -> dict:
-    """Renders the dataset and writes it in the ingested format to `out`; returns the manifest."""
-    with tempfile.TemporaryDirectory(prefix="reidjax-synthetic-") as tmp:
-        splits = render_splits(tmp, num_ids, num_cameras, seed, size, workers)
-        return ingest(splits, out, size, workers=workers, overwrite=overwrite, dataset="synthetic")
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--ids", type=int, default=200)
-    parser.add_argument("--cameras", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=parse_size, default=(128, 64), help="HxW")
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    if args.overwrite and os.path.isdir(args.out):
-        shutil.rmtree(args.out)
-    manifest = generate(
-        args.out, args.ids, args.cameras, args.seed, args.size, args.workers or None
-    )
-    print(f"wrote {manifest['records']:,} frames to {args.out}: {manifest['splits']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    out = {"train": [], "query": [], "gallery": []}
+    for split, pid, cam, index, length in layout(num_ids, num_cameras, seed):
+        names = tuple(frame_name(pid, cam, index, f) for f in range(length))
+        out[split].append(Tracklet(names, pid, cam))
+    out["train"] = relabel(out["train"])
+    return Splits(f"synthetic ({num_ids} ids, {num_cameras} cameras, seed {seed})", **out)

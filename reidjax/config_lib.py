@@ -31,15 +31,23 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "mars"
-    # The ingested dataset folder (python -m input_pipeline.ingest ... --out DIR). For
-    # "synthetic", it is generated there on first use.
-    config.dataset.dir = ""
-    config.dataset.num_cameras = 0  # 0: from the dataset registry (or the ingested data).
+    # The tensorflow-datasets data dir the dataset was built in (python -m
+    # input_pipeline.build ... --data_dir DIR); "synthetic" is built there on first use.
+    config.dataset.data_dir = "~/tensorflow_datasets"
+    # iLIDS-VID / PRID2011: which of the ten train/test splits (0-9).
+    config.dataset.split = 0
+    # "folder" datasets (your own): the --name given to python -m input_pipeline.build.
+    config.dataset.folder_name = ""
+    config.dataset.num_cameras = 0  # 0: from the dataset registry (or the prepared data).
     config.dataset.synthetic_ids = 200
     config.dataset.synthetic_cameras = 4
 
     config.input = ml_collections.ConfigDict()
     config.input.num_frames = 4  # T: frames per clip.
+    # Readers that decode frames (training and evaluation): `workers` threads or worker
+    # processes; "auto" = processes on hosts with 8+ cores, threads below. 0: inline.
+    config.input.workers = 2
+    config.input.worker_kind = "auto"  # auto | threads | processes
     config.input.height = 256
     config.input.width = 128
     # Training clips: "stride" (T frames at `frame_stride` from a random start),
@@ -101,7 +109,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.log_every = 20
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
-    config.train.data_threads = 2  # grain read threads (threads beat processes on 2 cores)
     # Evaluate every N steps during training (0: only after the last step; -1: never).
     config.train.eval_every = 0
 
@@ -114,7 +121,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.rerank_k1 = 20
     config.eval.rerank_k2 = 6
     config.eval.rerank_lambda = 0.3
-    config.eval.data_threads = 2
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # devices on the data axis; -1 = all

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from input_pipeline.datasets.ilidsvid import NUM_SPLITS
-from input_pipeline.records import IngestedDataset
+from input_pipeline.records import ReIDDataset
 from input_pipeline.sampling import dense_clips
 from reidjax import checkpoint, experiment, report, sharding
 from reidjax.evaluator import Evaluator
@@ -19,7 +19,7 @@ from reidjax.metrics_log import MetricsLog
 from reidjax.models import ReIDModel
 
 
-def attention_inputs(data: IngestedDataset, num_frames: int, count: int = 3) -> np.ndarray:
+def attention_inputs(data: ReIDDataset, num_frames: int, count: int = 3) -> np.ndarray:
     """The first clip of `count` query tracklets spread over the split: uint8
     `[count, T, H, W, 3]` (the clips the attention picture shows)."""
     query = data.splits["query"]
@@ -31,7 +31,7 @@ def attention_inputs(data: IngestedDataset, num_frames: int, count: int = 3) -> 
     return np.stack(clips)
 
 
-def attention(model: ReIDModel, variables: dict, data: IngestedDataset, num_frames: int):
+def attention(model: ReIDModel, variables: dict, data: ReIDDataset, num_frames: int):
     """(clips, {label: maps `[B, T, h, w]`}) of the model's attention maps, or None for a
     family without any."""
     if not model.maps:
@@ -50,7 +50,7 @@ class PeriodicEvaluation:
         self,
         config: ml_collections.ConfigDict,
         model: ReIDModel,
-        data: IngestedDataset,
+        data: ReIDDataset,
         mesh: jax.sharding.Mesh,
         workdir: str,
     ):
@@ -147,8 +147,8 @@ def evaluate_splits(
 ) -> dict[str, dict]:
     """`evaluate_workdir` on each of iLIDS-VID's 10 splits, and their mean.
 
-    `{split}` in `workdir` and `config.dataset.dir` is replaced by 0..9: each split has
-    its own training run and prepared dataset. The mean goes to the common parent folder's
+    `{split}` in `workdir` is replaced by 0..9 and `config.dataset.split` set to it: each
+    split has its own training run and prepared dataset (builder config `splitK_HxW`). The mean goes to the common parent folder's
     `eval/results.json` (or `output`).
 
     Returns:
@@ -158,7 +158,7 @@ def evaluate_splits(
     for split in range(NUM_SPLITS):
         split_config = config.copy_and_resolve_references()
         with split_config.unlocked():
-            split_config.dataset.dir = config.dataset.dir.replace("{split}", str(split))
+            split_config.dataset.split = split
         rows[f"split {split}"] = evaluate_workdir(
             split_config, workdir.replace("{split}", str(split)), **kwargs
         )

@@ -21,14 +21,13 @@ import logging
 import time
 from collections.abc import Callable
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from input_pipeline.pipelines import eval_dataset, to_device
-from input_pipeline.records import IngestedDataset, TrackletIndex
+from input_pipeline.pipelines import eval_dataset, iterate, to_device
+from input_pipeline.records import ReIDDataset, TrackletIndex
 from input_pipeline.sampling import TEST_SAMPLERS
 from reidjax import metrics, sharding
 from reidjax.errors import ConfigError
@@ -102,7 +101,7 @@ class Evaluator:
         self,
         predict_fn: PredictFn,
         config: ml_collections.ConfigDict,
-        data: IngestedDataset,
+        data: ReIDDataset,
         mesh: jax.sharding.Mesh,
         progress: Callable[[str], None] | None = print,
     ):
@@ -159,7 +158,7 @@ class Evaluator:
             self.dim = jax.eval_shape(self.predict_fn, variables, x).shape[-1]
         sums = jax.device_put(jnp.zeros((len(index), self.dim), jnp.float32), self.repl)
         weights = jax.device_put(jnp.zeros((len(index),), jnp.float32), self.repl)
-        stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=c.eval.data_threads))
+        stream = iterate(dataset, c.input.workers, c.input.worker_kind)
         frames_per_batch = c.eval.batch_size * c.input.num_frames
         start = last = time.perf_counter()
         for i, batch in enumerate(to_device(stream, self.batch_sharding, EVAL_KEYS)):

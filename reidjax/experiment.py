@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from typing import Any
 
 import flax
@@ -27,9 +28,13 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
+from input_pipeline.build import build_dataset
+from input_pipeline.builders import SPLIT_DATASETS, config_name
+from input_pipeline.builders.reid_synthetic.reid_synthetic_dataset_builder import (
+    synthetic_config,
+)
 from input_pipeline.datasets import DATASETS
-from input_pipeline.records import IngestedDataset
-from input_pipeline.synthetic import generate as generate_synthetic
+from input_pipeline.records import ReIDDataset, dataset_dir
 from reidjax import checkpoint, sharding, weights
 from reidjax.errors import ConfigError
 from reidjax.models import ReIDModel, build_model
@@ -53,11 +58,11 @@ class DataMeta:
     frame_size: tuple[int, int]
 
     @classmethod
-    def of(cls, data: IngestedDataset) -> DataMeta:
+    def of(cls, data: ReIDDataset) -> DataMeta:
         """The metadata of a prepared dataset (its training split)."""
         train = data.splits["train"]
         return cls(
-            name=data.manifest.get("name", os.path.basename(data.directory)),
+            name=data.manifest["name"],
             num_train_ids=len(np.unique(train.pid)),
             num_cameras=int(max(train.camid.max(initial=0), 0) + 1),
             frame_size=tuple(data.size),
@@ -116,55 +121,57 @@ def write_config(workdir: str, config: ml_collections.ConfigDict, meta: DataMeta
 # ----------------------------------------------------------------------------- data
 
 
-def synthetic_dir(config: ml_collections.ConfigDict) -> str:
-    """Where the synthetic dataset of the config lives (generated on first use)."""
-    d, i = config.dataset, config.input
-    return os.path.expanduser(d.dir) or os.path.expanduser(
-        f"~/.cache/reidjax/synthetic-{d.synthetic_ids}ids-{d.synthetic_cameras}cams-"
-        f"{i.height}x{i.width}-seed{config.seed}"
-    )
-
-
-def _generate_synthetic_once(config: ml_collections.ConfigDict, directory: str) -> None:
-    if os.path.exists(os.path.join(directory, "manifest.json")):
-        return
-    logging.info("generating the synthetic dataset in %s", directory)
-    generate_synthetic(
-        directory,
-        config.dataset.synthetic_ids,
-        config.dataset.synthetic_cameras,
-        config.seed,
-        (config.input.height, config.input.width),
-        overwrite=True,
-    )
-
-
-def open_dataset(config: ml_collections.ConfigDict) -> IngestedDataset:
-    """The prepared dataset of the config; the synthetic one is generated on first use
-    (by process 0 first, so that hosts sharing a file system write it once).
+def builder_config(config: ml_collections.ConfigDict) -> str:
+    """The tensorflow-datasets builder config the config reads: the frame size, plus the
+    split (iLIDS-VID, PRID2011), the folder dataset's name, or the synthetic options.
 
     Raises:
-        DatasetError: no dataset at `config.dataset.dir` (the message says how to make it).
+        ConfigError: a folder dataset without `config.dataset.folder_name`.
     """
+    d, size = config.dataset, (config.input.height, config.input.width)
+    if d.name == "synthetic":
+        return synthetic_config(d.synthetic_ids, d.synthetic_cameras, config.seed, size)
+    if d.name in SPLIT_DATASETS:
+        return config_name(size, d.split)
+    if d.name == "folder":
+        if not d.folder_name:
+            raise ConfigError(
+                "config.dataset.folder_name is empty: set it to the --name the dataset was "
+                "built with (python -m input_pipeline.build --dataset folder --name NAME ...)"
+            )
+        return config_name(size, prefix=d.folder_name)
+    return config_name(size)
+
+
+def _build_synthetic_once(config: ml_collections.ConfigDict, name: str) -> None:
+    data_dir = os.path.expanduser(config.dataset.data_dir)
+    if os.path.isfile(os.path.join(dataset_dir("synthetic", name, data_dir), "dataset_info.json")):
+        return
+    print(f"building the synthetic dataset {name} in {data_dir} (once)...", flush=True)
+    start = time.perf_counter()
+    data = build_dataset("synthetic", name, data_dir, quiet=True)
+    print(f"built {data.num_frames:,} frames in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def open_dataset(config: ml_collections.ConfigDict) -> ReIDDataset:
+    """The prepared dataset of the config; the synthetic one is built on first use (by
+    process 0 first, so that hosts sharing a file system write it once).
+
+    Raises:
+        DatasetError: the dataset is not prepared in `config.dataset.data_dir` (the message
+            gives the command that prepares it).
+    """
+    name = builder_config(config)
     if config.dataset.name == "synthetic":
-        directory = synthetic_dir(config)
         if jax.process_index() == 0:
-            _generate_synthetic_once(config, directory)
+            _build_synthetic_once(config, name)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("reidjax synthetic dataset")
-            _generate_synthetic_once(config, directory)  # hosts without a shared disk
-        return IngestedDataset(directory)
-    directory = os.path.expanduser(config.dataset.dir)
-    if not directory:
-        raise ConfigError(
-            f"config.dataset.dir is empty: ingest {config.dataset.name} first with "
-            f"python -m input_pipeline.ingest --dataset {config.dataset.name} --root "
-            f"DATASET_DIR --out DIR, then pass --config.dataset.dir=DIR"
-        )
-    return IngestedDataset(directory)
+            _build_synthetic_once(config, name)  # hosts without a shared disk
+    return ReIDDataset(config.dataset.name, name, config.dataset.data_dir)
 
 
-def open_data(config: ml_collections.ConfigDict) -> tuple[IngestedDataset, DataMeta]:
+def open_data(config: ml_collections.ConfigDict) -> tuple[ReIDDataset, DataMeta]:
     """`open_dataset` and its metadata, checked against the config's frame size.
 
     Raises:
@@ -173,11 +180,10 @@ def open_data(config: ml_collections.ConfigDict) -> tuple[IngestedDataset, DataM
     data = open_dataset(config)
     meta = DataMeta.of(data)
     want = (config.input.height, config.input.width)
-    if meta.frame_size != want:
-        h, w = meta.frame_size
+    if meta.frame_size != want:  # only a config name pointing at other frames can do this
         raise ConfigError(
-            f"the ingested frames are {h}x{w} but the config expects {want[0]}x{want[1]}: "
-            "ingest with --size or change config.input.height/width"
+            f"the frames of {data.directory} are {meta.frame_size[0]}x{meta.frame_size[1]} "
+            f"but the config expects {want[0]}x{want[1]}"
         )
     return data, meta
 

@@ -8,7 +8,7 @@ import os
 import jax
 import numpy as np
 
-from input_pipeline.records import IngestedDataset
+from input_pipeline.records import ReIDDataset
 from reidjax import visualize
 from reidjax.evaluator import EvalResult
 
@@ -51,7 +51,7 @@ def write_json(path: str, numbers: dict) -> None:
 def write_report(
     result: EvalResult,
     out_dir: str,
-    data: IngestedDataset,
+    data: ReIDDataset,
     *,
     step: int | None,
     title: str,

@@ -11,14 +11,13 @@ import dataclasses
 import os
 import signal
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
-from input_pipeline.pipelines import TrainBatches, TrainSpec, to_device
+from input_pipeline.pipelines import TrainBatches, TrainSpec, iterate, to_device
 from reidjax import checkpoint, divergence, eval_lib, experiment, runlock, sharding
 from reidjax.experiment import TrainState
 from reidjax.metrics_log import MetricsLog
@@ -199,8 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         print("\n".join(lines), flush=True)
     start = int(state.step)
     step_fn = compile_train_step(model, tx, schedule, mesh)
-    stream = batches.dataset(start, total - start).to_iter_dataset(
-        grain.ReadOptions(num_threads=config.train.data_threads, prefetch_buffer_size=4)
+    stream = iterate(
+        batches.dataset(start, total - start), config.input.workers, config.input.worker_kind
     )
     key = jax.random.key(config.seed + 1)
     evaluation = None

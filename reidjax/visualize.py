@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from input_pipeline.records import IngestedDataset, TrackletIndex
+from input_pipeline.records import ReIDDataset, TrackletIndex
 
 CORRECT, WRONG, QUERY = (0.13, 0.7, 0.2), (0.85, 0.1, 0.1), (0.2, 0.35, 0.9)
 
@@ -29,7 +29,7 @@ def plot_cmc(curves: dict[str, np.ndarray], path: str, title: str = "CMC") -> No
     fig.savefig(path)
 
 
-def thumbnail(data: IngestedDataset, index: TrackletIndex, i: int) -> np.ndarray:
+def thumbnail(data: ReIDDataset, index: TrackletIndex, i: int) -> np.ndarray:
     """The middle frame of tracklet `i` of `index`."""
     return data.frame(int(index.first[i]) + int(index.count[i]) // 2)
 
@@ -52,7 +52,7 @@ def ranked_gallery(result, qi: int, top: int) -> np.ndarray:
 
 
 def retrieval_grid(
-    result, data: IngestedDataset, path: str, num_queries: int = 8, top: int = 10
+    result, data: ReIDDataset, path: str, num_queries: int = 8, top: int = 10
 ) -> None:
     """Query thumbnails (blue) and their top-`top` gallery tracklets, green when the
     identity is right and red when wrong, as in the papers' retrieval figures."""

@@ -10,7 +10,7 @@ from PIL import Image
 from input_pipeline import ingest as ingest_lib
 from input_pipeline.datasets import dukev, mars
 from input_pipeline.datasets.tracklets import DatasetError
-from input_pipeline.records import IngestedDataset
+from input_pipeline.records import ReIDDataset
 from tests import fixtures
 
 
@@ -41,7 +41,7 @@ def test_mars_round_trip_is_exact_and_queries_stored_once(tmp_path):
     fixtures.write_mars(str(tmp_path / "src"))
     splits = mars.load(str(tmp_path / "src"))
     manifest = ingest_lib.ingest(splits, str(tmp_path / "out"), (16, 8), workers=2)
-    data = IngestedDataset(str(tmp_path / "out"))
+    data = ReIDDataset(str(tmp_path / "out"))
     _check_round_trip(splits, data, (16, 8))  # same size JPEG: stored byte for byte
     frames = {s: sum(len(t.frames) for t in getattr(splits, s)) for s in ("train", "gallery")}
     assert manifest["records"] == frames["train"] + frames["gallery"]
@@ -53,9 +53,9 @@ def test_resized_round_trip_lossless_and_jpeg(tmp_path):
     fixtures.write_dukev(str(tmp_path / "src"))
     splits = dukev.load(str(tmp_path / "src"))
     ingest_lib.ingest(splits, str(tmp_path / "png"), (32, 16), lossless=True, workers=1)
-    _check_round_trip(splits, IngestedDataset(str(tmp_path / "png")), (32, 16))
+    _check_round_trip(splits, ReIDDataset(str(tmp_path / "png")), (32, 16))
     ingest_lib.ingest(splits, str(tmp_path / "jpg"), (32, 16), workers=1)
-    data = IngestedDataset(str(tmp_path / "jpg"))
+    data = ReIDDataset(str(tmp_path / "jpg"))
     t = splits.train[0]
     err = np.abs(data.frame(0).astype(int) - _source_pixels(t.frames[0], (32, 16)).astype(int))
     assert err.mean() < 3  # JPEG quality 95 re-encoding of a resized frame
@@ -75,7 +75,7 @@ def test_corrupt_image_stops_or_is_skipped(tmp_path):
     assert not os.path.exists(out)  # no half dataset
     manifest = ingest_lib.ingest(splits, out, (16, 8), workers=1, skip_bad=True)
     assert [s["path"] for s in manifest["skipped_frames"]] == [bad]
-    data = IngestedDataset(out)
+    data = ReIDDataset(out)
     assert data.splits["gallery"].count[1] == len(splits.gallery[1].frames) - 1
     with pytest.raises(DatasetError, match="already holds"):
         ingest_lib.ingest(splits, out, (16, 8), workers=1, skip_bad=True)
@@ -91,4 +91,4 @@ def test_cli_and_missing_dataset_message(tmp_path, capsys):
     assert manifest["dataset"] == "dukev" and manifest["size"] == [16, 8]
     assert "DukeMTMC-VideoReID" in capsys.readouterr().out
     with pytest.raises(DatasetError, match=r"python -m input_pipeline\.ingest --dataset"):
-        IngestedDataset(str(tmp_path / "nothing"))
+        ReIDDataset(str(tmp_path / "nothing"))

@@ -10,7 +10,7 @@ from input_pipeline.datasets import load_dataset
 from input_pipeline.datasets.tracklets import Splits, Tracklet
 from input_pipeline.ingest import ingest
 from input_pipeline.pipelines import EvalBatches, TrainSpec, eval_dataset, train_dataset
-from input_pipeline.records import IngestedDataset
+from input_pipeline.records import ReIDDataset
 from input_pipeline.sampling import (
     IdentitySampler,
     TrackletChunkSampler,
@@ -45,7 +45,7 @@ def data(tmp_path_factory):
                     frames.append(path)
                 splits[split].append(Tracklet(tuple(frames), pid, k % 3))
     ingest(Splits("fixture", **splits), str(root / "rec"), (16, 8), workers=1)
-    return IngestedDataset(str(root / "rec"))
+    return ReIDDataset(str(root / "rec"))
 
 
 SPEC = TrainSpec(ids_per_batch=3, clips_per_id=2, num_frames=4, sampler="stride", seed=5)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from input_pipeline.records import IngestedDataset
+from input_pipeline.records import ReIDDataset
 from input_pipeline.synthetic import generate, render_tracklet
 
 
@@ -10,7 +10,7 @@ def test_deterministic_and_protocol(tmp_path):
     a = generate(str(tmp_path / "a"), num_ids=8, num_cameras=3, seed=3, size=(64, 32), workers=2)
     b = generate(str(tmp_path / "b"), num_ids=8, num_cameras=3, seed=3, size=(64, 32), workers=1)
     assert a["splits"] == b["splits"] and a["records"] == b["records"]
-    da, db = IngestedDataset(str(tmp_path / "a")), IngestedDataset(str(tmp_path / "b"))
+    da, db = ReIDDataset(str(tmp_path / "a")), ReIDDataset(str(tmp_path / "b"))
     for r in (0, a["records"] // 2, a["records"] - 1):
         np.testing.assert_array_equal(da.frame(r), db.frame(r))
     assert da.frame(0).shape == (64, 32, 3)
@@ -21,7 +21,7 @@ def test_deterministic_and_protocol(tmp_path):
         assert np.any((gallery.pid == pid) & (gallery.camid != cam))
     c = generate(str(tmp_path / "c"), num_ids=8, num_cameras=3, seed=4, size=(64, 32), workers=1)
     assert c["records"] != a["records"] or not np.array_equal(
-        IngestedDataset(str(tmp_path / "c")).frame(0), da.frame(0)
+        ReIDDataset(str(tmp_path / "c")).frame(0), da.frame(0)
     )
 
 

@@ -1,6 +1,6 @@
 """Prints what a config will do on a prepared dataset, before any accelerator is rented.
 
-    python tools/recipe.py --config configs/strf_mars.py --config.dataset.dir=/data/mars_rec
+    python tools/recipe.py --config configs/strf_mars.py --config.dataset.data_dir=/data/tfds
     python tools/recipe.py --config configs/synthetic.py
 
 Opens the dataset (nothing is compiled or trained) and prints the training tracklets and

@@ -1,0 +1,27 @@
+"""PRID2011 (multi-shot) as a tensorflow-datasets builder, one config per split (see
+`input_pipeline.builders`)."""
+
+from input_pipeline.builders import DEFAULT_SIZE, ReIDConfig, TrackletBuilder, config_name
+from input_pipeline.datasets import prid2011
+
+
+class Builder(TrackletBuilder):
+    """PRID2011: the 200 persons seen by both cameras; split K (configs `splitK_HxW`) trains
+    on 100 and tests on the other 100 (queries cam_a, gallery cam_b)."""
+
+    TITLE = "PRID2011"
+    HOMEPAGE = "https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11"
+    CITATION = "Hirzer et al., Person Re-Identification by Descriptive and Discriminative Classification, SCIA 2011"
+    BUILDER_CONFIGS = [
+        ReIDConfig(name=config_name(DEFAULT_SIZE, k), size=DEFAULT_SIZE, split=k)
+        for k in range(prid2011.NUM_SPLITS)
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Download prid_2011.zip from the homepage and extract it so that the manual dir holds
+    prid_2011/multi_shot/cam_a/person_NNNN/*.png and cam_b. To evaluate on the splits
+    published results use, also put torchreid's splits_prid2011.json in the manual dir;
+    without it ten splits are drawn from a fixed seed.
+    """
+
+    def splits(self, manual_dir):
+        return prid2011.load(manual_dir, split_id=self.builder_config.split)
