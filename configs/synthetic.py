@@ -6,11 +6,11 @@ No download and no ImageNet weights: the synthetic dataset (200 procedural ident
 for training and 100 for testing, 4 cameras, 128×64 frames; input_pipeline/synthetic.py)
 is built on first use by its tensorflow-datasets builder into
 ~/tensorflow_datasets/reid_synthetic/ids200_cams4_seed0_128x64 (or
---config.dataset.data_dir), in about 10 s on 2 cores. The model is DSANet on the `tiny` trunk, trained from scratch with
-Adam at lr 1e-3 for 300 steps, so that it trains on a 2-core CPU. It is evaluated at step
-150 and 300 (R1/mAP in the log, the best checkpoint in WORKDIR/checkpoints_best); after
-the last step eval.py's report goes to WORKDIR/eval. `:smoke` runs a few steps on a
-smaller dataset.
+--config.dataset.data_dir), in about 10 s on 2 cores. The model is DSANet on the `tiny`
+trunk, trained from scratch with Adam at lr 1e-3 for 300 steps, so that it trains on a
+2-core CPU. It is evaluated at step 150 and 300 (R1/mAP in the log, the best checkpoint in
+WORKDIR/checkpoints_best); after the last step eval.py's report goes to WORKDIR/eval.
+`:smoke` runs a few steps on a smaller dataset.
 """
 
 from reidjax.config_lib import apply_variant, smoke

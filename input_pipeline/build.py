@@ -47,7 +47,9 @@ def builder_class(name: str):
     if name not in TFDS_NAMES:
         raise DatasetError(f"Unknown dataset {name!r}; valid: {sorted(TFDS_NAMES)}")
     module = TFDS_NAMES[name]
-    return importlib.import_module(f"input_pipeline.builders.{module}.{module}_dataset_builder").Builder
+    return importlib.import_module(
+        f"input_pipeline.builders.{module}.{module}_dataset_builder"
+    ).Builder
 
 
 def build_dataset(

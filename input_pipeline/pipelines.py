@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import grain
 import jax
 import numpy as np
+from absl import flags
 
 from input_pipeline.records import ReIDDataset, TrackletIndex
 from input_pipeline.sampling import (
@@ -253,6 +254,8 @@ def iterate(
         return dataset.to_iter_dataset(
             grain.ReadOptions(num_threads=workers, prefetch_buffer_size=prefetch)
         )
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (defaults will do)
+        flags.FLAGS.mark_as_parsed()
     per_worker = grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)
     return dataset.to_iter_dataset(per_worker).mp_prefetch(
         grain.MultiprocessingOptions(

@@ -63,7 +63,8 @@ class ReIDDataset:
         self.directory = dataset_dir(name, config, data_dir)
         if not os.path.isfile(os.path.join(self.directory, "dataset_info.json")):
             raise DatasetError(
-                f"{name} ({config}) is not prepared in {self.data_dir}: {build_command(name, config, data_dir)}"
+                f"{name} ({config}) is not prepared in {self.data_dir}: "
+                + build_command(name, config, data_dir)
             )
         self._source = None
         metadata = self.source.dataset_info.metadata
@@ -119,7 +120,9 @@ class ReIDDataset:
         for k, record in enumerate(records):
             frame = simplejpeg.decode_jpeg(source[int(record)]["image"], buffer=out[k])
             if frame.shape != shape:
-                raise DatasetError(f"frame {record} of {self.directory} is {frame.shape}, not {shape}")
+                raise DatasetError(
+                    f"frame {record} of {self.directory} is {frame.shape}, not {shape}"
+                )
         return out
 
     def frame(self, record: int) -> np.ndarray:

@@ -148,8 +148,8 @@ def evaluate_splits(
     """`evaluate_workdir` on each of iLIDS-VID's 10 splits, and their mean.
 
     `{split}` in `workdir` is replaced by 0..9 and `config.dataset.split` set to it: each
-    split has its own training run and prepared dataset (builder config `splitK_HxW`). The mean goes to the common parent folder's
-    `eval/results.json` (or `output`).
+    split has its own training run and prepared dataset (builder config `splitK_HxW`). The
+    mean goes to the common parent folder's `eval/results.json` (or `output`).
 
     Returns:
         `{"split 0": numbers, ..., "mean": {R1, ..., mINP}}`.

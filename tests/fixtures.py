@@ -166,3 +166,48 @@ def write_ilidsvid(root: str, seed: int = 0, people: int = 6) -> dict:
     os.makedirs(folder, exist_ok=True)
     savemat(os.path.join(folder, "train_test_splits_ilidsvid.mat"), {"ls_set": splits})
     return {"people": sorted(names), "ls_set": splits.astype(int), "half": people // 2}
+
+
+def write_prid2011(root: str, seed: int = 0, splits_json: bool = False) -> dict:
+    """PRID2011 multi-shot: cam_a/cam_b PNG sequences; 6 persons in both cameras, one only
+    in cam_a and one only in cam_b; optionally torchreid's splits_prid2011.json."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    both = [f"person_{n:04d}" for n in range(1, 7)]
+    for cam, only in (("cam_a", "person_0007"), ("cam_b", "person_0300")):
+        for i, person in enumerate([*both, only]):
+            for f in range(2 + (i + len(cam)) % 3):
+                write_image(
+                    os.path.join(root, "prid_2011", "multi_shot", cam, person, f"{f + 1:04d}.png"),
+                    rng,
+                )
+    splits = None
+    if splits_json:
+        splits = [
+            {"train": sorted(both[i] for i in p[:3]), "test": sorted(both[i] for i in p[3:])}
+            for p in (rng.permutation(6) for _ in range(10))
+        ]
+        with open(os.path.join(root, "splits_prid2011.json"), "w") as f:
+            json.dump(splits, f)
+    return {"persons": both, "splits": splits, "train_ids": 3, "train_tracklets": 6,
+            "query": 3, "gallery": 3}  # fmt: skip
+
+
+def write_folder(root: str, seed: int = 0) -> dict:
+    """The folder layout for users' own data: named identities and cameras."""
+    rng = np.random.default_rng(seed)
+    spec = {
+        "train": [("alice", "cam1_a", 3), ("alice", "cam2_b", 2), ("bob", "cam1_c", 4),
+                  ("carol", "cam3_d", 2), ("carol", "cam1_e", 3)],
+        "query": [("dave", "cam1_f", 3), ("erin", "cam2_g", 2)],
+        "gallery": [("dave", "cam2_h", 2), ("dave", "cam3_i", 4), ("erin", "cam1_j", 3),
+                    ("frank", "cam3_k", 2)],
+    }  # fmt: skip
+    for split, tracklets in spec.items():
+        for identity, name, n in tracklets:
+            for f in range(n):
+                write_image(os.path.join(root, split, identity, name, f"{f:03d}.jpg"), rng)
+    return {"train": {"tracklets": 5, "ids": 3, "frames": 14},
+            "query": {"tracklets": 2, "ids": 2, "frames": 5},
+            "gallery": {"tracklets": 4, "ids": 3, "frames": 11}}  # fmt: skip

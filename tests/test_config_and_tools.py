@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from input_pipeline.datasets import load_dataset
-from input_pipeline.ingest import ingest
+from input_pipeline.build import build_dataset
 from reidjax import config_lib
 from reidjax.experiment import build_module
 from tests import fixtures
@@ -54,7 +53,8 @@ def test_unknown_dataset_lists_valid_names():
     config = load_config(ROOT / "configs" / "c2d_mars.py")
     config.dataset.name = "market"
     with pytest.raises(
-        ValueError, match=r"valid: \['dukev', 'ilidsvid', 'lsvid', 'mars', 'synthetic'\]"
+        ValueError,
+        match=r"valid: \['dukev', 'ilidsvid', 'lsvid', 'mars', 'prid2011', 'synthetic'\]",
     ):
         build_module(config)
 
@@ -99,7 +99,7 @@ def test_train_py_missing_weights_says_what_to_download(tmp_path):
         "configs/synthetic.py:smoke",
         "--workdir",
         str(tmp_path / "run"),
-        f"--config.dataset.dir={tmp_path / 'data'}",
+        f"--config.dataset.data_dir={tmp_path / 'data'}",
         "--config.init.imagenet=/nonexistent/resnet50_imagenet.npz",
     )
     assert missing.returncode == 1
@@ -127,12 +127,10 @@ def test_recipe_tool_prints_the_plan(tmp_path):
     epoch are the lineage sampler's, the decays fall on 50-epoch boundaries, and frames
     decoded = steps x clips x frames; train.py prints the same numbers."""
     fixtures.write_mars(str(tmp_path / "raw"))
-    ingest(
-        load_dataset("mars", str(tmp_path / "raw")), str(tmp_path / "rec"), (256, 128), workers=1
-    )
+    build_dataset("mars", "256x128", str(tmp_path / "tfds"), str(tmp_path / "raw"), workers=1)
     out = run_tool(
         "tools/recipe.py", "--config", "configs/strf_mars.py",
-        f"--config.dataset.dir={tmp_path / 'rec'}", "--config.train.ids_per_batch=1",
+        f"--config.dataset.data_dir={tmp_path / 'tfds'}", "--config.train.ids_per_batch=1",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     numbers = json.loads(out.stdout.strip().splitlines()[-1])

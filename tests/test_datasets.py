@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from input_pipeline.datasets import dukev, ilidsvid, load_dataset, lsvid, mars
+from input_pipeline.datasets import dukev, folder, ilidsvid, load_dataset, lsvid, mars, prid2011
 from input_pipeline.datasets.tracklets import DatasetError, dense_pieces, frame_number
 from tests import fixtures
 
@@ -150,8 +150,51 @@ def test_ilidsvid_splits_and_cameras(tmp_path, split_id):
     assert max(len(t.frames) for t in dense.train) == 2
 
 
+def test_prid2011_splits_file_and_generated_splits(tmp_path):
+    info = fixtures.write_prid2011(str(tmp_path / "json"), splits_json=True)
+    for k in (0, 9):
+        splits = prid2011.load(str(tmp_path / "json"), split_id=k)
+        test_dirs = {os.path.basename(os.path.dirname(t.frames[0])) for t in splits.query}
+        assert test_dirs == set(info["splits"][k]["test"])
+        assert splits.num_train_ids == 3 and len(splits.train) == 6
+        assert {t.camid for t in splits.query} == {0} and {t.camid for t in splits.gallery} == {1}
+        assert [t.pid for t in splits.query] == [t.pid for t in splits.gallery]
+        assert all(p in info["persons"] for p in test_dirs)  # person_0007 / _0300: one camera
+    fixtures.write_prid2011(str(tmp_path / "gen"))
+    generated = [prid2011.load(str(tmp_path / "gen"), split_id=k) for k in range(10)]
+    assert "generated" in generated[0].name
+    tests = [frozenset(t.pid for t in s.query) for s in generated]
+    assert len(set(tests)) > 1 and all(len(t) == 3 for t in tests)
+    again = prid2011.load(str(tmp_path / "gen"), split_id=4)
+    assert [t.frames for t in again.query] == [t.frames for t in generated[4].query]
+    assert (
+        prid2011.generated_splits([f"p{i}" for i in range(200)])[0]["train"][:2]
+        == sorted(prid2011.generated_splits([f"p{i}" for i in range(200)])[0]["train"])[:2]
+    )
+
+
+def test_folder_layout_names_and_errors(tmp_path):
+    fixtures.write_folder(str(tmp_path / "shop"))
+    splits = folder.load(str(tmp_path / "shop"))
+    assert splits.name == "shop" and splits.num_train_ids == 3
+    # alice cam1_a, cam2_b; bob cam1_c; carol cam1_e, cam3_d (tracklet folders sorted)
+    assert [t.camid for t in splits.train] == [0, 1, 0, 0, 2]
+    query = {
+        os.path.basename(os.path.dirname(os.path.dirname(t.frames[0]))): t.pid for t in splits.query
+    }
+    gallery_pids = {t.pid for t in splits.gallery}
+    assert query == {"dave": 0, "erin": 1} and gallery_pids == {0, 1, 2}  # frank: 2
+    (tmp_path / "shop" / "train" / "bob" / "nocamera").mkdir()
+    with pytest.raises(DatasetError, match="is not named <camera>_<tracklet>"):
+        folder.load(str(tmp_path / "shop"))
+    with pytest.raises(DatasetError, match=r"the train folder \(<root>/\{train,query"):
+        folder.load(str(tmp_path / "missing"))
+
+
 def test_registry_and_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"valid: \['dukev', 'ilidsvid', 'lsvid', 'mars'\]"):
+    with pytest.raises(
+        ValueError, match=r"valid: \['dukev', 'folder', 'ilidsvid', 'lsvid', 'mars', 'prid2011'\]"
+    ):
         load_dataset("market1501", str(tmp_path))
     with pytest.raises(DatasetError, match=r"expected the folder .*train"):
         load_dataset("dukev", str(tmp_path))

@@ -55,7 +55,7 @@ def test_mask_aware_averaging_equals_per_tracklet_frame_loop(rng, clip_len):
 def smoke_config(tmp_path):
     config = load_config("synthetic", "smoke")
     with config.unlocked():
-        config.dataset.dir = str(tmp_path / "data")
+        config.dataset.data_dir = str(tmp_path / "data")
         config.dataset.synthetic_ids = 8
     return config
 

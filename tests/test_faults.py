@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 def command(workdir, data, *extra, steps=STEPS):
     return [
         sys.executable, str(ROOT / "train.py"), "--config", "configs/synthetic.py:smoke",
-        "--workdir", str(workdir), f"--config.dataset.dir={data}",
+        "--workdir", str(workdir), f"--config.dataset.data_dir={data}",
         "--config.train.eval_every=-1", "--config.train.log_every=1",
         f"--config.train.num_steps={steps}", *extra,
     ]  # fmt: skip
@@ -58,7 +58,7 @@ def wait_for_line(process, prefix):
 def variables(workdir, data):
     config = load_config("synthetic", "smoke")
     with config.unlocked():
-        config.dataset.dir = str(data)
+        config.dataset.data_dir = str(data)
     _, meta = experiment.open_data(config)
     model = experiment.build(config, meta)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))

@@ -1,16 +1,21 @@
 """Sampling and grain pipelines: batch composition, determinism, resume, hosts, eval cover."""
 
-import os
+import io
 
-import grain
 import numpy as np
 import pytest
+from PIL import Image
 
+from input_pipeline.build import build_dataset
 from input_pipeline.datasets import load_dataset
-from input_pipeline.datasets.tracklets import Splits, Tracklet
-from input_pipeline.ingest import ingest
-from input_pipeline.pipelines import EvalBatches, TrainSpec, eval_dataset, train_dataset
-from input_pipeline.records import ReIDDataset
+from input_pipeline.pipelines import (
+    EvalBatches,
+    TrainSpec,
+    eval_dataset,
+    iterate,
+    train_dataset,
+    worker_kind,
+)
 from input_pipeline.sampling import (
     IdentitySampler,
     TrackletChunkSampler,
@@ -26,10 +31,9 @@ from tests.fixtures import write_image
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """7 identities with 1-4 tracklets of 1-13 frames each, ingested at 16×8."""
+    """7 identities with 1-4 tracklets of 1-13 frames each, built at 16×8 (folder layout)."""
     root = tmp_path_factory.mktemp("pipe")
     rng = np.random.default_rng(0)
-    splits = {"train": [], "query": [], "gallery": []}
     for split, pids in (
         ("train", range(7)),
         ("query", range(100, 103)),
@@ -38,14 +42,36 @@ def data(tmp_path_factory):
         for pid in pids:
             for k in range(1 + (pid * 7 + 3) % 4):
                 n = 1 + (pid * 5 + k * 3) % 13
-                frames = []
                 for f in range(n):
-                    path = os.path.join(root, "src", split, f"{pid}_{k}_{f:03d}.jpg")
-                    write_image(path, rng)
-                    frames.append(path)
-                splits[split].append(Tracklet(tuple(frames), pid, k % 3))
-    ingest(Splits("fixture", **splits), str(root / "rec"), (16, 8), workers=1)
-    return ReIDDataset(str(root / "rec"))
+                    write_image(
+                        str(root / "src" / split / str(pid) / f"{k % 3}_{k}" / f"{f:03d}.jpg"), rng
+                    )
+    return build_dataset(
+        "folder", "fixture_16x8", str(root / "tfds"), str(root / "src"), workers=1, quiet=True
+    )
+
+
+def reference_batch(data, spec, step):
+    """Global batch `step` as the previous pipeline defined it: PIL decodes each frame
+    into its own array, `augment_clip` returns a new clip, the batch is stacked."""
+    index = data.splits["train"]
+    tracklets = TrackletChunkSampler(
+        index.pid, spec.ids_per_batch, spec.clips_per_id, spec.seed
+    ).batch(step)
+    clips = []
+    for position, t in enumerate(tracklets):
+        rng = np.random.default_rng([spec.seed, 2, step, position])
+        frames = temporal_indices(
+            int(index.count[t]), spec.num_frames, spec.sampler, rng, spec.frame_stride
+        )
+        clip = np.stack(
+            [
+                np.asarray(Image.open(io.BytesIO(data.encoded(index.first[t] + f))).convert("RGB"))
+                for f in frames
+            ]
+        )
+        clips.append(augment_clip(clip, rng, spec.flip_prob, spec.erasing_prob))
+    return np.stack(clips), index.pid[tracklets]
 
 
 SPEC = TrainSpec(ids_per_batch=3, clips_per_id=2, num_frames=4, sampler="stride", seed=5)
@@ -72,9 +98,7 @@ def test_same_seed_same_batches_and_resume(data):
         assert a["step"] == b["step"]
         np.testing.assert_array_equal(a["clips"], b["clips"])
         np.testing.assert_array_equal(a["labels"], b["labels"])
-    threaded = train_dataset(data, SPEC, num_steps=5).to_iter_dataset(
-        grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
-    )
+    threaded = iterate(train_dataset(data, SPEC, num_steps=5), 2, "threads")
     for a, b in zip(full, threaded, strict=True):
         np.testing.assert_array_equal(a["clips"], b["clips"])
     other = next(iter(train_dataset(data, TrainSpec(**{**SPEC.__dict__, "seed": 6}), num_steps=1)))
@@ -266,3 +290,33 @@ def test_rrs_eval_stream_has_one_clip_per_tracklet(data):
     assert seen == list(range(len(index)))
     with pytest.raises(ValueError, match="Unknown test sampler 'middle'"):
         eval_dataset(data, "gallery", 4, 3, sampler="middle")
+
+
+def test_batches_equal_the_previous_definition(data):
+    """Decoding into the batch buffer and augmenting in place change nothing: each batch
+    equals the reference built frame by frame with PIL and the copying `augment_clip`."""
+    for step in (0, 1, 7):
+        batch = train_dataset(data, SPEC, num_steps=8)[step]
+        clips, labels = reference_batch(data, SPEC, step)
+        np.testing.assert_array_equal(batch["clips"], clips)
+        np.testing.assert_array_equal(batch["labels"], labels)
+
+
+def test_worker_processes_give_the_same_stream(data):
+    """grain worker processes (spawned, shared-memory batches) and threads give the inline
+    batches, in order, for training and evaluation."""
+    inline = list(train_dataset(data, SPEC, start_step=2, num_steps=4))
+    it = iter(iterate(train_dataset(data, SPEC, start_step=2, num_steps=4), 2, "processes"))
+    for a, b in zip(inline, it, strict=True):
+        assert a["step"] == b["step"]
+        np.testing.assert_array_equal(a["clips"], b["clips"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+    evals = list(eval_dataset(data, "gallery", 4, 3))
+    for a, b in zip(
+        evals, iterate(eval_dataset(data, "gallery", 4, 3), 2, "processes"), strict=True
+    ):
+        np.testing.assert_array_equal(a["clips"], b["clips"])
+        np.testing.assert_array_equal(a["tracklet"], b["tracklet"])
+    assert worker_kind("auto", cpus=2) == "threads" and worker_kind("auto", cpus=64) == "processes"
+    with pytest.raises(ValueError, match="Unknown worker kind 'fork'"):
+        worker_kind("fork")

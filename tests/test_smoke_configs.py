@@ -1,7 +1,7 @@
 """`CONFIG:smoke` trains and evaluates end to end for every config in configs/.
 
-The dataset configs run on tiny fixtures in each dataset's native layout, ingested at the
-smoke frame size; the synthetic config generates its own data.
+The dataset configs run on tiny fixtures in each dataset's native layout, built by their
+tensorflow-datasets builders at the smoke frame size; the synthetic config builds its own.
 """
 
 import json
@@ -10,8 +10,8 @@ import pathlib
 import jax
 import pytest
 
-from input_pipeline.datasets import load_dataset
-from input_pipeline.ingest import ingest
+from input_pipeline.build import build_dataset
+from reidjax.experiment import builder_config
 from reidjax import train_lib
 from reidjax.config_lib import load_config
 from tests import fixtures
@@ -27,35 +27,31 @@ WRITERS = {
 
 
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    """`(dataset, height, width) -> ingested folder`, made on first use."""
+def data_dir(tmp_path_factory):
+    """A TFDS data dir holding each fixture dataset at the configs' frame size, built on
+    first use: `prepare(config)` builds what `config` reads."""
     root = tmp_path_factory.mktemp("smoke_data")
-    made = {}
 
-    def get(name: str, height: int, width: int) -> str:
-        key = (name, height, width)
-        if key not in made:
-            raw = root / f"{name}_raw"
-            if not raw.exists():
-                WRITERS[name](str(raw))
-            out = root / f"{name}_{height}x{width}"
-            ingest(load_dataset(name, str(raw)), str(out), (height, width), workers=1)
-            made[key] = str(out)
-        return made[key]
+    def prepare(config) -> str:
+        name = config.dataset.name
+        raw = root / f"{name}_raw"
+        if not raw.exists():
+            WRITERS[name](str(raw))
+        build_dataset(name, builder_config(config), str(root / "tfds"), str(raw), workers=1)
+        return str(root / "tfds")
 
-    return get
+    return prepare
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
-def test_smoke_trains_and_evaluates(name, datasets, tmp_path):
+def test_smoke_trains_and_evaluates(name, data_dir, tmp_path):
     config = load_config(name, "smoke")
     with config.unlocked():
         if config.dataset.name == "synthetic":
-            config.dataset.dir = str(tmp_path / "data")
+            config.dataset.data_dir = str(tmp_path / "data")
         else:
-            i = config.input
-            config.dataset.dir = datasets(config.dataset.name, i.height, i.width)
+            config.dataset.data_dir = data_dir(config)
         # 2 devices: still a sharded data-parallel run; the 8-device partitioning adds
         # ~40% compile time per config and is covered by tests/test_train.py.
         config.mesh.data = 2

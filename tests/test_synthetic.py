@@ -1,28 +1,38 @@
-"""The built-in synthetic dataset: determinism, protocol structure, ingested format."""
+"""The built-in synthetic dataset: determinism, protocol structure, its builder."""
 
 import numpy as np
 
-from input_pipeline.records import ReIDDataset
-from input_pipeline.synthetic import generate, render_tracklet
+from input_pipeline.build import build_dataset
+from input_pipeline.builders import encode_array
+from input_pipeline.synthetic import render_tracklet
 
 
 def test_deterministic_and_protocol(tmp_path):
-    a = generate(str(tmp_path / "a"), num_ids=8, num_cameras=3, seed=3, size=(64, 32), workers=2)
-    b = generate(str(tmp_path / "b"), num_ids=8, num_cameras=3, seed=3, size=(64, 32), workers=1)
-    assert a["splits"] == b["splits"] and a["records"] == b["records"]
-    da, db = ReIDDataset(str(tmp_path / "a")), ReIDDataset(str(tmp_path / "b"))
-    for r in (0, a["records"] // 2, a["records"] - 1):
-        np.testing.assert_array_equal(da.frame(r), db.frame(r))
+    config = "ids8_cams3_seed3_64x32"
+    da = build_dataset("synthetic", config, str(tmp_path / "a"), workers=2, quiet=True)
+    db = build_dataset("synthetic", config, str(tmp_path / "b"), workers=1, quiet=True)
+    assert da.num_frames == db.num_frames
+    for r in range(da.num_frames):  # worker count changes nothing
+        assert da.encoded(r) == db.encoded(r)
     assert da.frame(0).shape == (64, 32, 3)
     train, query, gallery = (da.splits[s] for s in ("train", "query", "gallery"))
     assert sorted(set(train.pid)) == list(range(4))  # relabelled 0..N-1
     assert set(query.pid) == set(gallery.pid) == {4, 5, 6, 7}
     for pid, cam in zip(query.pid, query.camid, strict=True):  # a match in another camera
         assert np.any((gallery.pid == pid) & (gallery.camid != cam))
-    c = generate(str(tmp_path / "c"), num_ids=8, num_cameras=3, seed=4, size=(64, 32), workers=1)
-    assert c["records"] != a["records"] or not np.array_equal(
-        ReIDDataset(str(tmp_path / "c")).frame(0), da.frame(0)
+    first = train.first[1]  # the second tracklet's frames are its rendering
+    want = render_tracklet(3, *map(int, _ids(train.source[1])), int(train.count[1]), (64, 32))
+    for f in range(int(train.count[1])):  # stored: the JPEG encoding of the rendering
+        assert da.encoded(first + f) == encode_array(want[f], (64, 32))
+    dc = build_dataset(
+        "synthetic", "ids8_cams3_seed4_64x32", str(tmp_path / "a"), workers=1, quiet=True
     )
+    assert dc.num_frames != da.num_frames or dc.encoded(0) != da.encoded(0)
+
+
+def _ids(name):
+    pid, cam, index, _ = name.split("_")
+    return int(pid), int(cam[1:]), int(index[1:])
 
 
 def test_identity_is_consistent_and_cameras_differ():

@@ -30,7 +30,7 @@ CROSS_LAYOUT_ATOL = 5e-3
 def synthetic_config(tmp_path, **overrides):
     config = load_config("synthetic", "smoke")
     with config.unlocked():
-        config.dataset.dir = str(tmp_path / "data")
+        config.dataset.data_dir = str(tmp_path / "data")
         for key, value in overrides.items():
             section, name = key.split(".")
             config[section][name] = value
@@ -170,13 +170,12 @@ def test_clear_errors(tmp_path):
         train_lib.train_and_evaluate(config, str(tmp_path / "w"))
     config = synthetic_config(tmp_path)
     with config.unlocked():
-        config.dataset.name, config.dataset.dir = "mars", ""
-    with pytest.raises(UserError, match=r"python -m input_pipeline\.ingest --dataset mars"):
-        train_lib.train_and_evaluate(config, str(tmp_path / "w"))
-    config = synthetic_config(tmp_path)
-    with config.unlocked():
-        config.input.height = 64
-    with pytest.raises(ConfigError, match="ingested frames are 32x64"):
+        config.dataset.name = "mars"
+    with pytest.raises(
+        UserError,
+        match=r"mars \(32x64\) is not prepared in .*: python -m input_pipeline\.build "
+        r"--dataset mars --manual_dir DATASET_DIR --data_dir .* --size 32x64",
+    ):
         train_lib.train_and_evaluate(config, str(tmp_path / "w"))
 
 
@@ -209,7 +208,7 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
     env = dict(os.environ)  # with the session's compilation cache (conftest.py)
     args = [
         sys.executable, str(ROOT / "train.py"), "--config", f"{ROOT}/configs/synthetic.py:smoke",
-        f"--config.dataset.dir={tmp_path / 'data'}", "--config.train.checkpoint_every=1000",
+        f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.train.checkpoint_every=1000",
     ]  # fmt: skip
     process = subprocess.Popen(
         [*args, "--config.train.num_steps=100000"], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -245,7 +244,7 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
     out = tmp_path / "report"
     args = [
         sys.executable, "eval.py", "--config", "configs/synthetic.py:smoke",
-        "--workdir", str(workdir), f"--config.dataset.dir={tmp_path / 'data'}",
+        "--workdir", str(workdir), f"--config.dataset.data_dir={tmp_path / 'data'}",
     ]  # fmt: skip
     result = subprocess.run(
         [*args, "--output", str(out), "--save-features"], cwd=ROOT, capture_output=True,
@@ -317,7 +316,7 @@ def test_two_process_run_equals_one_process(tmp_path):
         )
         args = [
             sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
-            "--workdir", str(workdir), f"--config.dataset.dir={tmp_path / 'data'}",
+            "--workdir", str(workdir), f"--config.dataset.data_dir={tmp_path / 'data'}",
             f"--config.train.num_steps={steps}", "--config.train.eval_every=-1",
             "--config.optim.name=sgd", "--config.optim.lr=0.1",
         ]  # fmt: skip

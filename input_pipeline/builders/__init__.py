@@ -6,7 +6,8 @@ tracklet table is dataset metadata (`metadata.json`, `info.metadata["tracklets"]
 column per field: `split` (0 train, 1 query, 2 gallery), `pid`, `camid` (0-based),
 `first` (index of the tracklet's first frame in `frames`), `count` (frames) and `source`
 (the first frame's path, relative to the manual dir). A tracklet listed in two splits
-(MARS queries are gallery tracklets too) has a row in each and its frames stored once. `DatasetInfo.disable_shuffling` is set: TFDS would
+(MARS queries are gallery tracklets too) has a row in each and its frames stored once.
+`DatasetInfo.disable_shuffling` is set: TFDS would
 otherwise store the examples in the order of their hashed keys, not in the order they
 were generated, and `first` would point at the wrong frames.
 
@@ -22,6 +23,7 @@ import io
 import multiprocessing
 import os
 import re
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -34,6 +36,9 @@ SPLITS = ("train", "query", "gallery")
 TABLE_FIELDS = ("split", "pid", "camid", "first", "count", "source")
 FORMAT_VERSION = "1.0.0"
 DEFAULT_SIZE = (256, 128)
+# Sizes with a declared builder config (what `tfds build --config` can name); the
+# `python -m input_pipeline.build` form builds any size.
+STANDARD_SIZES = (DEFAULT_SIZE, (128, 64))
 JPEG_QUALITY = 95
 # config.dataset.name -> TFDS builder name (the same, except for the two generic ones).
 TFDS_NAMES = {
@@ -49,9 +54,7 @@ SPLIT_DATASETS = ("ilidsvid", "prid2011")  # ten train/test splits: one config e
 _CONFIG_NAME = re.compile(r"^(?:(?P<prefix>[a-z0-9_]+)_)?(?P<h>\d+)x(?P<w>\d+)$")
 
 
-def config_name(
-    size: tuple[int, int], split: int | None = None, prefix: str | None = None
-) -> str:
+def config_name(size: tuple[int, int], split: int | None = None, prefix: str | None = None) -> str:
     """The builder config of frames at `size`: `HxW`, `split3_HxW` or `<prefix>_HxW`."""
     h, w = size
     if split is not None:
@@ -119,8 +122,9 @@ def worker_pool(workers: int | None):
     """A process pool for the builders, or None for one worker. Processes are spawned,
     never forked: the caller may have started JAX's threads."""
     workers = workers or os.cpu_count() or 1
-    if workers <= 1:
-        return None
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    if workers <= 1 or (main_file and not os.path.exists(main_file)):
+        return None  # a spawned worker re-imports __main__: impossible for `python -` (stdin)
     return multiprocessing.get_context("spawn").Pool(workers)
 
 
@@ -164,9 +168,11 @@ class TrackletBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the reidjax builders: subclasses name the dataset and implement `splits`."""
 
     VERSION = tfds.core.Version(FORMAT_VERSION)
-    RELEASE_NOTES = {FORMAT_VERSION: "Frames as JPEG at the config's size, plus the tracklet table."}
+    RELEASE_NOTES = {
+        FORMAT_VERSION: "Frames as JPEG at the config's size, plus the tracklet table."
+    }
     BUILDER_CONFIG_CLASS = ReIDConfig
-    BUILDER_CONFIGS = [ReIDConfig(name=config_name(DEFAULT_SIZE), size=DEFAULT_SIZE)]
+    BUILDER_CONFIGS = [ReIDConfig(name=config_name(size), size=size) for size in STANDARD_SIZES]
     TITLE = ""
     HOMEPAGE = ""
     CITATION = ""
@@ -223,7 +229,9 @@ class TrackletBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         pool = worker_pool(self.workers)
         try:
             jobs = ((path, size) for _, path in layout.frames)
-            yield from pool.imap(_encode_job, jobs, chunksize=32) if pool else map(_encode_job, jobs)
+            yield from (
+                pool.imap(_encode_job, jobs, chunksize=32) if pool else map(_encode_job, jobs)
+            )
         finally:
             if pool is not None:
                 pool.terminate()

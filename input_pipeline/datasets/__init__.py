@@ -32,20 +32,22 @@ DATASETS = {
     "lsvid": DatasetInfo("lsvid", "LS-VID", 842, 15),
     # iLIDS-VID: 150 of the 300 people train in each of the 10 splits; 2 cameras.
     "ilidsvid": DatasetInfo("ilidsvid", "iLIDS-VID", 150, 2),
+    # PRID2011: 100 of the 200 people seen by both cameras train in each of the 10 splits.
+    "prid2011": DatasetInfo("prid2011", "PRID2011", 100, 2),
     # The built-in synthetic dataset at its defaults (200 ids, half of them training).
     "synthetic": DatasetInfo("synthetic", "synthetic", 100, 4),
 }
 
 
 # Datasets read from disk (the synthetic one is generated: input_pipeline/synthetic.py).
-PARSERS = ("dukev", "ilidsvid", "lsvid", "mars")
+PARSERS = ("dukev", "folder", "ilidsvid", "lsvid", "mars", "prid2011")
 
 
 def add_parser_arguments(parser) -> None:
     """The command-line options of the dataset parsers (`--dataset`, `--root`, ...)."""
     parser.add_argument("--dataset", required=True, choices=PARSERS)
     parser.add_argument("--root", required=True, help="the dataset folder as distributed")
-    parser.add_argument("--split-id", type=int, default=0, help="iLIDS-VID split (0-9)")
+    parser.add_argument("--split-id", type=int, default=0, help="iLIDS-VID/PRID2011 split (0-9)")
     parser.add_argument("--dense-train", type=int, default=0, help="cut training tracklets")
     parser.add_argument(
         "--no-query-in-gallery", action="store_true", help="MARS: the 9,330-tracklet gallery"
@@ -57,7 +59,7 @@ def parser_options(args) -> dict:
     options = {}
     if args.dataset == "mars":
         options["query_in_gallery"] = not args.no_query_in_gallery
-    if args.dataset == "ilidsvid":
+    if args.dataset in ("ilidsvid", "prid2011"):
         options["split_id"] = args.split_id
     if args.dataset in ("dukev", "lsvid", "ilidsvid"):
         options["dense_train"] = args.dense_train
@@ -77,13 +79,15 @@ def load_dataset(name: str, root: str, **options):
         ValueError: an unknown name, listing the valid ones.
         DatasetError: a missing or malformed file, named.
     """
-    from input_pipeline.datasets import dukev, ilidsvid, lsvid, mars
+    from input_pipeline.datasets import dukev, folder, ilidsvid, lsvid, mars, prid2011
 
     loaders = {
         "mars": mars.load,
         "dukev": dukev.load,
         "lsvid": lsvid.load,
         "ilidsvid": ilidsvid.load,
+        "prid2011": prid2011.load,
+        "folder": folder.load,
     }
     if name not in loaders:
         raise ValueError(f"Unknown dataset {name!r}; valid: {list(PARSERS)}")

@@ -68,11 +68,13 @@ def load(root: str, split_id: int = 0) -> Splits:
     if not 0 <= split_id < NUM_SPLITS:
         raise ValueError(f"PRID2011 split_id must be in 0..{NUM_SPLITS - 1}, got {split_id}")
     base = os.path.join(root, "prid_2011", "multi_shot")
-    cams = [require_dir(os.path.join(base, c), f"PRID2011 {c} ({HINT})") for c in ("cam_a", "cam_b")]
+    cams = [
+        require_dir(os.path.join(base, c), f"PRID2011 {c} ({HINT})") for c in ("cam_a", "cam_b")
+    ]
     in_b = set(os.listdir(cams[1]))
-    persons = [
-        p for p in sorted(os.listdir(cams[0])) if p.startswith("person_") and p in in_b
-    ][:NUM_PERSONS]
+    persons = [p for p in sorted(os.listdir(cams[0])) if p.startswith("person_") and p in in_b][
+        :NUM_PERSONS
+    ]
     if len(persons) < 2:
         raise DatasetError(f"PRID2011: fewer than 2 persons in both {cams[0]} and {cams[1]}")
     path = os.path.join(root, SPLITS_FILE)
@@ -96,9 +98,7 @@ def load(root: str, split_id: int = 0) -> Splits:
         train_dirs, test_dirs = split["train"], split["test"]
         name = f"PRID2011 split {split_id} (generated: no {SPLITS_FILE})"
     pid = {p: persons.index(p) for p in persons}
-    train = [
-        _tracklet(os.path.join(cams[c], p), pid[p], c) for p in train_dirs for c in (0, 1)
-    ]
+    train = [_tracklet(os.path.join(cams[c], p), pid[p], c) for p in train_dirs for c in (0, 1)]
     query = [_tracklet(os.path.join(cams[0], p), pid[p], 0) for p in test_dirs]
     gallery = [_tracklet(os.path.join(cams[1], p), pid[p], 1) for p in test_dirs]
     return Splits(name, relabel(train), query, gallery)

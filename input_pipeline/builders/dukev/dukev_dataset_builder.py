@@ -9,7 +9,10 @@ class Builder(TrackletBuilder):
 
     TITLE = "DukeMTMC-VideoReID"
     HOMEPAGE = "https://github.com/Yu-Wu/DukeMTMC-VideoReID"
-    CITATION = "Wu et al., Exploit the Unknown Gradually: One-Shot Video-Based Person Re-Identification, CVPR 2018"
+    CITATION = (
+        "Wu et al., Exploit the Unknown Gradually: One-Shot Video-Based Person Re-Identification, "
+        "CVPR 2018"
+    )
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Obtain DukeMTMC-VideoReID.zip (see the homepage) and extract it so that the manual
     dir holds train/, query/ and gallery/, each <pid4>/<tracklet4>/*.jpg.

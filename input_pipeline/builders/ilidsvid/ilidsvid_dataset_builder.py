@@ -1,7 +1,7 @@
 """iLIDS-VID as a tensorflow-datasets builder, one config per split (see
 `input_pipeline.builders`)."""
 
-from input_pipeline.builders import DEFAULT_SIZE, ReIDConfig, TrackletBuilder, config_name
+from input_pipeline.builders import STANDARD_SIZES, ReIDConfig, TrackletBuilder, config_name
 from input_pipeline.datasets import ilidsvid
 
 
@@ -13,7 +13,8 @@ class Builder(TrackletBuilder):
     HOMEPAGE = "https://xiatian-zhu.github.io/downloads_qmul_iLIDS-VID_ReID_dataset.html"
     CITATION = "Wang et al., Person Re-Identification by Video Ranking, ECCV 2014"
     BUILDER_CONFIGS = [
-        ReIDConfig(name=config_name(DEFAULT_SIZE, k), size=DEFAULT_SIZE, split=k)
+        ReIDConfig(name=config_name(size, k), size=size, split=k)
+        for size in STANDARD_SIZES
         for k in range(ilidsvid.NUM_SPLITS)
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """

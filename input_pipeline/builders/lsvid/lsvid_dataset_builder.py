@@ -9,7 +9,10 @@ class Builder(TrackletBuilder):
 
     TITLE = "LS-VID"
     HOMEPAGE = "https://github.com/jinxu-iie/LS-VID"
-    CITATION = "Li et al., Global-Local Temporal Representations for Video Person Re-Identification, ICCV 2019"
+    CITATION = (
+        "Li et al., Global-Local Temporal Representations for Video Person Re-Identification, "
+        "ICCV 2019"
+    )
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Request LS-VID from its authors (see the homepage) and extract it so that the manual
     dir holds: list_sequence/list_seq_{train,test}.txt, test/data/info_test.mat and the

@@ -10,7 +10,9 @@ class Builder(TrackletBuilder):
 
     TITLE = "MARS"
     HOMEPAGE = "http://zheng-lab.cecs.anu.edu.au/Project/project_mars.html"
-    CITATION = "Zheng et al., MARS: A Video Benchmark for Large-Scale Person Re-identification, ECCV 2016"
+    CITATION = (
+        "Zheng et al., MARS: A Video Benchmark for Large-Scale Person Re-identification, ECCV 2016"
+    )
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Download MARS (bbox_train.zip, bbox_test.zip) from the dataset page and the `info`
     folder of the MARS evaluation code (github.com/liangzheng06/MARS-evaluation), and

@@ -1,7 +1,7 @@
 """PRID2011 (multi-shot) as a tensorflow-datasets builder, one config per split (see
 `input_pipeline.builders`)."""
 
-from input_pipeline.builders import DEFAULT_SIZE, ReIDConfig, TrackletBuilder, config_name
+from input_pipeline.builders import STANDARD_SIZES, ReIDConfig, TrackletBuilder, config_name
 from input_pipeline.datasets import prid2011
 
 
@@ -11,9 +11,13 @@ class Builder(TrackletBuilder):
 
     TITLE = "PRID2011"
     HOMEPAGE = "https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11"
-    CITATION = "Hirzer et al., Person Re-Identification by Descriptive and Discriminative Classification, SCIA 2011"
+    CITATION = (
+        "Hirzer et al., Person Re-Identification by Descriptive and Discriminative Classification, "
+        "SCIA 2011"
+    )
     BUILDER_CONFIGS = [
-        ReIDConfig(name=config_name(DEFAULT_SIZE, k), size=DEFAULT_SIZE, split=k)
+        ReIDConfig(name=config_name(size, k), size=size, split=k)
+        for size in STANDARD_SIZES
         for k in range(prid2011.NUM_SPLITS)
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """

@@ -25,7 +25,9 @@ def synthetic_config(num_ids: int, num_cameras: int, seed: int, size: tuple[int,
 
 def _render(job) -> list[tuple[bytes, str]]:
     seed, pid, cam, index, length, size = job
-    return [(encode_array(f, size), "") for f in render_tracklet(seed, pid, cam, index, length, size)]
+    return [
+        (encode_array(f, size), "") for f in render_tracklet(seed, pid, cam, index, length, size)
+    ]
 
 
 class Builder(TrackletBuilder):
@@ -40,8 +42,10 @@ class Builder(TrackletBuilder):
         prefix = self.builder_config.name.rsplit("_", 1)[0]
         match = _PREFIX.match(prefix)
         if match is None:
-            raise ValueError(f"synthetic config {self.builder_config.name!r}: expected "
-                             "ids<N>_cams<C>_seed<S>_<H>x<W>")
+            raise ValueError(
+                f"synthetic config {self.builder_config.name!r}: expected "
+                "ids<N>_cams<C>_seed<S>_<H>x<W>"
+            )
         return tuple(int(v) for v in match.groups())
 
     def splits(self, manual_dir):
