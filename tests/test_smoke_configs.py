@@ -11,9 +11,9 @@ import jax
 import pytest
 
 from input_pipeline.build import build_dataset
-from reidjax.experiment import builder_config
 from reidjax import train_lib
 from reidjax.config_lib import load_config
+from reidjax.experiment import builder_config
 from tests import fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
