@@ -1,15 +1,21 @@
-"""Input pipeline throughput: the grain train/eval pipelines vs a PyTorch DataLoader.
+"""Input pipeline throughput against the single-core JPEG decode limit and PyTorch.
 
     python bench/input_pipeline.py                  # 256×128 synthetic frames
     python bench/input_pipeline.py --batches 40 --ids 80
 
-Both sides read the same frames: reidjax from the ingested ArrayRecord shards, PyTorch
-from the JPEG files they were ingested from (what the reference PyTorch code reads). The
-train side does identity sampling (8 ids × 4 clips), stride-8 temporal sampling of 4
-frames, JPEG decoding, clip-consistent flip and random erasing; reidjax emits uint8 (it
-normalises on device), the PyTorch side emits normalised float tensors as the reference
-code does. Eval: dense 4-frame clips of every query and gallery tracklet in batches of 32.
-Frames/s counts decoded frames delivered in batches. The last line is JSON.
+All sides read the same JPEG bytes: the synthetic dataset built at 256×128 by its
+tensorflow-datasets builder. reidjax reads them through `tfds.data_source` (one record
+per frame), decodes with libjpeg-turbo (simplejpeg) into the batch array and augments in
+place; the PyTorch baseline reads the same bytes from JPEG files through a `DataLoader`,
+as the lineage code does (PIL decode, float conversion, ImageNet normalisation, flip,
+erasing). Training batches: 8 ids × 4 clips × 4 frames (stride-8 sampling, flip, random
+erasing); evaluation: 32 dense 4-frame clips. Frames/s counts decoded frames delivered in
+batches, after warm-up batches (worker start-up excluded).
+
+The limit: simplejpeg decoding the same records, preloaded in memory, into one buffer, in
+this process on one core; measured before and after the pipeline runs (the mean is the
+reference: this machine drifts). Per-core efficiency = pipeline frames/s / (workers ×
+limit). The last line is JSON.
 """
 
 import argparse
@@ -21,53 +27,69 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import grain
 import numpy as np
+import simplejpeg
 
-from input_pipeline.ingest import ingest
-from input_pipeline.pipelines import TrainSpec, eval_dataset, train_dataset
-from input_pipeline.records import ReIDDataset
+from input_pipeline.build import build_dataset
+from input_pipeline.pipelines import TrainSpec, eval_dataset, iterate, train_dataset
 from input_pipeline.sampling import (
     ERASE_FILL,
-    IdentitySampler,
+    TrackletChunkSampler,
     dense_clips,
     random_erasing_box,
     temporal_indices,
 )
-from input_pipeline.synthetic import render_splits
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def time_sync(dataset, batches, frames_per_batch, warmup=2):
-    """One batch after the other in this thread (grain's own iteration prefetches)."""
-    for i in range(warmup):
-        dataset[i]
+def decode_limit(data, frames: int = 3000) -> tuple[float, float]:
+    """Frames/s of simplejpeg and of PIL decoding stored records, one core, bytes in memory."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    n = min(frames, data.num_frames)
+    blobs = [data.encoded(i) for i in range(n)]
+    h, w = data.size
+    out = np.empty((h, w, 3), np.uint8)
     t0 = time.perf_counter()
-    for i in range(warmup, warmup + batches):
-        dataset[i]
-    return batches * frames_per_batch / (time.perf_counter() - t0)
+    for b in blobs:
+        simplejpeg.decode_jpeg(b, buffer=out)
+    turbo = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for b in blobs[: n // 3]:
+        np.asarray(Image.open(BytesIO(b)))
+    pil = (n // 3) / (time.perf_counter() - t0)
+    return turbo, pil
 
 
-def time_iter(iterator, batches, frames_per_batch, warmup=2):
-    it = iter(iterator)
+def time_stream(stream, batches: int, frames_per_batch: int, warmup: int = 3) -> float:
+    it = iter(stream)
     for _ in range(warmup):
         next(it)
     t0 = time.perf_counter()
     for _ in range(batches):
         next(it)
-    dt = time.perf_counter() - t0
-    return batches * frames_per_batch / dt
+    rate = batches * frames_per_batch / (time.perf_counter() - t0)
+    if hasattr(it, "close"):
+        it.close()
+    return rate
 
 
-def torch_side(data, paths_by_record, args, spec):
+def torch_side(data, folder, args, spec):
+    """The PyTorch DataLoader baseline over JPEG files holding the same bytes."""
     import torch
     from PIL import Image
 
+    torch.set_num_threads(1)
     index = data.splits["train"]
-    sampler = IdentitySampler(index.pid, spec.ids_per_batch, spec.clips_per_id, spec.seed)
+    sampler = TrackletChunkSampler(index.pid, spec.ids_per_batch, spec.clips_per_id, spec.seed)
     mean, std = torch.from_numpy(MEAN).view(1, 3, 1, 1), torch.from_numpy(STD).view(1, 3, 1, 1)
+
+    def path(record):
+        return os.path.join(folder, f"{record:07d}.jpg")
 
     class TrainClips(torch.utils.data.Dataset):
         def __len__(self):
@@ -79,9 +101,7 @@ def torch_side(data, paths_by_record, args, spec):
             rng = np.random.default_rng([spec.seed, 2, step, position])
             frames = temporal_indices(int(index.count[t]), spec.num_frames, "stride", rng)
             imgs = [
-                torch.from_numpy(
-                    np.asarray(Image.open(paths_by_record[index.first[t] + f]).convert("RGB"))
-                )
+                torch.from_numpy(np.asarray(Image.open(path(index.first[t] + f)).convert("RGB")))
                 for f in frames
             ]
             clip = torch.stack(imgs).permute(0, 3, 1, 2).float().div(255)
@@ -96,7 +116,7 @@ def torch_side(data, paths_by_record, args, spec):
                     clip[:, :, top : top + h, left : left + w] = fill.view(1, 3, 1, 1)
             return clip, int(index.pid[t])
 
-    class EvalClipsDS(torch.utils.data.Dataset):
+    class EvalClips(torch.utils.data.Dataset):
         def __init__(self, split):
             self.items = []
             idx = data.splits[split]
@@ -108,68 +128,80 @@ def torch_side(data, paths_by_record, args, spec):
             return len(self.items)
 
         def __getitem__(self, item):
-            imgs = [
-                torch.from_numpy(np.array(Image.open(paths_by_record[r]))) for r in self.items[item]
-            ]
+            imgs = [torch.from_numpy(np.array(Image.open(path(r)))) for r in self.items[item]]
             return (torch.stack(imgs).permute(0, 3, 1, 2).float().div(255) - mean) / std
 
     results = {}
-    for workers in args.workers:
+    for workers in (0, 1, 2):
         loader = torch.utils.data.DataLoader(
             TrainClips(), batch_size=spec.global_batch, num_workers=workers,
             persistent_workers=workers > 0,
         )  # fmt: skip
-        results[f"train_workers{workers}"] = time_iter(
-            loader, args.batches, spec.global_batch * spec.num_frames
-        )
-        ds = torch.utils.data.ConcatDataset([EvalClipsDS("gallery")] * 20)  # as .repeat()
+        frames = spec.global_batch * spec.num_frames
+        results[f"train_workers{workers}"] = time_stream(loader, args.batches, frames)
+        ds = torch.utils.data.ConcatDataset([EvalClips("gallery")] * 50)
         loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=workers)
-        results[f"eval_workers{workers}"] = time_iter(loader, args.batches, 32 * spec.num_frames)
+        results[f"eval_workers{workers}"] = time_stream(loader, args.batches, 32 * spec.num_frames)
+        print({k: round(v) for k, v in results.items()}, flush=True)
     return results
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--ids", type=int, default=80)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
     spec = TrainSpec(ids_per_batch=8, clips_per_id=4, num_frames=4, sampler="stride", seed=0)
+    frames = spec.global_batch * spec.num_frames
     with tempfile.TemporaryDirectory() as tmp:
-        splits = render_splits(os.path.join(tmp, "src"), num_ids=args.ids, size=(256, 128))
-        ingest(splits, os.path.join(tmp, "rec"), (256, 128))
-        data = ReIDDataset(os.path.join(tmp, "rec"))
-        paths_by_record = {}
-        for split in ("train", "query", "gallery"):
-            index = data.splits[split]
-            for i, tracklet in enumerate(getattr(splits, split)):
-                for j, path in enumerate(tracklet.frames):
-                    paths_by_record[int(index.first[i]) + j] = path
-        result = {"bench": "input_pipeline", "frame_size": "256x128", "cpus": os.cpu_count()}
-        frames = spec.global_batch * spec.num_frames
-        # The gallery stream is repeated so that the timed window is far longer than the
-        # prefetch buffer.
-        ev = eval_dataset(data, "gallery", spec.num_frames, 32).repeat(None)
-        ds = train_dataset(data, spec)
-        for threads in args.workers:
-            if threads == 0:
-                train = time_sync(ds, args.batches, frames)
-                evals = time_sync(ev, args.batches, 32 * spec.num_frames)
-            else:
-                options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4)
-                train = time_iter(ds.to_iter_dataset(options), args.batches, frames)
-                evals = time_iter(ev.to_iter_dataset(options), args.batches, 32 * spec.num_frames)
-            result[f"reidjax_train_threads{threads}"] = train
-            result[f"reidjax_eval_threads{threads}"] = evals
-            print({k: round(v) for k, v in result.items() if "reidjax" in k}, flush=True)
-        torch_results = torch_side(data, paths_by_record, args, spec)
-        result.update({f"torch_{k}": v for k, v in torch_results.items()})
-
-        def best(prefix):
-            return max(v for k, v in result.items() if k.startswith(prefix))
-
-        result["ratio_train_best"] = best("reidjax_train") / best("torch_train")
-        result["ratio_eval_best"] = best("reidjax_eval") / best("torch_eval")
+        data = build_dataset("synthetic", f"ids{args.ids}_cams4_seed0_256x128", tmp, quiet=True)
+        result = {
+            "bench": "input_pipeline", "frame_size": "256x128", "cpus": os.cpu_count(),
+            "frames_stored": data.num_frames,
+        }  # fmt: skip
+        before, pil = decode_limit(data)
+        print(f"decode limit: simplejpeg {before:,.0f} frames/s, PIL {pil:,.0f} (one core)")
+        evals = eval_dataset(data, "gallery", spec.num_frames, 32).repeat(None)
+        train = train_dataset(data, spec)
+        runs = [("inline", 0), ("threads", 1), ("threads", 2), ("processes", 1), ("processes", 2)]
+        for kind, workers in runs:
+            name = f"{kind}{workers}" if workers else kind
+            result[f"train_{name}"] = time_stream(
+                iterate(train, workers, kind if workers else "threads"), args.batches, frames
+            )
+            result[f"eval_{name}"] = time_stream(
+                iterate(evals, workers, kind if workers else "threads"),
+                args.batches, 32 * spec.num_frames,
+            )  # fmt: skip
+            print(f"{name}: train {result[f'train_{name}']:,.0f}  eval "
+                  f"{result[f'eval_{name}']:,.0f} frames/s", flush=True)  # fmt: skip
+        after, _ = decode_limit(data)
+        limit = (before + after) / 2
+        result.update(limit_before=before, limit_after=after, limit=limit, pil_decode=pil)
+        for stream in ("train", "eval"):
+            for kind in ("inline", "threads1", "threads2", "processes1", "processes2"):
+                workers = 1 if kind == "inline" else int(kind[-1])
+                result[f"{stream}_{kind}_per_core"] = result[f"{stream}_{kind}"] / (workers * limit)
+            for kind in ("threads", "processes"):
+                result[f"{stream}_{kind}_scaling"] = (
+                    result[f"{stream}_{kind}2"] / result[f"{stream}_{kind}1"]
+                )
+        if not args.no_torch:
+            folder = os.path.join(tmp, "files")
+            os.makedirs(folder)
+            for i in range(data.num_frames):
+                with open(os.path.join(folder, f"{i:07d}.jpg"), "wb") as f:
+                    f.write(data.encoded(i))
+            result.update(
+                {f"torch_{k}": v for k, v in torch_side(data, folder, args, spec).items()}
+            )
+    print(
+        f"limit {limit:,.0f} frames/s/core (before {before:,.0f}, after {after:,.0f}); "
+        f"train per core: processes1 {result['train_processes1_per_core']:.2f}, "
+        f"processes2 {result['train_processes2_per_core']:.2f}; scaling 1->2 processes "
+        f"{result['train_processes_scaling']:.2f}x, threads {result['train_threads_scaling']:.2f}x"
+    )
     print(json.dumps(result))
 
 

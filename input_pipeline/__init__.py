@@ -1,1 +1,1 @@
-"""Input pipeline: dataset parsers, ingest, sampling, transforms and grain pipelines."""
+"""Input pipeline: dataset parsers, tensorflow-datasets builders, sampling and grain pipelines."""

@@ -55,7 +55,7 @@ class TrainBatches:
     """Global batch `step` → this host's slice, as a pure function of (seed, step).
 
     Args:
-        data: the ingested dataset.
+        data: the prepared dataset.
         spec: batch composition and augmentation.
         process_index, process_count: this host and the number of hosts; each host gets
             clips [i·B/H, (i+1)·B/H) of the global batch B.

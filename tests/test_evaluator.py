@@ -133,7 +133,7 @@ def test_clear_errors(setup):
             self.directory, self.size = data.directory, data.size
             self.splits = dict(data.splits)
             self.splits[split] = change(data.splits[split])
-            self.frame, self.frames = data.frame, data.frames
+            self.frame, self.frames, self.read_into = data.frame, data.frames, data.read_into
 
     def empty(index):
         return TrackletIndex(*(a[:0] for a in dataclasses.astuple(index)))

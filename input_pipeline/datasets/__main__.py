@@ -3,7 +3,7 @@
     python -m input_pipeline.datasets --dataset mars --root /data/MARS
     python -m input_pipeline.datasets --dataset ilidsvid --root /data/iLIDS-VID --split-id 3
 
-Use it to check a download before ingesting it: the counts must match the published ones (e.g. MARS:
+Use it to check a download before building it: the counts must match the published ones (e.g. MARS:
 625 training ids / 8,298 tracklets; 1,980 queries; 11,310 gallery tracklets).
 """
 
