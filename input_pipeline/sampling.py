@@ -194,23 +194,47 @@ def random_erasing_box(
     return None
 
 
+def augment_params(
+    rng: np.random.Generator, height: int, width: int, flip_prob: float, erasing_prob: float
+) -> tuple[bool, np.ndarray]:
+    """One clip's augmentation: flip or not, and the erasing box (top, left, h, w), all 0
+    when nothing is erased. The draws are those `augment_clip` makes, in its order."""
+    flip = bool(rng.random() < flip_prob)
+    box = np.zeros(4, np.int32)
+    if rng.random() < erasing_prob:
+        found = random_erasing_box(height, width, rng)
+        if found is not None:
+            box[:] = found
+    return flip, box
+
+
 def augment_clip(
     clip: np.ndarray, rng: np.random.Generator, flip_prob: float, erasing_prob: float
 ) -> np.ndarray:
     """Clip-consistent horizontal flip and random erasing of a uint8 clip `[T, H, W, 3]`:
-    one decision and one box for all frames. Returns a new array."""
-    return augment_clip_inplace(np.array(clip), rng, flip_prob, erasing_prob)
-
-
-def augment_clip_inplace(
-    clip: np.ndarray, rng: np.random.Generator, flip_prob: float, erasing_prob: float
-) -> np.ndarray:
-    """`augment_clip` in place (the random draws and the result are the same)."""
-    if rng.random() < flip_prob:
-        clip[...] = clip[:, :, ::-1]  # numpy copies through a buffer when views overlap
-    if rng.random() < erasing_prob:
-        box = random_erasing_box(clip.shape[1], clip.shape[2], rng)
-        if box is not None:
-            top, left, h, w = box
-            clip[:, top : top + h, left : left + w] = ERASE_FILL.astype(np.uint8)
+    one decision and one box for all frames. Returns a new array (NumPy reference of
+    `apply_augmentation`, which training uses)."""
+    flip, (top, left, h, w) = augment_params(
+        rng, clip.shape[1], clip.shape[2], flip_prob, erasing_prob
+    )
+    clip = np.array(clip[:, :, ::-1] if flip else clip)
+    clip[:, top : top + h, left : left + w] = ERASE_FILL.astype(np.uint8)
     return clip
+
+
+def apply_augmentation(clips, flip, erase):
+    """Flip and random erasing of uint8 clips `[B, T, H, W, 3]` on the device, in the
+    jitted train step: `flip` bool `[B]`, `erase` int32 `[B, 4]` (top, left, h, w; h = 0:
+    none) from `augment_params`. Equal to `augment_clip` clip by clip (exact: it moves and
+    fills bytes). It runs there because the host's flip of a 256×128 clip costs about as
+    much as decoding one of its frames (docs/benchmarks.md)."""
+    import jax.numpy as jnp
+
+    clips = jnp.where(flip[:, None, None, None, None], clips[:, :, :, ::-1], clips)
+    height, width = clips.shape[2], clips.shape[3]
+    y = jnp.arange(height)[None, :, None]
+    x = jnp.arange(width)[None, None, :]
+    top, left, h, w = (erase[:, i, None, None] for i in range(4))
+    inside = (y >= top) & (y < top + h) & (x >= left) & (x < left + w)  # [B, H, W]
+    fill = jnp.asarray(ERASE_FILL.astype(np.uint8))
+    return jnp.where(inside[:, None, :, :, None], fill, clips)

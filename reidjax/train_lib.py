@@ -18,13 +18,14 @@ import numpy as np
 import optax
 
 from input_pipeline.pipelines import TrainBatches, TrainSpec, iterate, to_device
+from input_pipeline.sampling import apply_augmentation
 from reidjax import checkpoint, divergence, eval_lib, experiment, runlock, sharding
 from reidjax.experiment import TrainState
 from reidjax.metrics_log import MetricsLog
 from reidjax.models import ReIDModel
 from reidjax.optim import build_optimizer, decay_steps
 
-BATCH_KEYS = ("clips", "labels", "cameras")
+BATCH_KEYS = ("clips", "flip", "erase", "labels", "cameras")
 
 
 class Preempted(Exception):
@@ -46,7 +47,8 @@ def make_train_step(model: ReIDModel, tx: optax.GradientTransformation, schedule
 
     def loss_fn(params, batch_stats, batch, key):
         variables = {"params": params, "batch_stats": batch_stats}
-        out, batch_stats = model.train_forward(variables, batch["clips"], key)
+        clips = apply_augmentation(batch["clips"], batch["flip"], batch["erase"])
+        out, batch_stats = model.train_forward(variables, clips, key)
         terms = model.objective(out, batch)
         accuracy = jnp.mean(jnp.argmax(out["logits"], -1) == batch["labels"])
         return terms["total"], (terms, batch_stats, accuracy)

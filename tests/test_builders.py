@@ -46,6 +46,8 @@ def _check_against_parser(data: ReIDDataset, splits, size=SIZE):
             for j, path in enumerate(t.frames):
                 with Image.open(path) as image:
                     want = np.asarray(image.convert("RGB").resize(size[::-1], Image.BICUBIC))
+                stored = int(index.first[i] + j)
+                assert data.encoded(stored) == source[stored]["image"]  # TFDS's own read
                 if path.endswith(".jpg"):  # RGB JPEG at size: the very bytes
                     with open(path, "rb") as f:
                         assert source[int(index.first[i] + j)]["image"] == f.read()

@@ -19,7 +19,9 @@ from input_pipeline.pipelines import (
 from input_pipeline.sampling import (
     IdentitySampler,
     TrackletChunkSampler,
+    apply_augmentation,
     augment_clip,
+    augment_params,
     dense_clips,
     random_erasing_box,
     rrs_test_indices,
@@ -158,6 +160,14 @@ def test_augmentation_is_clip_consistent():
     erased = augment_clip(clip, rng, flip_prob=0.0, erasing_prob=1.0)
     changed = np.any(erased != clip, axis=-1)
     assert changed.any() and all(np.array_equal(changed[0], changed[t]) for t in range(4))
+    params = [augment_params(np.random.default_rng(k), 32, 16, 0.5, 0.5) for k in range(6)]
+    clips = np.stack([clip] * 6)
+    on_device = apply_augmentation(
+        clips, np.array([p[0] for p in params]), np.stack([p[1] for p in params])
+    )
+    for k in range(6):
+        want = augment_clip(clip, np.random.default_rng(k), 0.5, 0.5)
+        np.testing.assert_array_equal(np.asarray(on_device[k]), want)
     box = random_erasing_box(256, 128, np.random.default_rng(2))
     _, _, h, w = box
     assert 0.02 * 256 * 128 * 0.8 <= h * w <= 0.4 * 256 * 128 * 1.2
@@ -293,13 +303,20 @@ def test_rrs_eval_stream_has_one_clip_per_tracklet(data):
 
 
 def test_batches_equal_the_previous_definition(data):
-    """Decoding into the batch buffer and augmenting in place change nothing: each batch
-    equals the reference built frame by frame with PIL and the copying `augment_clip`."""
-    for step in (0, 1, 7):
-        batch = train_dataset(data, SPEC, num_steps=8)[step]
-        clips, labels = reference_batch(data, SPEC, step)
-        np.testing.assert_array_equal(batch["clips"], clips)
+    """Decoding into the batch buffer and augmenting on the device change nothing: each
+    batch, augmented by `apply_augmentation` as the train step does, equals the reference
+    built frame by frame with PIL and the host-side `augment_clip`."""
+    spec = TrainSpec(**{**SPEC.__dict__, "flip_prob": 0.5, "erasing_prob": 0.7})
+    flips = erased = 0
+    for step in range(8):
+        batch = train_dataset(data, spec, num_steps=8)[step]
+        clips, labels = reference_batch(data, spec, step)
+        augmented = apply_augmentation(batch["clips"], batch["flip"], batch["erase"])
+        np.testing.assert_array_equal(np.asarray(augmented), clips)
         np.testing.assert_array_equal(batch["labels"], labels)
+        flips += batch["flip"].sum()
+        erased += (batch["erase"][:, 2] > 0).sum()
+    assert 0 < flips < 48 and 0 < erased < 48  # both branches taken
 
 
 def test_worker_processes_give_the_same_stream(data):
