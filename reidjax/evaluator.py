@@ -158,20 +158,23 @@ class Evaluator:
             self.dim = jax.eval_shape(self.predict_fn, variables, x).shape[-1]
         sums = jax.device_put(jnp.zeros((len(index), self.dim), jnp.float32), self.repl)
         weights = jax.device_put(jnp.zeros((len(index),), jnp.float32), self.repl)
-        stream = iterate(dataset, c.input.workers, c.input.worker_kind)
+        stream = iter(iterate(dataset, c.input.workers, c.input.worker_kind))
         frames_per_batch = c.eval.batch_size * c.input.num_frames
         start = last = time.perf_counter()
-        for i, batch in enumerate(to_device(stream, self.batch_sharding, EVAL_KEYS)):
-            sums, weights = self.step(sums, weights, variables, batch)
-            now = time.perf_counter()
-            if self.progress and (now - last > PROGRESS_SECONDS or i + 1 == num_batches):
-                jax.block_until_ready(sums)
-                now, last = time.perf_counter(), time.perf_counter()
-                rate = (i + 1) * frames_per_batch / (now - start)
-                self.progress(
-                    f"{label}: {i + 1}/{num_batches} batches, {len(index)} tracklets, "
-                    f"{rate:,.0f} frames/s"
-                )
+        try:
+            for i, batch in enumerate(to_device(stream, self.batch_sharding, EVAL_KEYS)):
+                sums, weights = self.step(sums, weights, variables, batch)
+                now = time.perf_counter()
+                if self.progress and (now - last > PROGRESS_SECONDS or i + 1 == num_batches):
+                    jax.block_until_ready(sums)
+                    now, last = time.perf_counter(), time.perf_counter()
+                    rate = (i + 1) * frames_per_batch / (now - start)
+                    self.progress(
+                        f"{label}: {i + 1}/{num_batches} batches, {len(index)} tracklets, "
+                        f"{rate:,.0f} frames/s"
+                    )
+        finally:
+            stream.close()  # stops reader threads / worker processes
         return np.asarray(jax.device_get(tracklet_means(sums, weights)))
 
     def evaluate(self, variables: dict, rerank: bool | None = None) -> EvalResult:

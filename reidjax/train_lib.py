@@ -200,8 +200,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         print("\n".join(lines), flush=True)
     start = int(state.step)
     step_fn = compile_train_step(model, tx, schedule, mesh)
-    stream = iterate(
-        batches.dataset(start, total - start), config.input.workers, config.input.worker_kind
+    stream = iter(
+        iterate(
+            batches.dataset(start, total - start), config.input.workers, config.input.worker_kind
+        )
     )
     key = jax.random.key(config.seed + 1)
     evaluation = None
@@ -235,6 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         ckpt.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        stream.close()  # stops reader threads / worker processes
         ckpt.close()
         if evaluation is not None:
             evaluation.close()
