@@ -14,10 +14,10 @@ batches, after warm-up batches (worker start-up excluded).
 
 The limit: simplejpeg decoding the same records, preloaded in memory, into one buffer, in
 this process on one core; and the same in two processes at once (both cores busy: what
-two cores deliver together, with the clock and memory effects of a loaded machine). Both
-are measured before and after the pipeline runs, and the mean is the reference: this
-machine drifts. Efficiency = pipeline frames/s / limit of as many cores as workers. The
-last line is JSON.
+two cores deliver together, with the clock and memory effects of a loaded machine). The
+limit of as many cores as workers is measured just before each pipeline measurement
+(this machine's speed drifts by ±15% within minutes), and every setting runs in
+`--rounds` rounds; the figures are medians. The last line is JSON.
 """
 
 import argparse
@@ -46,7 +46,7 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def decode_limit(data, frames: int = 3000) -> tuple[float, float]:
+def decode_limit(data, frames: int = 3000, pil: bool = True):
     """Frames/s of simplejpeg and of PIL decoding stored records, one core, bytes in memory."""
     from io import BytesIO
 
@@ -60,11 +60,12 @@ def decode_limit(data, frames: int = 3000) -> tuple[float, float]:
     for b in blobs:
         simplejpeg.decode_jpeg(b, buffer=out)
     turbo = n / (time.perf_counter() - t0)
+    if not pil:
+        return turbo
     t0 = time.perf_counter()
     for b in blobs[: n // 3]:
         np.asarray(Image.open(BytesIO(b)))
-    pil = (n // 3) / (time.perf_counter() - t0)
-    return turbo, pil
+    return turbo, (n // 3) / (time.perf_counter() - t0)
 
 
 def _decode_for(args) -> tuple[float, float, int]:
@@ -177,6 +178,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--ids", type=int, default=80)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
     spec = TrainSpec(ids_per_batch=8, clips_per_id=4, num_frames=4, sampler="stride", seed=0)
@@ -187,40 +189,42 @@ def main():
             "bench": "input_pipeline", "frame_size": "256x128", "cpus": os.cpu_count(),
             "frames_stored": data.num_frames,
         }  # fmt: skip
-        before, pil = decode_limit(data)
-        print(f"decode limit: simplejpeg {before:,.0f} frames/s, PIL {pil:,.0f} (one core)")
-        both = parallel_decode_limit(data, 2)
-        print(f"decode limit, 2 processes at once: {both:,.0f} frames/s")
+        _, pil = decode_limit(data)
         evals = eval_dataset(data, "gallery", spec.num_frames, 32).repeat(None)
         train = train_dataset(data, spec)
         runs = [("inline", 0), ("threads", 1), ("threads", 2), ("processes", 1), ("processes", 2)]
-        for kind, workers in runs:
-            name = f"{kind}{workers}" if workers else kind
-            result[f"train_{name}"] = time_stream(
-                iterate(train, workers, kind if workers else "threads"), args.batches, frames
-            )
-            result[f"eval_{name}"] = time_stream(
-                iterate(evals, workers, kind if workers else "threads"),
-                args.batches, 32 * spec.num_frames,
-            )  # fmt: skip
-            print(f"{name}: train {result[f'train_{name}']:,.0f}  eval "
-                  f"{result[f'eval_{name}']:,.0f} frames/s", flush=True)  # fmt: skip
-        after, _ = decode_limit(data)
-        both_after = parallel_decode_limit(data, 2)
-        limit = (before + after) / 2
-        limit2 = (both + both_after) / 2
-        result.update(
-            limit_before=before, limit_after=after, limit=limit, pil_decode=pil,
-            limit2_before=both, limit2_after=both_after, limit2=limit2,
-        )  # fmt: skip
+        rounds = {}
+        for r in range(args.rounds):
+            for kind, workers in runs:
+                name = f"{kind}{workers}" if workers else kind
+                # The limit of as many cores as workers, measured just before: this
+                # machine's speed drifts by ±15% within minutes.
+                limit = (
+                    decode_limit(data, pil=False)
+                    if workers <= 1
+                    else parallel_decode_limit(data, workers)
+                )
+                kind_ = kind if workers else "threads"
+                rates = {
+                    "train": time_stream(iterate(train, workers, kind_), args.batches, frames),
+                    "eval": time_stream(
+                        iterate(evals, workers, kind_), args.batches, 32 * spec.num_frames
+                    ),
+                }
+                for stream, rate in rates.items():
+                    rounds.setdefault(f"{stream}_{name}", []).append(rate)
+                    rounds.setdefault(f"{stream}_{name}_vs_limit", []).append(rate / limit)
+                rounds.setdefault(f"limit_{max(workers, 1)}core", []).append(limit)
+                print(f"round {r}: {name}: limit {limit:,.0f}, train {rates['train']:,.0f} "
+                      f"({rates['train'] / limit:.2f}), eval {rates['eval']:,.0f} "
+                      f"({rates['eval'] / limit:.2f}) frames/s", flush=True)  # fmt: skip
+        result.update({k: float(np.median(v)) for k, v in rounds.items()})
+        result["rounds"] = rounds
+        result["pil_decode"] = pil
         for stream in ("train", "eval"):
-            for kind in ("inline", "threads1", "threads2", "processes1", "processes2"):
-                workers = 1 if kind == "inline" else int(kind[-1])
-                reference = limit if workers == 1 else limit2
-                result[f"{stream}_{kind}_per_core"] = result[f"{stream}_{kind}"] / reference
             for kind in ("threads", "processes"):
-                result[f"{stream}_{kind}_scaling"] = (
-                    result[f"{stream}_{kind}2"] / result[f"{stream}_{kind}1"]
+                result[f"{stream}_{kind}_scaling"] = float(
+                    np.median(np.divide(rounds[f"{stream}_{kind}2"], rounds[f"{stream}_{kind}1"]))
                 )
         if not args.no_torch:
             folder = os.path.join(tmp, "files")
@@ -231,15 +235,15 @@ def main():
             result.update(
                 {f"torch_{k}": v for k, v in torch_side(data, folder, args, spec).items()}
             )
+    m = result
     print(
-        f"limit {limit:,.0f} frames/s on 1 core (before {before:,.0f}, after {after:,.0f}), "
-        f"{limit2:,.0f} on 2 cores at once; train vs limit: inline "
-        f"{result['train_inline_per_core']:.2f}, threads1 {result['train_threads1_per_core']:.2f}, "
-        f"threads2 {result['train_threads2_per_core']:.2f}, processes1 "
-        f"{result['train_processes1_per_core']:.2f}, processes2 "
-        f"{result['train_processes2_per_core']:.2f}; scaling 1->2: threads "
-        f"{result['train_threads_scaling']:.2f}x, processes "
-        f"{result['train_processes_scaling']:.2f}x"
+        f"medians of {args.rounds} rounds: limit {m['limit_1core']:,.0f} frames/s on 1 core, "
+        f"{m['limit_2core']:,.0f} on 2 at once; train vs limit: inline "
+        f"{m['train_inline_vs_limit']:.2f}, threads1 {m['train_threads1_vs_limit']:.2f}, "
+        f"threads2 {m['train_threads2_vs_limit']:.2f}, processes1 "
+        f"{m['train_processes1_vs_limit']:.2f}, processes2 {m['train_processes2_vs_limit']:.2f};"
+        f" scaling 1->2: threads {m['train_threads_scaling']:.2f}x, processes "
+        f"{m['train_processes_scaling']:.2f}x"
     )
     print(json.dumps(result))
 

@@ -123,13 +123,12 @@ class ReIDDataset:
 
     def read_into(self, records, out: np.ndarray) -> np.ndarray:
         """Decodes frames `records` into `out` (uint8 `[N, H, W, 3]`, C-contiguous rows)."""
-        shape = out.shape[1:]
+        read, parse = self.source.data_source.__getitem__, tf_example_pb2.Example.FromString
+        decode, shape = simplejpeg.decode_jpeg, out.shape[1:]
         for k, record in enumerate(records):
-            frame = simplejpeg.decode_jpeg(self.encoded(record), buffer=out[k])
-            if frame.shape != shape:
-                raise DatasetError(
-                    f"frame {record} of {self.directory} is {frame.shape}, not {shape}"
-                )
+            data = parse(read(int(record))).features.feature["image"].bytes_list.value[0]
+            if decode(data, buffer=out[k]).shape != shape:
+                raise DatasetError(f"frame {record} of {self.directory} is not {shape}")
         return out
 
     def frame(self, record: int) -> np.ndarray:
