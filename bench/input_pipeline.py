@@ -34,6 +34,7 @@ import simplejpeg
 
 from input_pipeline.build import build_dataset
 from input_pipeline.pipelines import TrainSpec, eval_dataset, iterate, train_dataset
+from input_pipeline.records import ReIDDataset
 from input_pipeline.sampling import (
     ERASE_FILL,
     TrackletChunkSampler,
@@ -179,14 +180,21 @@ def main():
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--ids", type=int, default=80)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dataset", default="", help="a prepared dataset instead")
+    parser.add_argument("--config", default="256x128", help="its builder config")
+    parser.add_argument("--data_dir", default="~/tensorflow_datasets")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
     spec = TrainSpec(ids_per_batch=8, clips_per_id=4, num_frames=4, sampler="stride", seed=0)
     frames = spec.global_batch * spec.num_frames
     with tempfile.TemporaryDirectory() as tmp:
-        data = build_dataset("synthetic", f"ids{args.ids}_cams4_seed0_256x128", tmp, quiet=True)
+        if args.dataset:
+            data = ReIDDataset(args.dataset, args.config, args.data_dir)
+        else:
+            data = build_dataset("synthetic", f"ids{args.ids}_cams4_seed0_256x128", tmp, quiet=True)
+        h, w = data.size
         result = {
-            "bench": "input_pipeline", "frame_size": "256x128", "cpus": os.cpu_count(),
+            "bench": "input_pipeline", "frame_size": f"{h}x{w}", "cpus": os.cpu_count(),
             "frames_stored": data.num_frames,
         }  # fmt: skip
         _, pil = decode_limit(data)
