@@ -63,9 +63,11 @@ class ReIDDataset:
         self.data_dir = os.path.expanduser(data_dir)
         self.directory = dataset_dir(name, config, data_dir)
         if not os.path.isfile(os.path.join(self.directory, "dataset_info.json")):
+            others = prepared_configs(name, data_dir)
             raise DatasetError(
-                f"{name} ({config}) is not prepared in {self.data_dir}: "
-                + build_command(name, config, data_dir)
+                f"{name} ({config}) is not prepared in {self.data_dir}"
+                + (f" (prepared there: {', '.join(others)})" if others else "")
+                + f": {build_command(name, config, data_dir)}"
             )
         self._source = None
         metadata = self.source.dataset_info.metadata
@@ -140,6 +142,18 @@ class ReIDDataset:
         records = np.asarray(records).reshape(-1)
         h, w = self.size
         return self.read_into(records, np.empty((len(records), h, w, 3), np.uint8))
+
+
+def prepared_configs(name: str, data_dir: str = DEFAULT_DATA_DIR) -> list[str]:
+    """The builder configs of `name` prepared in `data_dir`."""
+    root = os.path.dirname(os.path.dirname(dataset_dir(name, "x", data_dir)))
+    if not os.path.isdir(root):
+        return []
+    return sorted(
+        c
+        for c in os.listdir(root)
+        if os.path.isfile(os.path.join(root, c, FORMAT_VERSION, "dataset_info.json"))
+    )
 
 
 def build_command(name: str, config: str, data_dir: str = DEFAULT_DATA_DIR) -> str:

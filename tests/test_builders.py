@@ -160,6 +160,10 @@ def test_corrupt_jpeg_stops_the_build_and_leaves_nothing(tmp_path):
     assert left == []
     with pytest.raises(DatasetError, match=r"is not prepared in .*python -m input_pipeline\.build"):
         ReIDDataset("dukev", "16x8", str(tmp_path / "tfds"))
+    bad.unlink()
+    _build("dukev", tmp_path / "raw", tmp_path / "tfds", size=(32, 16))
+    with pytest.raises(DatasetError, match=r"\(prepared there: 32x16\): .* --size 16x8"):
+        ReIDDataset("dukev", "16x8", str(tmp_path / "tfds"))
 
 
 def test_cli_summary_json_and_errors(tmp_path):

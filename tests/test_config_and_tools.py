@@ -104,6 +104,9 @@ def test_train_py_missing_weights_says_what_to_download(tmp_path):
     )
     assert missing.returncode == 1
     assert "Weight file not found" in missing.stderr and "Traceback" not in missing.stderr
+    # The synthetic dataset was built first, in spawned processes: JAX's threads were running.
+    assert "building the synthetic dataset" in missing.stdout
+    assert "os.fork()" not in missing.stderr
     assert "resnet50-19c8e357.pth" in missing.stderr
     assert "--config.init.imagenet=none" in missing.stderr
     assert (tmp_path / "run" / "config.json").exists()
