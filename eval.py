@@ -1,14 +1,16 @@
 """Evaluates a trained video re-ID model on its config's test protocol.
 
-    python eval.py --config configs/dsanet_lsvid.py
-    python eval.py --config configs/synthetic.py --workdir runs/demo --rerank
+    python eval.py --workdir runs/demo                 # the run's own config.json
+    python eval.py --workdir runs/demo --rerank
     python eval.py --config configs/synthetic.py --workdir runs/demo --init   # untrained
+    python eval.py --config configs/dsanet_lsvid.py   # workdir runs/dsanet_lsvid
 
 Restores the model variables of WORKDIR's latest checkpoint (or --step / --best; the
 optimizer state is not read), runs every query and gallery tracklet through the model in
 dense clips, prints R1/R5/R10/R20/mAP/mINP and writes WORKDIR/eval/{results.json, cmc.png,
-retrieval.png, attention.png (models with attention maps)}. WORKDIR defaults to
-runs/<config name>[_<variant>], as in train.py.
+retrieval.png, attention.png (models with attention maps)}. Without --config the run's
+WORKDIR/config.json is used (its config, variant and overrides as trained); with it,
+WORKDIR defaults to runs/<config name>[_<variant>], as in train.py.
 
 iLIDS-VID and PRID2011 are reported as the mean over their 10 splits: put `{split}` in the
 workdir, e.g. --workdir 'runs/strf_ilids/split{split}'; split K is evaluated in its own
@@ -22,7 +24,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from reidjax import cli, eval_lib, report, sharding
+from reidjax import cli, config_lib, eval_lib, report, sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string(
@@ -34,19 +36,24 @@ _INIT = flags.DEFINE_bool("init", False, "Evaluate the initial weights (no check
 _RERANK = flags.DEFINE_bool("rerank", None, "k-reciprocal re-ranking (config.eval.rerank).")
 _SAVE = flags.DEFINE_bool("save-features", False, "Also write eval/features.npz.")
 _OUTPUT = flags.DEFINE_string("output", None, "Report folder (default: WORKDIR/eval).")
-flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None and not _WORKDIR.value:
+        raise app.UsageError("give --workdir (a training run) or --config (or both)")
     cli.quiet_logging()
-    config, workdir = _CONFIG.value, cli.workdir_or_default(_WORKDIR.value)
+    workdir = cli.workdir_or_default(_WORKDIR.value)
     sharding.maybe_initialize_distributed()
     kwargs = dict(step=_STEP.value, best=_BEST.value, init=_INIT.value, rerank=_RERANK.value,
                   save_features=_SAVE.value, output=_OUTPUT.value)  # fmt: skip
 
     def run() -> int:
+        # Without --config: the config the run was trained with (WORKDIR/config.json).
+        config = _CONFIG.value
+        if config is None:
+            config = config_lib.load_run_config(workdir.replace("{split}", "0"))
         if "{split}" in workdir:
             rows = eval_lib.evaluate_splits(config, workdir, **kwargs)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -217,6 +218,49 @@ def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
+
+
+RUN_CONFIG = "config.json"
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run was trained with: `WORKDIR/config.json` (what train.py wrote, with
+    the sizes the data decided filled in), checked against the current schema.
+
+    Raises:
+        ConfigError: no config.json in `workdir`, or a key this version does not know.
+    """
+    path = os.path.join(workdir, RUN_CONFIG)
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"no {RUN_CONFIG} in {workdir}: not a training directory; give --config CONFIG"
+        )
+    with open(path) as f:
+        saved = json.load(f)
+
+    def tuples(value):
+        if isinstance(value, dict):
+            return {k: tuples(v) for k, v in value.items()}
+        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+    config = base_config()
+    unknown = []
+
+    def merge(target: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
+        for key, value in values.items():
+            if key not in target:
+                unknown.append(prefix + key)
+            elif isinstance(value, dict) and isinstance(target[key], ml_collections.ConfigDict):
+                merge(target[key], value, f"{prefix}{key}.")
+            else:
+                target[key] = value
+
+    with config.unlocked():
+        merge(config, tuples(saved), "")
+    if unknown:
+        raise ConfigError(f"{path} has keys this version does not know: {', '.join(unknown)}")
+    config.lock()
+    return config
 
 
 def config_name(path: str) -> str:

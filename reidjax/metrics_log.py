@@ -47,6 +47,10 @@ class MetricsLog:
             self.board = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self.last_step, self.last_time = start, time.perf_counter()
 
+    def restart_clock(self) -> None:
+        """Measure the next clips/s and ETA from now (after compilation)."""
+        self.last_time = time.perf_counter()
+
     def write(self, step: int, metrics: dict) -> None:
         values = {k: float(v) for k, v in metrics.items()}
         now = time.perf_counter()

@@ -8,8 +8,10 @@ under `jax.jit` with explicit shardings and the state's buffers donated.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -196,7 +198,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         lock.release()
         raise
     if jax.process_index() == 0:
-        lines = [experiment.describe(model, config, meta), *run_plan.lines(), f"start: {origin}"]
+        devices = jax.devices()
+        lines = [
+            experiment.describe(model, config, meta),
+            *run_plan.lines(),
+            f"devices: {len(devices)} {devices[0].platform} on {jax.process_count()} host(s); "
+            f"mesh data={mesh.shape['data']}; workdir {workdir}",
+            f"start: {origin}",
+        ]
         print("\n".join(lines), flush=True)
     start = int(state.step)
     step_fn = compile_train_step(model, tx, schedule, mesh)
@@ -215,7 +224,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     guard = None
     try:
         step = start
-        for batch in to_device(stream, sharding.data_sharded(mesh), BATCH_KEYS):
+        on_device = to_device(stream, sharding.data_sharded(mesh), BATCH_KEYS)
+        first = next(on_device, None)
+        if first is not None:
+            # Compiled ahead of the loop, so that the first progress line's clips/s and ETA
+            # leave the compilation out.
+            if jax.process_index() == 0:
+                print("compiling the train step...", end=" ", flush=True)
+            begin = time.perf_counter()
+            step_fn = step_fn.lower(state, first, key).compile()
+            if jax.process_index() == 0:
+                print(f"{time.perf_counter() - begin:.1f} s", flush=True)
+            log.restart_clock()
+        for batch in itertools.chain([first] if first is not None else [], on_device):
             state, metrics = step_fn(state, batch, key)
             step += 1
             guard = guard or divergence.DivergenceGuard(metrics)
