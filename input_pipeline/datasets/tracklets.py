@@ -42,13 +42,15 @@ class Splits:
         return len({t.pid for t in self.train})
 
     def summary(self) -> str:
-        """A table of ids, tracklets, frames and tracklet length (min/mean/max) per split."""
-        rows = [f"{self.name}", "  split     ids  tracklets     frames   len min/mean/max"]
+        """A table of ids, cameras, tracklets, frames and tracklet length (min/mean/max)
+        per split (the table `python -m input_pipeline.build` prints)."""
+        rows = [f"{self.name}", "  split     ids  cams  tracklets     frames   len min/mean/max"]
         for split in ("train", "query", "gallery"):
             tracklets = getattr(self, split)
             lengths = np.array([len(t.frames) for t in tracklets] or [0])
+            cams = len({t.camid for t in tracklets})
             rows.append(
-                f"  {split:<7} {len({t.pid for t in tracklets}):>5} {len(tracklets):>10} "
+                f"  {split:<7} {len({t.pid for t in tracklets}):>5} {cams:>5} {len(tracklets):>10} "
                 f"{int(lengths.sum()):>10}   {lengths.min()}/{lengths.mean():.1f}/{lengths.max()}"
             )
         return "\n".join(rows)
