@@ -24,9 +24,15 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from reidjax import cli, config_lib, eval_lib, report, sharding
+from reidjax import cli, config_lib, config_reference, eval_lib, report, sharding
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Experiment config file (default: WORKDIR/config.json, the run's own); override any key "
+    "with --config.KEY=VALUE.\n" + config_reference.help_text(),
+)
+_PRINT = flags.DEFINE_bool("print_config", False, "Print the config as it will run and exit.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training directory to evaluate (default: runs/<config name>)."
 )
@@ -54,6 +60,9 @@ def main(argv):
         config = _CONFIG.value
         if config is None:
             config = config_lib.load_run_config(workdir.replace("{split}", "0"))
+        if _PRINT.value:
+            print(config)
+            return 0
         if "{split}" in workdir:
             rows = eval_lib.evaluate_splits(config, workdir, **kwargs)
         else:

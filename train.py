@@ -20,14 +20,20 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from reidjax import cli, train_lib
+from reidjax import cli, config_reference, train_lib
 from reidjax.checkpoint import CheckpointSaveError
 
 # Exit status after SIGTERM (preemption) once the step reached is saved: EX_TEMPFAIL, "try
 # again later". Non-zero so that a scheduler requeues the job; 1 means an error.
 PREEMPTED = 75
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Experiment config file (configs/*.py), with an optional :variant; override any key with "
+    "--config.KEY=VALUE.\n" + config_reference.help_text(),
+)
+_PRINT = flags.DEFINE_bool("print_config", False, "Print the config as it will run and exit.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Checkpoints and logs (default: runs/<config name>[_<variant>])."
 )
@@ -37,6 +43,9 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _PRINT.value:
+        print(_CONFIG.value)
+        return 0
     cli.quiet_logging()
     workdir = cli.workdir_or_default(_WORKDIR.value)
     print(f"workdir: {workdir}", flush=True)

@@ -28,9 +28,10 @@ def base_config() -> ml_collections.ConfigDict:
     (`reidjax.recipes`) set each of theirs explicitly.
     """
     config = ml_collections.ConfigDict()
-    config.seed = 0
+    config.seed = 0  # parameter init, data order and augmentation, dropout-free rngs.
 
     config.dataset = ml_collections.ConfigDict()
+    # mars | lsvid | dukev | ilidsvid | prid2011 | synthetic | folder (your own data).
     config.dataset.name = "mars"
     # The tensorflow-datasets data dir the dataset was built in (python -m
     # input_pipeline.build ... --data_dir DIR); "synthetic" is built there on first use.
@@ -40,8 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
     # "folder" datasets (your own): the --name given to python -m input_pipeline.build.
     config.dataset.folder_name = ""
     config.dataset.num_cameras = 0  # 0: from the dataset registry (or the prepared data).
-    config.dataset.synthetic_ids = 200
-    config.dataset.synthetic_cameras = 4
+    config.dataset.synthetic_ids = 200  # synthetic: identities (half train, half test).
+    config.dataset.synthetic_cameras = 4  # synthetic: cameras.
 
     config.input = ml_collections.ConfigDict()
     config.input.num_frames = 4  # T: frames per clip.
@@ -49,12 +50,12 @@ def base_config() -> ml_collections.ConfigDict:
     # processes; "auto" = processes on hosts with 8+ cores, threads below. 0: inline.
     config.input.workers = 2
     config.input.worker_kind = "auto"  # auto | threads | processes
-    config.input.height = 256
-    config.input.width = 128
+    config.input.height = 256  # frame size: the builder config the data is read from.
+    config.input.width = 128  # frame width (see height).
     # Training clips: "stride" (T frames at `frame_stride` from a random start),
     # "rrs" (restricted random sampling) or "evenly".
     config.input.train_sampler = "stride"
-    config.input.frame_stride = 8
+    config.input.frame_stride = 8  # frames between the T frames of a "stride" clip.
     config.input.flip_prob = 0.5  # one decision per clip.
     config.input.erasing_prob = 0.5  # random erasing, the same box on every frame.
     # Test: "dense" cuts every tracklet into consecutive clips of T frames (the last one
@@ -63,13 +64,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.input.test_sampler = "dense"
 
     config.model = ml_collections.ConfigDict()
-    config.model.name = "baseline"
+    config.model.name = "baseline"  # baseline | strf | dsanet.
     config.model.arch = "resnet50"  # or "tiny" (tests).
     config.model.variant = "c2d"  # c2d | i3d | p3da | p3db | p3dc.
     # Per-stage 0-based temporal block indices; None = arch default (layer2 {0,2},
     # layer3 {0,2,4} for ResNet-50).
     config.model.temporal_blocks = config_dict.placeholder(tuple)
-    config.model.last_stride = 1
+    config.model.last_stride = 1  # layer4's stride (1: 16×8 maps for 256×128 input).
     config.model.num_classes = 0  # 0: the dataset's number of training identities.
     config.model.dtype = "float32"  # compute dtype: float32 | bfloat16.
     # Spatially strided convs / max pool: "auto" = polyphase (stride-1 ops, same function) on
@@ -82,10 +83,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.dsanet = ml_collections.ConfigDict(dataclasses.asdict(DSANetConfig()))
 
     config.loss = ml_collections.ConfigDict()
-    config.loss.ce_weight = 1.0
-    config.loss.label_smoothing = 0.0
-    config.loss.triplet_weight = 1.0
-    config.loss.triplet_margin = 0.3
+    config.loss.ce_weight = 1.0  # identity cross-entropy weight.
+    config.loss.label_smoothing = 0.0  # of the identity cross-entropy.
+    config.loss.triplet_weight = 1.0  # batch-hard triplet weight.
+    config.loss.triplet_margin = 0.3  # the triplet loss margin.
     config.loss.triplet_distance = "cosine"  # | euclidean.
     config.loss.triplet_feature = "bn_features"  # post-BN (lineage) | features (pre-BN).
     # DSANet, Eqs. (9)-(10).
@@ -105,11 +106,11 @@ def base_config() -> ml_collections.ConfigDict:
     # sampler; an id can appear twice in a batch); "identities": P distinct ids per batch,
     # an epoch is one pass over the ids. The LR schedule's epochs follow the same count.
     config.train.batch_sampler = "tracklets"
-    config.train.epochs = 250
+    config.train.epochs = 250  # in the batch sampler's epochs.
     config.train.num_steps = 0  # > 0 overrides epochs (smoke runs).
-    config.train.log_every = 20
-    config.train.checkpoint_every = 1000
-    config.train.keep_checkpoints = 3
+    config.train.log_every = 20  # steps between progress lines and metrics.jsonl rows.
+    config.train.checkpoint_every = 1000  # steps between checkpoints (and the last step).
+    config.train.keep_checkpoints = 3  # newest checkpoints kept.
     # Evaluate every N steps during training (0: only after the last step; -1: never).
     config.train.eval_every = 0
 
@@ -117,22 +118,22 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 32  # clips per global batch; a multiple of the device count.
     config.eval.distance = "cosine"  # cosine (1 - cos) | euclidean.
-    config.eval.max_rank = 20
+    config.eval.max_rank = 20  # CMC curve length (R1 ... R<max_rank>).
     config.eval.rerank = False  # k-reciprocal re-ranking (k1, k2, lambda below).
-    config.eval.rerank_k1 = 20
-    config.eval.rerank_k2 = 6
-    config.eval.rerank_lambda = 0.3
+    config.eval.rerank_k1 = 20  # re-ranking: k-reciprocal neighbours.
+    config.eval.rerank_k2 = 6  # re-ranking: query expansion neighbours.
+    config.eval.rerank_lambda = 0.3  # re-ranking: weight of the original distance.
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # devices on the data axis; -1 = all
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adam"  # adam: L2 coupled as in torch.optim.Adam | adamw.
-    config.optim.lr = 3e-4
-    config.optim.weight_decay = 5e-4
+    config.optim.lr = 3e-4  # peak learning rate.
+    config.optim.weight_decay = 5e-4  # L2 (adam) or decoupled (adamw) decay.
     config.optim.lr_decay_every_epochs = 50  # step schedule: x decay_factor every N epochs.
-    config.optim.lr_decay_factor = 0.1
-    config.optim.warmup_epochs = 0
+    config.optim.lr_decay_factor = 0.1  # the factor of each step decay.
+    config.optim.warmup_epochs = 0  # linear warm-up from 0 over N epochs.
     config.optim.grad_clip_norm = 0.0  # 0: off.
 
     config.init = ml_collections.ConfigDict()

@@ -143,3 +143,27 @@ def test_recipe_tool_prints_the_plan(tmp_path):
     assert numbers["decay_steps"] == [150, 300, 450, 600]
     assert numbers["frames_decoded"] == 750 * 4 * 4
     assert "3 steps per epoch of 4 clips x 4 frames" in out.stdout
+
+
+def test_config_reference_is_current_and_help_shows_common_keys():
+    """docs/config.md is what `python -m reidjax.config_reference` prints (regenerate it
+    after changing the schema); every key has a description; --help lists the common keys
+    and --print_config prints the config with the overrides, without running."""
+    from reidjax import config_reference
+
+    page = (ROOT / "docs" / "config.md").read_text()
+    assert page == config_reference.render(), "regenerate: python -m reidjax.config_reference"
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(config_reference.flat_defaults())
+    assert all(not row.endswith("|  |") for row in rows), [r for r in rows if r.endswith("|  |")]
+    helped = run_tool("train.py", "--help")
+    for key in config_reference.COMMON_KEYS:
+        assert f"--config.{key}=" in helped.stdout
+    printed = run_tool(
+        "train.py", "--config", "configs/strf_mars.py:smoke", "--print_config",
+        "--config.optim.lr=0.5",
+    )  # fmt: skip
+    assert (
+        printed.returncode == 0 and "lr: 0.5" in printed.stdout and "name: strf" in printed.stdout
+    )
+    assert "workdir:" not in printed.stdout  # nothing ran
