@@ -7,8 +7,10 @@
 
 Restores the model variables of WORKDIR's latest checkpoint (or --step / --best; the
 optimizer state is not read), runs every query and gallery tracklet through the model in
-dense clips, prints R1/R5/R10/R20/mAP/mINP and writes WORKDIR/eval/{results.json, cmc.png,
-retrieval.png, attention.png (models with attention maps)}. Without --config the run's
+dense clips, prints R1/R5/R10/R20/mAP/mINP (percent) and writes results.json, cmc.png,
+retrieval.png and attention.png (models with attention maps) to WORKDIR/eval/step<N>
+(best-step<N>, init; _rerank with --rerank) or --output. Training's own report, in
+WORKDIR/eval, is never overwritten. Without --config the run's
 WORKDIR/config.json is used (its config, variant and overrides as trained); with it,
 WORKDIR defaults to runs/<config name>[_<variant>], as in train.py.
 
@@ -40,8 +42,10 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest
 _BEST = flags.DEFINE_bool("best", False, "Evaluate the best-mAP checkpoint of training.")
 _INIT = flags.DEFINE_bool("init", False, "Evaluate the initial weights (no checkpoint).")
 _RERANK = flags.DEFINE_bool("rerank", None, "k-reciprocal re-ranking (config.eval.rerank).")
-_SAVE = flags.DEFINE_bool("save-features", False, "Also write eval/features.npz.")
-_OUTPUT = flags.DEFINE_string("output", None, "Report folder (default: WORKDIR/eval).")
+_SAVE = flags.DEFINE_bool("save-features", False, "Also write features.npz to the report.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Report folder (default: WORKDIR/eval/step<N>[_rerank], best-step<N>, init)."
+)
 
 
 def main(argv):

@@ -41,6 +41,23 @@ def attention(model: ReIDModel, variables: dict, data: ReIDDataset, num_frames: 
     return clips, {label: np.asarray(m) for label, m in maps.items()}
 
 
+def report_extra(
+    config: ml_collections.ConfigDict,
+    data: ReIDDataset,
+    checkpoint_: object,
+    reranked: bool,
+    writer: str,
+) -> dict:
+    """What `results.json` says besides the numbers, the same keys whoever writes it."""
+    return {
+        "dataset": data.manifest["name"],
+        "checkpoint": checkpoint_,
+        "reranked": reranked,
+        "distance": config.eval.distance,
+        "written_by": writer,
+    }
+
+
 class PeriodicEvaluation:
     """The evaluation of `train.py`: every `train.eval_every` steps (0: after the last step
     only) the metrics go to the log, the best-mAP state to `workdir/checkpoints_best`, and
@@ -76,7 +93,7 @@ class PeriodicEvaluation:
                 step=step,
                 title=f"{self.config.model.name} step {step}",
                 attention=attention(self.model, variables, self.data, self.config.input.num_frames),
-                extra={"dataset": self.config.dataset.name, "checkpoint": "latest"},
+                extra=report_extra(self.config, self.data, "latest", False, "train.py"),
             )
 
     def close(self) -> None:
@@ -121,13 +138,12 @@ def evaluate_workdir(
     evaluator = Evaluator(model.predict, config, data, mesh)
     result = evaluator.evaluate(variables, rerank)
     reranked = bool(config.eval.rerank if rerank is None else rerank)
-    output = output or os.path.join(workdir, "eval")
-    extra = {
-        "dataset": data.manifest.get("name", config.dataset.name),
-        "checkpoint": "init" if init else ("best" if best else "latest" if step is None else step),
-        "reranked": reranked,
-        "distance": config.eval.distance,
-    }
+    which = "init" if init else ("best" if best else "latest" if step is None else step)
+    # Training's own report stays in WORKDIR/eval; eval.py's go next to it, one folder per
+    # checkpoint and option, so that nothing is overwritten without asking (--output).
+    tag = "init" if init else f"{'best-' if best else ''}step{restored_step}"
+    output = output or os.path.join(workdir, "eval", tag + ("_rerank" if reranked else ""))
+    extra = report_extra(config, data, which, reranked, "eval.py")
     numbers = report.write_report(
         result,
         output,
@@ -139,6 +155,8 @@ def evaluate_workdir(
     )
     if save_features:
         report.save_features(result, os.path.join(output, "features.npz"))
+    if jax.process_index() == 0:
+        print(f"report: {output}", flush=True)
     return numbers
 
 

@@ -76,12 +76,13 @@ class MetricsLog:
         )
 
     def write_eval(self, step: int, row: dict[str, float]) -> None:
-        """Evaluation numbers (fractions) as `eval/...` scalars and one printed line. The
-        time spent evaluating is left out of the next clips/s and ETA."""
+        """Evaluation numbers (`row` in fractions) as `eval/...` scalars in percent, like
+        every other report of reidjax, and one printed line. The time spent evaluating is
+        left out of the next clips/s and ETA."""
         self.last_step, self.last_time = step, time.perf_counter()
         if not self.active:
             return
-        values = {f"eval/{k}": float(v) for k, v in row.items()}
+        values = {f"eval/{k}": 100 * float(v) for k, v in row.items()}
         self.file.write(json.dumps({"step": step, **values}) + "\n")
         self.file.flush()
         for name, value in values.items():

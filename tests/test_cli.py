@@ -48,14 +48,20 @@ def test_train_reports_and_eval_from_the_workdir_alone(tmp_path):
     # The first step's time (8 clips / clips_per_s) is far below the compilation's: had the
     # clock included it, 8 / clips_per_s would exceed compile_s.
     assert 8 / first["clips_per_s"] < compile_s / 3, (first["clips_per_s"], compile_s)
-    trained = json.loads((workdir / "eval" / "results.json").read_text())
-    assert len(trained["cmc"]) == 5
+    trained_text = (workdir / "eval" / "results.json").read_text()
+    trained = json.loads(trained_text)
+    assert len(trained["cmc"]) == 5 and trained["written_by"] == "train.py"
+    first_eval = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert first_eval["eval/mAP"] == pytest.approx(trained["mAP"], abs=0.005)  # percent too
 
-    evaluated = run("eval.py", "--workdir", str(workdir), "--output", str(tmp_path / "again"))
+    evaluated = run("eval.py", "--workdir", str(workdir))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    again = json.loads((tmp_path / "again" / "results.json").read_text())
-    for key in ("R1", "R5", "mAP", "mINP", "cmc", "num_queries"):
+    assert f"report: {workdir / 'eval' / 'step4'}" in evaluated.stdout
+    again = json.loads((workdir / "eval" / "step4" / "results.json").read_text())
+    assert set(again) == set(trained) and again["written_by"] == "eval.py"
+    for key in ("R1", "R5", "mAP", "mINP", "cmc", "num_queries", "dataset", "checkpoint"):
         assert again[key] == trained[key], key
+    assert (workdir / "eval" / "results.json").read_text() == trained_text  # not overwritten
     missing = run("eval.py", "--workdir", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert missing.stderr.count("error: no config.json in") == 1
