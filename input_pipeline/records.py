@@ -72,6 +72,7 @@ class ReIDDataset:
         self._source = None
         metadata = self.source.dataset_info.metadata
         self.manifest = {"name": metadata["name"], "size": tuple(metadata["size"])}
+        self.camera_names = list(metadata.get("camera_names", []))
         table = {k: np.asarray(v) for k, v in metadata["tracklets"].items()}
         self.num_frames = len(self.source)
         self.splits = {}

@@ -74,15 +74,24 @@ def write_report(
 
 
 def save_features(result: EvalResult, path: str) -> None:
-    """The query and gallery features with their ids and cameras, as `.npz` (process 0)."""
+    """The query and gallery features, as `.npz` (process 0), with what traces each row
+    back to the data: `<split>_index` (the tracklet's row in the split), `_pids`, `_camids`
+    (0-based), `_first_frame` (its first frame's index in the prepared dataset),
+    `_num_frames` and `_source` (its first frame's path in the dataset as distributed)."""
     if jax.process_index() != 0:
         return
-    np.savez(
-        path,
-        query_features=result.query_features,
-        gallery_features=result.gallery_features,
-        query_pids=result.query.pid,
-        gallery_pids=result.gallery.pid,
-        query_camids=result.query.camid,
-        gallery_camids=result.gallery.camid,
-    )
+    arrays = {}
+    for split in ("query", "gallery"):
+        index = getattr(result, split)
+        arrays.update(
+            {
+                f"{split}_features": getattr(result, f"{split}_features"),
+                f"{split}_index": np.arange(len(index)),
+                f"{split}_pids": index.pid,
+                f"{split}_camids": index.camid,
+                f"{split}_first_frame": index.first,
+                f"{split}_num_frames": index.count,
+                f"{split}_source": np.asarray(index.source or [""] * len(index), dtype=str),
+            }
+        )
+    np.savez(path, **arrays)

@@ -55,22 +55,31 @@ def retrieval_grid(
     result, data: ReIDDataset, path: str, num_queries: int = 8, top: int = 10
 ) -> None:
     """Query thumbnails (blue) and their top-`top` gallery tracklets, green when the
-    identity is right and red when wrong, as in the papers' retrieval figures."""
+    identity is right and red when wrong, as in the papers' retrieval figures. Each tile
+    says its rank, distance to the query, identity and camera (as the dataset names it)."""
     if result.distances is None:
         raise ValueError("the retrieval grid needs the distance matrix (EvalResult.distances)")
     queries = choose_queries(result, num_queries)
     h, w = thumbnail(data, result.query, queries[0]).shape[:2]
-    cell = 0.9
-    fig = Figure(
-        figsize=(cell * (top + 1) + 0.2, (cell * h / w + 0.45) * len(queries) + 0.5), dpi=110
-    )
+    top = min(top, len(result.gallery))
+    names = getattr(data, "camera_names", None) or []
+
+    def camera(c: int) -> str:
+        return names[c] if c < len(names) else f"cam {c}"
+
+    cell, head, row_text = 1.0, 0.45, 0.5  # inches: tile width, heading, tile titles
+    height = (cell * h / w + row_text) * len(queries) + head
+    fig = Figure(figsize=(cell * (top + 1) + 0.2, height), dpi=110)
     axes = fig.subplots(len(queries), top + 1, squeeze=False)
     q, g = result.query, result.gallery
     for row, qi in enumerate(queries):
-        panels = [(thumbnail(data, q, qi), QUERY, f"query\npid {q.pid[qi]} c{q.camid[qi]}")]
+        panels = [(thumbnail(data, q, qi), QUERY, f"query\npid {q.pid[qi]}, {camera(q.camid[qi])}")]
         for rank, gi in enumerate(ranked_gallery(result, qi, top), 1):
             color = CORRECT if g.pid[gi] == q.pid[qi] else WRONG
-            panels.append((thumbnail(data, g, gi), color, f"{rank}\npid {g.pid[gi]}"))
+            text = (
+                f"{rank}: d {result.distances[qi, gi]:.2f}\npid {g.pid[gi]}, {camera(g.camid[gi])}"
+            )
+            panels.append((thumbnail(data, g, gi), color, text))
         for col, ax in enumerate(axes[row]):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -82,9 +91,17 @@ def retrieval_grid(
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
                 spine.set_linewidth(4)
-            ax.set_title(text, fontsize=7)
-    fig.suptitle(f"query (blue) and top-{top} gallery: green = same identity, red = different")
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.01, wspace=0.08, hspace=0.5)
+            ax.set_title(text, fontsize=6.5)
+    # The heading sits in its own band above the first row's tile titles, whatever the
+    # number of rows (a fraction of the height would collide with them on a small grid).
+    fig.text(
+        0.5, 1 - 0.12 / height, f"query (blue) and top-{top} gallery, by distance d: "
+        "green = same identity, red = different", ha="center", va="top", fontsize=9,
+    )  # fmt: skip
+    fig.subplots_adjust(
+        left=0.01, right=0.99, top=1 - (head + row_text) / height, bottom=0.01,
+        wspace=0.08, hspace=row_text / (cell * h / w),
+    )  # fmt: skip
     fig.savefig(path)
 
 
@@ -116,5 +133,16 @@ def attention_figure(clips: np.ndarray, maps: dict[str, np.ndarray], path: str) 
                 ax.set_xticks([])
                 ax.set_yticks([])
         axes[i, 0].set_ylabel(f"query {i}", fontsize=7)
-    fig.subplots_adjust(left=0.02, right=0.99, top=0.93, bottom=0.02, wspace=0.05, hspace=0.1)
+    width = fig.get_figwidth()  # the colour bar takes the last 0.9 inch
+    fig.subplots_adjust(
+        left=0.02, right=1 - 0.9 / width, top=0.93, bottom=0.02, wspace=0.05, hspace=0.1
+    )
+    if maps:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        bar = fig.add_axes((1 - 0.75 / width, 0.1, 0.12 / width, 0.8))
+        fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), cax=bar)
+        bar.set_ylabel("activation, scaled per frame", fontsize=7)
+        bar.tick_params(labelsize=6)
     fig.savefig(path)

@@ -77,6 +77,7 @@ def test_builders_store_the_parsed_protocol(tmp_path, name, writer, parse):
     gallery = expected.get("gallery_with_query", expected.get("gallery"))
     assert counts["query"]["tracklets"] == expected["query"]
     assert counts["gallery"]["tracklets"] == gallery
+    assert data.camera_names[:2] == (["1", "2"] if name == "lsvid" else ["C1", "C2"])
     if name == "mars":  # queries are gallery tracklets too: stored once
         stored = sum(len(t.frames) for s in ("train", "gallery") for t in getattr(splits, s))
         assert data.num_frames == stored
@@ -94,6 +95,7 @@ def test_split_builders_ilidsvid_and_prid(tmp_path):
     _check_against_parser(data, splits)
     _, counts = build_lib.summary(data)
     assert [counts[s]["tracklets"] for s in ("train", "query", "gallery")] == [6, 3, 3]
+    assert data.camera_names == ["cam_a", "cam_b"]
     assert info["train_ids"] == counts["train"]["ids"]
 
 
@@ -103,7 +105,8 @@ def test_folder_builder_for_own_data(tmp_path):
     _check_against_parser(data, folder.load(str(tmp_path / "shop")))
     _, counts = build_lib.summary(data)
     assert counts == expected
-    assert sorted(set(data.splits["train"].camid)) == [0, 1, 2]  # cam1, cam2, cam3
+    assert sorted(set(data.splits["train"].camid)) == [0, 1, 2]
+    assert data.camera_names == ["cam1", "cam2", "cam3"]  # the folder names' camera part
     assert data.splits["query"].source[0] == os.path.join("query", "dave", "cam1_f", "000.jpg")
 
 

@@ -259,6 +259,11 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
         assert (out / picture).stat().st_size > 10_000, picture
     with np.load(out / "features.npz") as saved:
         assert saved["query_features"].shape[0] == numbers["num_queries"]
+        # rows trace back to the data: split row, first frame, length, source name
+        assert saved["query_source"].shape == (numbers["num_queries"],)
+        assert saved["query_source"][0].endswith("_000.jpg")  # a synthetic frame name
+        np.testing.assert_array_equal(saved["query_index"], np.arange(numbers["num_queries"]))
+        assert (saved["gallery_num_frames"] >= 1).all()
     # the report of the final evaluation of train.py agrees with eval.py
     assert json.loads((workdir / "eval" / "results.json").read_text())["mAP"] == numbers["mAP"]
     # a checkpoint of another model: a clear error, not a traceback

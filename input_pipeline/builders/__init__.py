@@ -179,6 +179,10 @@ class TrackletBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # Processes that validate and encode frames (0: every core).
     workers = 0
 
+    def camera_name(self, camid: int) -> str:
+        """Camera `camid` (0-based) as the dataset names it (MARS, Duke-V: C1...)."""
+        return f"C{camid + 1}"
+
     def splits(self, manual_dir: str) -> Splits:
         """The dataset's train/query/gallery tracklets, parsed from `manual_dir`."""
         raise NotImplementedError
@@ -209,6 +213,10 @@ class TrackletBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self.info.metadata["tracklets"] = columns
         self.info.metadata["name"] = splits.name
         self.info.metadata["size"] = list(self.builder_config.size)
+        cameras = 1 + max((row["camid"] for row in layout.table), default=0)
+        self.info.metadata["camera_names"] = splits.camera_names or [
+            self.camera_name(c) for c in range(cameras)
+        ]
         return {"frames": self._generate_examples(layout)}
 
     def _generate_examples(self, layout: Layout):

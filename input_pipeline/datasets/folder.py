@@ -74,4 +74,4 @@ def load(root: str, name: str = "") -> Splits:
         pids = train_pid if split == "train" else test_pid
         splits[split] = [Tracklet(frames, pids[i], camid[c]) for i, c, frames in rows]
     splits["train"] = relabel(splits["train"])
-    return Splits(name or os.path.basename(os.path.normpath(root)), **splits)
+    return Splits(name or os.path.basename(os.path.normpath(root)), **splits, camera_names=cameras)

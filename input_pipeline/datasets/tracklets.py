@@ -36,6 +36,8 @@ class Splits:
     train: list[Tracklet]
     query: list[Tracklet]
     gallery: list[Tracklet]
+    # Camera names as the dataset writes them, by 0-based camid (None: the builder's rule).
+    camera_names: list[str] | None = None
 
     @property
     def num_train_ids(self) -> int:

@@ -23,5 +23,8 @@ class Builder(TrackletBuilder):
     train-test people splits/train_test_splits_ilidsvid.mat.
     """
 
+    def camera_name(self, camid):
+        return f"cam{camid + 1}"
+
     def splits(self, manual_dir):
         return ilidsvid.load(manual_dir, split_id=self.builder_config.split)

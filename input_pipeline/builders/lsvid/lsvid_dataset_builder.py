@@ -19,5 +19,8 @@ class Builder(TrackletBuilder):
     tracklet folders the lists name (tracklet_train/, tracklet_val/, tracklet_test/).
     """
 
+    def camera_name(self, camid):
+        return str(camid + 1)
+
     def splits(self, manual_dir):
         return lsvid.load(manual_dir)

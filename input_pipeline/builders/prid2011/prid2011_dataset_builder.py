@@ -27,5 +27,8 @@ class Builder(TrackletBuilder):
     without it ten splits are drawn from a fixed seed.
     """
 
+    def camera_name(self, camid):
+        return ("cam_a", "cam_b")[camid]
+
     def splits(self, manual_dir):
         return prid2011.load(manual_dir, split_id=self.builder_config.split)

@@ -48,6 +48,9 @@ class Builder(TrackletBuilder):
             )
         return tuple(int(v) for v in match.groups())
 
+    def camera_name(self, camid):
+        return f"c{camid}"
+
     def splits(self, manual_dir):
         return splits(*self._options())
 
