@@ -183,7 +183,16 @@ class Checkpointer:
         return target
 
     def close(self) -> None:
-        self.manager.close()
+        """Finishes the save in flight and closes.
+
+        Raises:
+            CheckpointSaveError: that save failed (closing waits for it, so a failure not
+                yet reported surfaces here, possibly while another error propagates).
+        """
+        try:
+            self.manager.close()
+        except Exception as e:
+            raise self._save_error(getattr(self, "_pending", None), e) from e
 
 
 def _checked_step(directory: str, step: int | None, what: str) -> tuple[Checkpointer, int]:
