@@ -48,6 +48,41 @@ STORAGE_DTYPES = {
 class UnsafePickleError(UserError, ValueError):
     """The file's pickle names something other than tensors and dicts."""
 
+    def __init__(self, message: str, global_name: str = ""):
+        super().__init__(message)
+        self.global_name = global_name  # `module.name` the pickle asked for, if any
+
+
+# What a pickled whole `nn.Module` names, and a state_dict never does.
+_MODEL_GLOBALS = ("torch._utils._rebuild_parameter", "torch.nn.modules.")
+
+
+def is_whole_model(path: str) -> bool:
+    """Whether the `torch.save` file at `path` holds a whole model (`torch.save(model)`)
+    rather than a state_dict: its pickle names `nn.Module` classes or parameters. The
+    pickle is scanned, never run."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                data = archive.read(names[0]) if names else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                strings.append(str(arg))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # a truncated or foreign stream: not recognisably a model
+        return False
+    return any(g.startswith(_MODEL_GLOBALS) for g in found)
+
 
 class _Storage:
     """A storage of the file, filled in once its bytes are read."""
@@ -111,7 +146,8 @@ class _Unpickler(pickle.Unpickler):
         raise UnsafePickleError(
             f"refusing to load {self.path!r}: its pickle names {module}.{name}, and a weight "
             "file may hold only tensors and dicts (a file naming anything else can run code "
-            "when unpickled)"
+            "when unpickled)",
+            f"{module}.{name}",
         )
 
     def persistent_load(self, pid):

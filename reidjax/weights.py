@@ -41,7 +41,7 @@ IMAGENET_FILE = "resnet50-19c8e357.pth"
 IMAGENET_URL = "https://download.pytorch.org/models/resnet50-19c8e357.pth"
 DEFAULT_IMAGENET = f"~/.cache/reidjax/{IMAGENET_FILE}"
 NONE = ("none", "")  # config.init.imagenet values that mean: from scratch
-SUFFIXES = (".pth", ".pt", ".npz", ".safetensors")
+SUFFIXES = (".pth", ".pt", ".pth.tar", ".npz", ".safetensors")
 
 Variables = dict[str, Any]
 
@@ -79,8 +79,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "train from scratch"
         )
     suffix = os.path.splitext(path)[1].lower()
+    if path.lower().endswith(".pth.tar"):
+        suffix = ".pth.tar"
     try:
-        if suffix in (".pth", ".pt"):
+        if suffix in (".pth", ".pt", ".pth.tar", ".tar"):
             state = _read_torch(path)
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
@@ -93,7 +95,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise WeightFileError(
                 f"Unknown weight file type {suffix!r} for {path!r}; valid: {list(SUFFIXES)}"
             )
-    except (WeightFileError, pth.UnsafePickleError):
+    except pth.UnsafePickleError as e:
+        if pth.is_whole_model(path):
+            raise WeightFileError(
+                f"{path!r} holds a whole pickled PyTorch model ({e.global_name}), not a "
+                "state_dict; it was not unpickled (that can run code). In PyTorch, save the "
+                "weights alone with torch.save(model.state_dict(), 'weights.pth') and use "
+                "that file"
+            ) from e
+        raise
+    except WeightFileError:
         raise
     except Exception as e:  # numpy, zipfile, safetensors and torch each raise their own types
         raise WeightFileError(
@@ -221,14 +232,77 @@ def load_torchvision_resnet50(path: str | os.PathLike) -> Variables:
     return resnet50_variables(read_state_dict(path), f"Weight file {os.fspath(path)!r}")
 
 
-def resnet50_variables(state_dict: Mapping[str, np.ndarray], what: str) -> Variables:
-    """Converts a torchvision ResNet-50 state_dict and checks it against the Flax layout.
+RESNET50_BLOCKS = {"layer1": 3, "layer2": 4, "layer3": 6, "layer4": 3}
+_TRUNK = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
+_WRAPPERS = ("module.", "base.", "backbone.", "model.", "encoder.")
+
+
+def resnet50_state_dict(
+    state: Mapping[str, np.ndarray], what: str
+) -> tuple[dict[str, np.ndarray], str]:
+    """The ResNet-50 of a state_dict, in torchvision's names: the trunk (conv1, bn1,
+    layer1-4) and the fc when it is ImageNet's 1000-way one. A wrapper prefix (`base.`,
+    `backbone.`, ...) is removed; any other head (a re-ID classifier, a BNNeck) is dropped,
+    since training uses the trunk only.
+
+    Returns:
+        (state_dict, note): note names what was dropped ("" when nothing).
 
     Raises:
-        WeightFileError: naming `what`, with every missing/unexpected/mis-shaped tensor.
+        WeightFileError: not a ResNet-50, said with the file's own tensor names.
     """
-    variables = torch_to_flax(state_dict)
-    check_structure(variables, _imagenet_shapes(), what)
+    state = dict(state)
+    for _ in range(3):  # e.g. module.base.conv1.weight
+        prefix = next((p for p in _WRAPPERS if any(k.startswith(p + "conv1.") for k in state)), "")
+        if not prefix:
+            break
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+    trunk = {k: v for k, v in state.items() if k.startswith(_TRUNK)}
+    blocks = {
+        s: len({k.split(".")[1] for k in trunk if k.startswith(s + ".")}) for s in RESNET50_BLOCKS
+    }
+    if (
+        blocks != RESNET50_BLOCKS
+        or "conv1.weight" not in trunk
+        or "layer1.0.conv3.weight" not in trunk
+    ):
+        names = ", ".join(list(state)[:4])
+        found = ", ".join(f"{s}: {n}" for s, n in blocks.items())
+        bottleneck = "" if "layer1.0.conv3.weight" in trunk else "; no bottleneck conv3"
+        raise WeightFileError(
+            f"{what} is not a torchvision ResNet-50 state_dict: its {len(state)} tensors are "
+            f"named like {names}, ...; a ResNet-50 has conv1, bn1 and layer1-layer4 of 3, 4, "
+            f"6 and 3 bottleneck blocks, this file has blocks {found}{bottleneck}"
+        )
+    fc = state.get("fc.weight")
+    if fc is not None and fc.shape == (1000, 2048) and "fc.bias" in state:
+        trunk.update({"fc.weight": fc, "fc.bias": state["fc.bias"]})
+    dropped = {}
+    for name, value in state.items():
+        if name not in trunk and not name.endswith("num_batches_tracked"):
+            module = name.rsplit(".", 1)[0]
+            if name.endswith(".weight") and np.ndim(value) == 2:
+                dropped[module] = f"{module} ({np.shape(value)[0]}-way)"
+            else:
+                dropped.setdefault(module, module)
+    note = f"dropped {', '.join(dropped.values())}: not part of the trunk" if dropped else ""
+    return trunk, note
+
+
+def resnet50_variables(state_dict: Mapping[str, np.ndarray], what: str) -> Variables:
+    """Converts a torchvision ResNet-50 state_dict (`resnet50_state_dict`: any classifier
+    or none) and checks it against the Flax layout.
+
+    Raises:
+        WeightFileError: naming `what`: not a ResNet-50, or every missing/unexpected/
+            mis-shaped tensor.
+    """
+    state, _ = resnet50_state_dict(state_dict, what)
+    variables = torch_to_flax(state)
+    expected = _imagenet_shapes()
+    if "fc" not in variables["params"]:  # no ImageNet classifier: the trunk alone
+        expected = {k: {m: v for m, v in t.items() if m != "fc"} for k, t in expected.items()}
+    check_structure(variables, expected, what)
     return variables
 
 

@@ -147,7 +147,7 @@ def test_missing_unexpected_and_mismatched_tensors(state_dict, tmp_path):
     broken = dict(state_dict)
     del broken["layer3.1.conv2.weight"]
     broken["layer2.0.bn1.weight"] = np.ones(7, np.float32)
-    broken["head.extra.weight"] = np.ones((4, 4), np.float32)
+    broken["layer1.0.extra.weight"] = np.ones((4, 4), np.float32)
     path = tmp_path / "broken.npz"
     np.savez(path, **broken)
     with pytest.raises(weights.WeightFileError) as info:
@@ -155,7 +155,7 @@ def test_missing_unexpected_and_mismatched_tensors(state_dict, tmp_path):
     msg = str(info.value)
     assert "does not fit the model (3 differences" in msg and "\n" not in msg
     assert "missing params/backbone/layer3_1/conv2/kernel (1, 3, 3, 256, 256)" in msg
-    assert "unexpected params/backbone/head/extra/kernel (4, 4)" in msg
+    assert "unexpected params/backbone/layer1_0/extra/kernel (4, 4)" in msg
     assert "params/backbone/layer2_0/bn1/scale: file (7,), model (128,)" in msg
 
 
@@ -265,3 +265,76 @@ def test_resnet50_weights_into_tiny_arch_fail_clearly(state_dict):
     source = weights.torch_to_flax(state_dict)
     with pytest.raises(weights.WeightFileError, match=r"model\.arch='resnet50'"):
         weights.inflate(source, target)
+
+
+def _convert(src, dst):
+    return subprocess.run(
+        [sys.executable, "tools/convert_weights.py", "--input", str(src), "--output", str(dst)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_converter_takes_reid_checkpoints_with_any_classifier(torch_resnet50, tmp_path):
+    """A torchreid `.pth.tar` (state_dict inside, a 751-way `classifier`, epoch and
+    optimizer beside it), a 751-way `fc` and no classifier at all all convert: the trunk is
+    the same as torchvision's file's, the head is dropped and said so."""
+    model, _ = torch_resnet50
+    full = weights.load_torchvision_resnet50(torch_resnet50[1])
+    trunk = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    g = torch.Generator().manual_seed(1)
+    cases = {
+        "torchreid.pth.tar": {
+            "state_dict": {**trunk, "classifier.weight": torch.randn(751, 2048, generator=g),
+                           "classifier.bias": torch.zeros(751)},
+            "epoch": 60, "rank1": 0.85,
+            "optimizer": {"state": {0: {"step": torch.tensor(3.0)}},
+                          "param_groups": [{"lr": 3e-4, "params": [0]}]},
+        },
+        "fc751.pth": {**trunk, "fc.weight": torch.randn(751, 2048, generator=g),
+                      "fc.bias": torch.zeros(751)},
+        "trunk.pth": dict(trunk),
+        "wrapped.pth": {f"base.{k}": v for k, v in trunk.items()},
+    }  # fmt: skip
+    for name, content in cases.items():
+        torch.save(content, tmp_path / name)
+        result = _convert(tmp_path / name, tmp_path / f"{name}.npz")
+        assert result.returncode == 0, (name, result.stderr)
+        assert "trunk, no classifier" in result.stdout, result.stdout
+        if name in ("torchreid.pth.tar", "fc751.pth"):
+            assert "(751-way)" in result.stdout and "dropped" in result.stdout
+        loaded = weights.load_torchvision_resnet50(tmp_path / f"{name}.npz")
+        assert "fc" not in loaded["params"]
+        for a, b in zip(
+            jax.tree.leaves(loaded["params"]["backbone"]),
+            jax.tree.leaves(full["params"]["backbone"]),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+        # training reads the same files directly
+        direct = weights.load_torchvision_resnet50(tmp_path / name)
+        assert jax.tree.structure(direct) == jax.tree.structure(loaded)
+
+
+def test_converter_explains_what_is_not_a_resnet50(torch_resnet50, tmp_path):
+    """A state_dict of another network is named in its own terms; a pickled whole model is
+    recognised as such (and not unpickled)."""
+    small = {
+        "conv1.weight": torch.zeros(64, 3, 7, 7),
+        "layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3),
+        "layer1.1.conv1.weight": torch.zeros(64, 64, 3, 3),
+        "fc.weight": torch.zeros(10, 512),
+    }
+    torch.save(small, tmp_path / "resnet18ish.pth")
+    result = _convert(tmp_path / "resnet18ish.pth", tmp_path / "x.npz")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "is not a torchvision ResNet-50 state_dict" in message
+    assert "named like conv1.weight, layer1.0.conv1.weight" in message
+    assert "layer1: 2, layer2: 0" in message and "no bottleneck conv3" in message
+    assert "params/" not in message  # torch names, not Flax paths
+    torch.save(torch_resnet50[0], tmp_path / "whole.pth")
+    result = _convert(tmp_path / "whole.pth", tmp_path / "y.npz")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "holds a whole pickled PyTorch model" in result.stderr
+    assert "torch.save(model.state_dict()" in result.stderr
+    assert not (tmp_path / "x.npz").exists() and not (tmp_path / "y.npz").exists()

@@ -8,8 +8,13 @@ file format that involves no unpickling at all:
     python train.py --config configs/p3dc_mars.py \
         --config.init.imagenet=resnet50_imagenet.npz ...
 
-The tensors keep torchvision's names. The file is validated against the ResNet-50 layout
-before it is written, and written atomically (a temporary file renamed at the end).
+Also takes re-ID checkpoints of a ResNet-50: torchreid's `.pth.tar` (the `state_dict`
+inside is read; epoch and optimizer are ignored), a `base.` / `module.` prefix, any
+classifier (751-way, or none): the trunk is kept, and the ImageNet fc when there is one;
+training uses the trunk only. The tensors keep torchvision's names. The file is validated
+against the ResNet-50 layout before it is written (a state_dict of another network is
+named in its own tensor names; a pickled whole model is recognised, and not unpickled),
+and written atomically (a temporary file renamed at the end).
 """
 
 import os
@@ -33,7 +38,7 @@ def convert(src: str, dst: str) -> dict:
     suffix = os.path.splitext(dst)[1].lower()
     if suffix not in (".npz", ".safetensors"):
         raise weights.WeightFileError(f"--output must end in .npz or .safetensors, got {dst!r}")
-    state = weights.read_state_dict(src)
+    state, note = weights.resnet50_state_dict(weights.read_state_dict(src), f"{src!r}")
     weights.resnet50_variables(state, f"Weight file {src!r}")
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     directory = os.path.dirname(os.path.abspath(dst))
@@ -57,7 +62,13 @@ def convert(src: str, dst: str) -> dict:
         for k, v in state.items()
         if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
     )
-    return {"tensors": len(state), "params": int(params), "bytes": os.path.getsize(dst)}
+    return {
+        "tensors": len(state),
+        "params": int(params),
+        "bytes": os.path.getsize(dst),
+        "fc": "fc.weight" in state,
+        "note": note,
+    }
 
 
 def main(argv):
@@ -67,9 +78,11 @@ def main(argv):
     except weights.WeightFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    head = "with ImageNet fc" if info["fc"] else "trunk, no classifier"
     print(
         f"wrote {_OUTPUT.value}: {info['tensors']} tensors, {info['params']:,} parameters "
-        f"(ResNet-50 with fc), {info['bytes'] / 2**20:.1f} MiB"
+        f"(ResNet-50, {head}), {info['bytes'] / 2**20:.1f} MiB"
+        + (f"; {info['note']}" if info["note"] else "")
     )
     return 0
 
