@@ -48,6 +48,8 @@ def main(argv):
         return 0
     cli.quiet_logging()
     workdir = cli.workdir_or_default(_WORKDIR.value)
+    overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    print(f"config: {' '.join([cli.config_path(), *overrides])}", flush=True)
     print(f"workdir: {workdir}", flush=True)
 
     def run() -> int:

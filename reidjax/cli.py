@@ -24,6 +24,11 @@ def workdir_or_default(workdir: str | None, config_flag: str = "config") -> str:
     return os.path.join(RUNS_DIR, config_name(path))
 
 
+def config_path(config_flag: str = "config") -> str:
+    """The `--config` argument as given (path and `:variant`)."""
+    return config_flags.get_config_filename(flags.FLAGS[config_flag])
+
+
 def quiet_logging() -> None:
     """WARNING level unless `--verbosity` was given: orbax/JAX INFO lines hide progress."""
     if not flags.FLAGS["verbosity"].present:

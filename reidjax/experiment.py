@@ -331,7 +331,7 @@ def initial_variables(model: ReIDModel, config: ml_collections.ConfigDict) -> tu
     if config.init.imagenet.lower() in weights.NONE:
         return variables, "from scratch (config.init.imagenet=none)"
     variables, report = weights.load_imagenet(config.init.imagenet, variables)
-    return variables, report.summary()
+    return variables, f"{report.summary()} from {os.path.expanduser(config.init.imagenet)}"
 
 
 def restore_variables(

@@ -61,7 +61,8 @@ def retrieval_grid(
         raise ValueError("the retrieval grid needs the distance matrix (EvalResult.distances)")
     queries = choose_queries(result, num_queries)
     h, w = thumbnail(data, result.query, queries[0]).shape[:2]
-    top = min(top, len(result.gallery))
+    ranked = {qi: ranked_gallery(result, qi, top) for qi in queries}
+    top = max(len(r) for r in ranked.values())  # small galleries: what is left after junk
     names = getattr(data, "camera_names", None) or []
 
     def camera(c: int) -> str:
@@ -74,10 +75,10 @@ def retrieval_grid(
     q, g = result.query, result.gallery
     for row, qi in enumerate(queries):
         panels = [(thumbnail(data, q, qi), QUERY, f"query\npid {q.pid[qi]}, {camera(q.camid[qi])}")]
-        for rank, gi in enumerate(ranked_gallery(result, qi, top), 1):
+        for rank, gi in enumerate(ranked[qi], 1):
             color = CORRECT if g.pid[gi] == q.pid[qi] else WRONG
             text = (
-                f"{rank}: d {result.distances[qi, gi]:.2f}\npid {g.pid[gi]}, {camera(g.camid[gi])}"
+                f"{rank}: d {result.distances[qi, gi]:.3g}\npid {g.pid[gi]}, {camera(g.camid[gi])}"
             )
             panels.append((thumbnail(data, g, gi), color, text))
         for col, ax in enumerate(axes[row]):

@@ -33,6 +33,8 @@ def test_train_reports_and_eval_from_the_workdir_alone(tmp_path):
     assert train.returncode == 0, train.stderr[-3000:]
     out = train.stdout
     for line in (
+        "config: configs/synthetic.py:smoke --config.dataset.data_dir=",
+        "--config.eval.max_rank=5",
         f"workdir: {workdir}",
         "building the synthetic dataset ids16_cams4_seed0_32x64",
         "dsanet (tiny, c2d): 169,479 parameters; synthetic (16 ids, 4 cameras, seed 0)",
@@ -40,6 +42,7 @@ def test_train_reports_and_eval_from_the_workdir_alone(tmp_path):
         "schedule: 4 steps (2.0 epochs)",
         f"mesh data=8; workdir {workdir}",
         "start: from scratch (config.init.imagenet=none)",
+        "compiling the train step... ",
     ):
         assert line in out, (line, out)
     compile_s = float(re.search(r"compiling the train step\.\.\. ([\d.]+) s", out).group(1))
