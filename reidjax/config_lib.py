@@ -234,7 +234,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, RUN_CONFIG)
     if not os.path.isfile(path):
         raise ConfigError(
-            f"no {RUN_CONFIG} in {workdir}: not a training directory; give --config CONFIG"
+            f"no {RUN_CONFIG} in {workdir}: not a training directory (train.py writes one)"
         )
     with open(path) as f:
         saved = json.load(f)

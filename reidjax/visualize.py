@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from input_pipeline.records import ReIDDataset, TrackletIndex
 
 CORRECT, WRONG, QUERY = (0.13, 0.7, 0.2), (0.85, 0.1, 0.1), (0.2, 0.35, 0.9)
+UNKNOWN = (0.55, 0.55, 0.55)  # identities not given
 
 
 def plot_cmc(curves: dict[str, np.ndarray], path: str, title: str = "CMC") -> None:
@@ -34,39 +35,50 @@ def thumbnail(data: ReIDDataset, index: TrackletIndex, i: int) -> np.ndarray:
     return data.frame(int(index.first[i]) + int(index.count[i]) // 2)
 
 
-def choose_queries(result, count: int) -> np.ndarray:
-    """`count` queries with a valid match, evenly spread over the query list."""
+def choose_queries(result, count: int, identities: bool = True) -> np.ndarray:
+    """`count` queries with a valid match (any, without `identities`), evenly spread over
+    the query list."""
     q, g = result.query, result.gallery
+    if not identities:
+        return np.linspace(0, len(q) - 1, min(count, len(q))).round().astype(int)
     good = (q.pid[:, None] == g.pid[None, :]) & (q.camid[:, None] != g.camid[None, :])
     valid = np.flatnonzero(good.any(axis=1))
     pick = np.linspace(0, len(valid) - 1, min(count, len(valid))).round().astype(int)
     return valid[pick]
 
 
-def ranked_gallery(result, qi: int, top: int) -> np.ndarray:
+def ranked_gallery(result, qi: int, top: int, identities: bool = True) -> np.ndarray:
     """The top gallery items of query `qi`, junk (same pid and camera) removed."""
     q, g = result.query, result.gallery
     order = np.argsort(result.distances[qi], kind="stable")
+    if not identities:
+        return order[:top]
     junk = (g.pid[order] == q.pid[qi]) & (g.camid[order] == q.camid[qi])
     return order[~junk][:top]
 
 
 def retrieval_grid(
-    result, data: ReIDDataset, path: str, num_queries: int = 8, top: int = 10
+    result,
+    data: ReIDDataset,
+    path: str,
+    num_queries: int = 8,
+    top: int = 10,
+    names: dict | None = None,
 ) -> None:
     """Query thumbnails (blue) and their top-`top` gallery tracklets, green when the
     identity is right and red when wrong, as in the papers' retrieval figures. Each tile
     says its rank, distance to the query, identity and camera (as the dataset names it)."""
     if result.distances is None:
         raise ValueError("the retrieval grid needs the distance matrix (EvalResult.distances)")
-    queries = choose_queries(result, num_queries)
+    identities = names is None  # names: {"query": [...], "gallery": [...]}, ids unknown
+    queries = choose_queries(result, num_queries, identities)
     h, w = thumbnail(data, result.query, queries[0]).shape[:2]
-    ranked = {qi: ranked_gallery(result, qi, top) for qi in queries}
+    ranked = {qi: ranked_gallery(result, qi, top, identities) for qi in queries}
     top = max(len(r) for r in ranked.values())  # small galleries: what is left after junk
-    names = getattr(data, "camera_names", None) or []
+    camera_names = getattr(data, "camera_names", None) or []
 
     def camera(c: int) -> str:
-        return names[c] if c < len(names) else f"cam {c}"
+        return camera_names[c] if c < len(camera_names) else f"cam {c}"
 
     cell, head, row_text = 1.0, 0.45, 0.5  # inches: tile width, heading, tile titles
     height = (cell * h / w + row_text) * len(queries) + head
@@ -74,12 +86,15 @@ def retrieval_grid(
     axes = fig.subplots(len(queries), top + 1, squeeze=False)
     q, g = result.query, result.gallery
     for row, qi in enumerate(queries):
-        panels = [(thumbnail(data, q, qi), QUERY, f"query\npid {q.pid[qi]}, {camera(q.camid[qi])}")]
+        label = f"pid {q.pid[qi]}, {camera(q.camid[qi])}" if identities else names["query"][qi]
+        panels = [(thumbnail(data, q, qi), QUERY, f"query\n{label}")]
         for rank, gi in enumerate(ranked[qi], 1):
-            color = CORRECT if g.pid[gi] == q.pid[qi] else WRONG
-            text = (
-                f"{rank}: d {result.distances[qi, gi]:.3g}\npid {g.pid[gi]}, {camera(g.camid[gi])}"
-            )
+            if identities:
+                color = CORRECT if g.pid[gi] == q.pid[qi] else WRONG
+                label = f"pid {g.pid[gi]}, {camera(g.camid[gi])}"
+            else:
+                color, label = UNKNOWN, names["gallery"][gi]
+            text = f"{rank}: d {result.distances[qi, gi]:.3g}\n{label}"
             panels.append((thumbnail(data, g, gi), color, text))
         for col, ax in enumerate(axes[row]):
             ax.set_xticks([])
@@ -95,9 +110,10 @@ def retrieval_grid(
             ax.set_title(text, fontsize=6.5)
     # The heading sits in its own band above the first row's tile titles, whatever the
     # number of rows (a fraction of the height would collide with them on a small grid).
+    legend = "green = same identity, red = different" if identities else "identities not given"
     fig.text(
-        0.5, 1 - 0.12 / height, f"query (blue) and top-{top} gallery, by distance d: "
-        "green = same identity, red = different", ha="center", va="top", fontsize=9,
+        0.5, 1 - 0.12 / height, f"query (blue) and top-{top} gallery, by distance d: {legend}",
+        ha="center", va="top", fontsize=9,
     )  # fmt: skip
     fig.subplots_adjust(
         left=0.01, right=0.99, top=1 - (head + row_text) / height, bottom=0.01,

@@ -1,0 +1,188 @@
+"""Use a trained model: embed your own tracklets with the run's test rule.
+
+    from reidjax.inference import Embedder
+
+    embedder = Embedder.from_workdir("runs/demo")            # or checkpoint="best" / 3000
+    features = embedder.embed([["t1/0001.jpg", "t1/0002.jpg"], frames_uint8])  # [N, D]
+
+The run's own `config.json` rebuilds the model and its test rule; only the parameters and
+BN statistics of the checkpoint are read. `embed` runs the evaluator itself (`Evaluator`):
+the same dense clips (or the config's `rrs` clip), the same clip averaging over the frames
+each clip covers, the same L2 normalisation, batched and sharded over the local devices,
+compiled once for every tracklet length. Frames may be image files or uint8 arrays of any
+size: they are resized to the run's frame size as the dataset builders do (bicubic;
+frames already at the size are used as they are). They are decoded when their batch is
+read, so a large gallery never sits in memory decoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from input_pipeline.records import TrackletIndex
+from reidjax import config_lib, experiment, sharding
+from reidjax.errors import UserError
+from reidjax.evaluator import Evaluator
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+Tracklet = Sequence[str] | np.ndarray  # frame paths, or uint8 frames [L, h, w, 3]
+
+
+class InputError(UserError, ValueError):
+    """A tracklet that cannot be embedded (empty, an unreadable image); the message names it."""
+
+
+def load_frame(frame: str | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One frame as uint8 `[H, W, 3]` at `size`: a file decoded (RGB) or an array, resized
+    bicubically when it is not at `size` already (as `input_pipeline.builders` does)."""
+    if isinstance(frame, str | os.PathLike):
+        try:
+            with Image.open(frame) as image:
+                image = image.convert("RGB")
+                image.load()
+        except Exception as e:  # PIL raises many types for missing / corrupt files
+            raise InputError(f"cannot read image {frame}: {type(e).__name__}: {e}") from e
+    else:
+        array = np.asarray(frame)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
+            raise InputError(f"a frame must be uint8 [h, w, 3], got {array.dtype} {array.shape}")
+        image = Image.fromarray(array)
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+    return np.asarray(image)
+
+
+class TrackletFrames:
+    """Tracklets given as frame lists, read like a prepared dataset (the evaluator's
+    `read_into`), decoding each frame when its batch is built."""
+
+    def __init__(self, tracklets: Sequence[Tracklet], size: tuple[int, int], names=None):
+        self.size, self.frames_list, first, count = tuple(size), [], [], []
+        for i, tracklet in enumerate(tracklets):
+            frames = list(tracklet)
+            if not frames:
+                name = names[i] if names is not None else f"tracklet {i}"
+                raise InputError(f"{name} has no frames")
+            first.append(len(self.frames_list))
+            count.append(len(frames))
+            self.frames_list += frames
+        n = len(first)
+        zeros = np.zeros(n, np.int64)
+        self.index = TrackletIndex(
+            zeros, np.arange(n), np.asarray(first, np.int64), np.asarray(count, np.int64)
+        )
+        # The evaluator's interface: two splits (the same tracklets), a name for errors.
+        self.splits = {"query": self.index, "gallery": self.index}
+        self.directory, self.camera_names = "the given tracklets", []
+
+    def read_into(self, records, out: np.ndarray) -> np.ndarray:
+        for k, record in enumerate(records):
+            out[k] = load_frame(self.frames_list[int(record)], self.size)
+        return out
+
+    def frames(self, records) -> np.ndarray:
+        records = np.asarray(records).reshape(-1)
+        h, w = self.size
+        return self.read_into(records, np.empty((len(records), h, w, 3), np.uint8))
+
+    def frame(self, record: int) -> np.ndarray:
+        return self.frames([record])[0]
+
+
+@dataclasses.dataclass
+class Embedder:
+    """A trained model and its test rule, ready to embed tracklets.
+
+    Attributes:
+        config: the run's config (`WORKDIR/config.json`).
+        model: the built `ReIDModel`.
+        variables: parameters and BN statistics, replicated over the local devices.
+        step: the checkpoint step.
+    """
+
+    config: ml_collections.ConfigDict
+    model: object
+    variables: dict
+    step: int
+    mesh: jax.sharding.Mesh
+
+    @classmethod
+    def from_workdir(cls, workdir: str, checkpoint: str | int = "latest") -> Embedder:
+        """The model of a training run: `checkpoint` is "latest", "best" (the best-mAP
+        checkpoint training kept) or a step number.
+
+        Raises:
+            ConfigError: no `config.json` in `workdir`.
+            CheckpointNotFoundError: no such checkpoint.
+        """
+        config = config_lib.load_run_config(workdir)
+        devices = jax.local_device_count()
+        with config.unlocked():  # any local device count: round the batch up to it
+            config.mesh.data = devices
+            config.eval.batch_size = -(-config.eval.batch_size // devices) * devices
+        size = (config.input.height, config.input.width)
+        meta = experiment.DataMeta(
+            config.dataset.name, config.model.num_classes, config.dataset.num_cameras, size
+        )
+        model = experiment.build(config, meta)
+        mesh = sharding.make_mesh(config)
+        best = checkpoint == "best"
+        step = None if checkpoint in ("latest", "best") else int(checkpoint)
+        folder = os.path.join(workdir, "checkpoints_best" if best else "checkpoints")
+        variables, restored = experiment.restore_variables(model, config, folder, mesh, step)
+        return cls(config, model, variables, restored, mesh)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return (self.config.input.height, self.config.input.width)
+
+    def embed(
+        self, tracklets: Sequence[Tracklet], names: Sequence[str] | None = None, progress=None
+    ) -> np.ndarray:
+        """L2-normalised features `[N, D]` float32 of `tracklets` (each a list of frame
+        paths or a uint8 array `[L, h, w, 3]`), by the run's test rule.
+
+        Raises:
+            InputError: an empty tracklet or an unreadable image, named.
+        """
+        data = TrackletFrames(tracklets, self.frame_size, names)
+        evaluator = Evaluator(self.model.predict, self.config, data, self.mesh, progress)
+        return evaluator.features(self.variables, data.index, "embed").astype(np.float32)
+
+
+def tracklet_folders(root: str) -> tuple[list[str], list[list[str]]]:
+    """The tracklets of a folder holding one sub-folder of frames per tracklet: (names,
+    frame paths sorted by file name).
+
+    Raises:
+        InputError: a missing or empty folder, or a tracklet folder without images.
+    """
+    if not os.path.isdir(root):
+        raise InputError(f"no folder {root}")
+    names, tracklets = [], []
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder) or name.startswith("."):
+            continue
+        frames = sorted(
+            os.path.join(folder, f)
+            for f in os.listdir(folder)
+            if f.lower().endswith(IMAGE_SUFFIXES)
+        )
+        if not frames:
+            raise InputError(
+                f"tracklet folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)})"
+            )
+        names.append(name)
+        tracklets.append(frames)
+    if not tracklets:
+        raise InputError(f"{root} holds no tracklet folder (one sub-folder of frames per tracklet)")
+    return names, tracklets

@@ -1,0 +1,153 @@
+"""Rank a gallery of your own tracklets against queries with a trained model.
+
+    python -m reidjax.search --workdir runs/demo --query DIR --gallery DIR [--top 10]
+    python -m reidjax.search ... --ids ids.txt        # also CMC / mAP
+
+Each of `--query` and `--gallery` holds one sub-folder of frames per tracklet (any frame
+size; .jpg/.jpeg/.png/.bmp, in file-name order); the sub-folder's name names the tracklet.
+The model and its test rule come from the run (`reidjax.inference.Embedder`). Prints each
+query's top matches and writes to `--out` (default WORKDIR/search):
+
+    ranking.json     per query: the top gallery tracklets with their distances (and, with
+                     --ids, the metrics)
+    retrieval.png    queries and their top matches (green/red with --ids, grey without)
+
+`--ids` is a text file of lines `<tracklet> <identity> [<camera>]`, where `<tracklet>` is a
+sub-folder name (or `query/<name>`, `gallery/<name>` when both folders use it). Without
+cameras, queries count as camera 0 and the gallery as camera 1, so no gallery item is
+discarded as a same-camera match. Exit status: 0, or 1 with one `error:` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from input_pipeline.records import TrackletIndex
+
+
+def read_ids(path: str, names: dict[str, list[str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`--ids` -> per split (pids, camids); every tracklet must be listed."""
+    from reidjax.inference import InputError
+
+    entries = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            if len(fields) not in (2, 3):
+                raise InputError(f"{path}:{number}: expected '<tracklet> <identity> [<camera>]'")
+            entries[fields[0]] = fields[1:]
+    identity_ids: dict[str, int] = {}
+    camera_ids: dict[str, int] = {}
+    out = {}
+    for split, split_names in names.items():
+        pids, camids = [], []
+        for name in split_names:
+            fields = entries.get(f"{split}/{name}", entries.get(name))
+            if fields is None:
+                raise InputError(f"{path} does not list the {split} tracklet {name!r}")
+            pids.append(identity_ids.setdefault(fields[0], len(identity_ids)))
+            if len(fields) == 3:
+                camids.append(camera_ids.setdefault(fields[2], len(camera_ids)))
+            else:
+                camids.append(0 if split == "query" else 1)
+        out[split] = (np.asarray(pids), np.asarray(camids))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workdir", required=True, help="a training run")
+    parser.add_argument("--query", required=True, help="folder of query tracklet folders")
+    parser.add_argument("--gallery", required=True, help="folder of gallery tracklet folders")
+    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--ids", help="tracklet -> identity [camera] file: also CMC / mAP")
+    parser.add_argument("--checkpoint", default="latest", help="latest, best or a step")
+    parser.add_argument("--out", help="output folder (default WORKDIR/search)")
+    args = parser.parse_args(argv)
+
+    from reidjax import cli, metrics, visualize
+    from reidjax.inference import Embedder, TrackletFrames, tracklet_folders
+
+    def run() -> int:
+        q_names, q_tracklets = tracklet_folders(args.query)
+        g_names, g_tracklets = tracklet_folders(args.gallery)
+        embedder = Embedder.from_workdir(args.workdir, args.checkpoint)
+        print(
+            f"{embedder.config.model.name} of {args.workdir} (step {embedder.step}); "
+            f"{len(q_names)} query and {len(g_names)} gallery tracklets",
+            flush=True,
+        )
+        qf = embedder.embed(q_tracklets, q_names, progress=print)
+        gf = embedder.embed(g_tracklets, g_names, progress=print)
+        distances = metrics.pairwise_distances(qf, gf, embedder.config.eval.distance)
+        top = min(args.top, len(g_names))
+        order = np.argsort(distances, axis=1, kind="stable")[:, :top]
+        ranking = {
+            q: [{"gallery": g_names[j], "distance": float(distances[i, j])} for j in order[i]]
+            for i, q in enumerate(q_names)
+        }
+        for q, matches in list(ranking.items())[:20]:
+            shown = ", ".join(f"{m['gallery']} ({m['distance']:.3g})" for m in matches[:5])
+            print(f"{q}: {shown}")
+        if len(ranking) > 20:
+            print(f"... {len(ranking) - 20} more queries in ranking.json")
+        out = args.out or os.path.join(args.workdir, "search")
+        os.makedirs(out, exist_ok=True)
+        report = {"workdir": args.workdir, "step": embedder.step, "ranking": ranking}
+        names = {"query": q_names, "gallery": g_names}
+        ids = read_ids(args.ids, names) if args.ids else None
+        pid = {s: np.full(len(n), -1) for s, n in names.items()}
+        cam = {"query": np.zeros(len(q_names), int), "gallery": np.ones(len(g_names), int)}
+        if ids is not None:
+            pid = {s: ids[s][0] for s in names}
+            cam = {s: ids[s][1] for s in names}
+            result = metrics.evaluate_rank(
+                distances, pid["query"], pid["gallery"], cam["query"], cam["gallery"],
+                max_rank=min(20, len(g_names)),
+            )  # fmt: skip
+            numbers = {
+                **{f"R{k}": round(100 * float(result["cmc"][k - 1]), 2)
+                   for k in (1, 5, 10, 20) if k <= len(result["cmc"])},
+                "mAP": round(100 * float(result["mAP"]), 2),
+                "mINP": round(100 * float(result["mINP"]), 2),
+            }  # fmt: skip
+            report["metrics"] = numbers
+            print("  ".join(f"{k} {v:.2f}" for k, v in numbers.items()))
+        with open(os.path.join(out, "ranking.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        frames = TrackletFrames(q_tracklets + g_tracklets, embedder.frame_size)
+        first, count = frames.index.first, frames.index.count
+        nq = len(q_names)
+        picture = _Result(
+            TrackletIndex(pid["query"], cam["query"], first[:nq], count[:nq]),
+            TrackletIndex(pid["gallery"], cam["gallery"], first[nq:], count[nq:]),
+            distances,
+        )
+        visualize.retrieval_grid(
+            picture, frames, os.path.join(out, "retrieval.png"), top=args.top,
+            names=None if ids is not None else names,
+        )  # fmt: skip
+        print(f"wrote {out}/ranking.json and retrieval.png")
+        return 0
+
+    return cli.run_or_explain(run)
+
+
+class _Result:
+    """What `visualize.retrieval_grid` reads of an evaluation result."""
+
+    def __init__(self, query: TrackletIndex, gallery: TrackletIndex, distances: np.ndarray):
+        self.query, self.gallery, self.distances = query, gallery, distances
+
+
+if __name__ == "__main__":
+    sys.exit(main())
