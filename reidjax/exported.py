@@ -1,0 +1,107 @@
+"""Run a model exported by `tools/export.py`: needs only jax and numpy.
+
+    from reidjax.exported import load
+
+    model = load("model.bin")                       # any platform it was exported for
+    features = model.embed([frames_a, frames_b])    # uint8 [L, H, W, 3] each -> [N, D]
+
+The file holds a small JSON header (frame size, clip length, the test rule, the distance)
+and the serialized `jax.export` of the per-clip feature function, StableHLO with the
+parameters inside as constants. `embed` applies the run's test rule around it: dense
+clips of T frames covering every frame once (the last loop-padded, its padding not
+counted) or the `rrs` clip, clip features averaged over the frames they cover, L2
+normalised; the same as `reidjax.inference.Embedder` (tested to 1e-5). Frames must already
+be at the model's frame size (`model.frame_size`); resize them as the builders do (bicubic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+
+import jax
+import numpy as np
+
+MAGIC = b"REIDJAX1"
+
+
+@dataclasses.dataclass
+class ExportedModel:
+    """A deserialized export: `header` (metadata) and `exported` (`jax.export.Exported`)."""
+
+    header: dict
+    exported: jax.export.Exported
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return tuple(self.header["frame_size"])
+
+    @property
+    def batch(self) -> int:
+        return int(self.header["batch"])
+
+    def clip_features(self, clips: np.ndarray) -> np.ndarray:
+        """Features `[n, D]` of uint8 clips `[n, T, H, W, 3]`, in fixed-size batches."""
+        b, out = self.batch, []
+        for start in range(0, len(clips), b):
+            chunk = clips[start : start + b]
+            padded = np.zeros((b, *chunk.shape[1:]), np.uint8)
+            padded[: len(chunk)] = chunk
+            out.append(np.asarray(self.exported.call(padded))[: len(chunk)])
+        return np.concatenate(out) if out else np.zeros((0, self.header["dim"]), np.float32)
+
+    def embed(self, tracklets) -> np.ndarray:
+        """L2-normalised features `[N, D]` of tracklets (uint8 `[L, H, W, 3]` each)."""
+        t = int(self.header["num_frames"])
+        clips, owner, weight = [], [], []
+        for i, frames in enumerate(tracklets):
+            frames = np.asarray(frames, np.uint8)
+            if frames.shape[1:] != (*self.frame_size, 3):
+                raise ValueError(
+                    f"tracklet {i}: frames {frames.shape[1:]}, the model takes "
+                    f"{(*self.frame_size, 3)} (resize them first)"
+                )
+            for idx, mask in clip_indices(len(frames), t, self.header["test_sampler"]):
+                clips.append(frames[idx])
+                owner.append(i)
+                weight.append(mask.sum())
+        feats = self.clip_features(np.stack(clips)).astype(np.float64)
+        owner, weight = np.asarray(owner), np.asarray(weight, np.float64)
+        sums = np.zeros((len(tracklets), feats.shape[1]))
+        np.add.at(sums, owner, feats * weight[:, None])
+        counts = np.bincount(owner, weights=weight, minlength=len(tracklets))
+        mean = sums / np.maximum(counts, 1e-12)[:, None]
+        norm = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        return (mean / norm).astype(np.float32)
+
+
+def clip_indices(n: int, t: int, sampler: str):
+    """(frame indices [T], counted mask [T]) of each test clip of an n-frame tracklet."""
+    if sampler == "rrs":
+        block = max(n, t) // t
+        yield np.minimum(np.arange(t) * block, n - 1), np.ones(t, bool)
+        return
+    positions = np.arange(-(-n // t) * t).reshape(-1, t)
+    for row in positions:
+        yield row % n, row < n
+
+
+def write(path: str, header: dict, serialized: bytes) -> None:
+    """The file format: MAGIC, header length (uint64), JSON header, serialized export."""
+    blob = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(MAGIC + struct.pack("<Q", len(blob)) + blob + serialized)
+
+
+def load(path: str) -> ExportedModel:
+    """Reads a file written by `tools/export.py`."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(MAGIC):
+        raise ValueError(f"{path} is not a reidjax export (no {MAGIC!r} header)")
+    (size,) = struct.unpack("<Q", data[len(MAGIC) : len(MAGIC) + 8])
+    start = len(MAGIC) + 8
+    header = json.loads(data[start : start + size])
+    exported = jax.export.deserialize(bytearray(data[start + size :]))
+    return ExportedModel(header, exported)
