@@ -1,0 +1,166 @@
+"""Using a trained model: the embedder, reidjax.search, the export, accelerator lowering."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from reidjax import experiment, sharding, train_lib
+from reidjax.config_lib import load_config
+from reidjax.evaluator import Evaluator
+from reidjax.inference import Embedder, InputError, load_frame, tracklet_folders
+from reidjax.models.factory import dummy_clips
+from reidjax.optim import build_optimizer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def write_split_folders(data, root) -> pathlib.Path:
+    """The query and gallery of a prepared dataset as image folders (the stored JPEG bytes,
+    one folder per tracklet) and an ids file: what a user would hand to reidjax.search."""
+    lines = []
+    for split in ("query", "gallery"):
+        index = data.splits[split]
+        for t in range(len(index)):
+            folder = root / split / f"{split[0]}{t:04d}"
+            folder.mkdir(parents=True)
+            for f in range(int(index.count[t])):
+                (folder / f"{f:04d}.jpg").write_bytes(data.encoded(int(index.first[t]) + f))
+            lines.append(f"{split}/{folder.name} {index.pid[t]} {index.camid[t]}")
+    (root / "ids.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A trained smoke run (with its final evaluation) and its test split as folders."""
+    tmp = tmp_path_factory.mktemp("inference")
+    config = load_config("synthetic", "smoke")
+    with config.unlocked():
+        config.dataset.data_dir = str(tmp / "data")
+    workdir = tmp / "run"
+    train_lib.train_and_evaluate(config, str(workdir))
+    data, _ = experiment.open_data(config)
+    return config, workdir, data, write_split_folders(data, tmp / "folders")
+
+
+def test_embedder_gives_the_evaluator_features(run):
+    """One test rule: the embedder's features of the query tracklets, given as image files
+    and as uint8 arrays at the run's size, equal the evaluator's."""
+    config, workdir, data, folders = run
+    embedder = Embedder.from_workdir(str(workdir))
+    assert embedder.step == config.train.num_steps
+    mesh = sharding.make_mesh(config)
+    model = experiment.build(config, experiment.DataMeta.of(data))
+    evaluator = Evaluator(model.predict, config, data, mesh, None)
+    want = evaluator.features(embedder.variables, data.splits["query"])
+    names, files = tracklet_folders(str(folders / "query"))
+    assert names == [f"q{t:04d}" for t in range(len(names))]
+    got = embedder.embed(files)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    arrays = [np.stack([load_frame(p, embedder.frame_size) for p in t]) for t in files]
+    np.testing.assert_allclose(embedder.embed(arrays), want, atol=1e-5)
+    with pytest.raises(InputError, match="tracklet 1 has no frames"):
+        embedder.embed([files[0], []])
+
+
+def test_search_cli_reproduces_the_evaluation(run, tmp_path):
+    _, workdir, data, folders = run
+    out = tmp_path / "search"
+    result = subprocess.run(
+        [sys.executable, "-m", "reidjax.search", "--workdir", str(workdir),
+         "--query", str(folders / "query"), "--gallery", str(folders / "gallery"),
+         "--ids", str(folders / "ids.txt"), "--out", str(out), "--top", "5"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((workdir / "eval" / "results.json").read_text())
+    report = json.loads((out / "ranking.json").read_text())
+    assert report["metrics"]["mAP"] == trained["mAP"] and report["metrics"]["R1"] == trained["R1"]
+    assert len(report["ranking"]) == len(data.splits["query"])
+    assert all(len(r) == 5 for r in report["ranking"].values())
+    assert (out / "retrieval.png").stat().st_size > 10_000
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = subprocess.run(
+        [sys.executable, "-m", "reidjax.search", "--workdir", str(workdir),
+         "--query", str(empty), "--gallery", str(folders / "gallery")],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "holds no tracklet folder" in bad.stderr
+
+
+def test_export_reloads_in_a_fresh_process(run, tmp_path):
+    """tools/export.py for cpu, cuda and tpu; a fresh process with only jax and numpy (and
+    reidjax.exported) gives the checkpoint's features."""
+    _, workdir, _, folders = run
+    path = tmp_path / "model.bin"
+    result = subprocess.run(
+        [sys.executable, "tools/export.py", "--workdir", str(workdir), "--platforms",
+         "cpu,cuda,tpu", "--out", str(path)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "for cpu, cuda, tpu" in result.stdout
+    embedder = Embedder.from_workdir(str(workdir))
+    _, files = tracklet_folders(str(folders / "gallery"))
+    arrays = [np.stack([load_frame(p, embedder.frame_size) for p in t]) for t in files]
+    np.save(tmp_path / "frames.npy", np.array(arrays, dtype=object), allow_pickle=True)
+    code = f"""
+import sys, numpy as np
+from reidjax.exported import load
+model = load({str(path)!r})
+frames = np.load({str(tmp_path / "frames.npy")!r}, allow_pickle=True)
+np.save({str(tmp_path / "exported.npy")!r}, model.embed(list(frames)))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "optax", "orbax")))
+"""
+    fresh = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert fresh.stdout.strip().splitlines()[-1] == "[]"  # no model code needed
+    np.testing.assert_allclose(np.load(tmp_path / "exported.npy"), embedder.embed(files), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["strf_mars", "dsanet_lsvid"])
+def test_train_and_eval_steps_lower_for_gpu_and_tpu(name):
+    """The real train step (forward, every loss, backward, optimizer, divergence guard) and
+    the eval feature function of the smoke configs export for CUDA and TPU from this
+    CPU-only machine, with the strided convolutions accelerators use (`native`)."""
+    config = load_config(name, "smoke")
+    with config.unlocked():
+        config.model.strided_conv = "native"
+    model = experiment.build(config, experiment.registry_meta(config))
+    tx, schedule = build_optimizer(config.optim, 10, config.train.epochs)
+    state = jax.eval_shape(
+        lambda: experiment._state_of(model.init(jax.random.key(0), dummy_clips(config)), tx)
+    )
+    b = config.train.ids_per_batch * config.train.clips_per_id
+    clips = (b, config.input.num_frames, config.input.height, config.input.width, 3)
+    batch = {
+        "clips": jax.ShapeDtypeStruct(clips, jnp.uint8),
+        "flip": jax.ShapeDtypeStruct((b,), jnp.bool_),
+        "erase": jax.ShapeDtypeStruct((b, 4), jnp.int32),
+        "labels": jax.ShapeDtypeStruct((b,), jnp.int32),
+        "cameras": jax.ShapeDtypeStruct((b,), jnp.int32),
+    }
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    step = jax.jit(train_lib.make_train_step(model, tx, schedule))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    for platform in ("cuda", "tpu"):
+        train = jax.export.export(step, platforms=(platform,))(state, batch, key)
+        assert train.platforms == (platform,) and "stablehlo" in train.mlir_module()
+        predict = jax.export.export(jax.jit(model.predict), platforms=(platform,))(
+            variables, batch["clips"]
+        )
+        assert predict.out_avals[0].shape[0] == b
+    assert os.environ.get("JAX_PLATFORMS", "cpu") in ("cpu", "")  # no accelerator was used
