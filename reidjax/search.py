@@ -30,8 +30,10 @@ import numpy as np
 from input_pipeline.records import TrackletIndex
 
 
-def read_ids(path: str, names: dict[str, list[str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """`--ids` -> per split (pids, camids); every tracklet must be listed."""
+def read_ids(path: str, names: dict[str, list[str]]) -> tuple[dict, list[str]]:
+    """`--ids` -> ({split: (pids, camids)}, camera names by camid); every tracklet must be
+    listed. Integer identities keep their number; others are numbered in order of
+    appearance."""
     from reidjax.inference import InputError
 
     entries = {}
@@ -43,6 +45,7 @@ def read_ids(path: str, names: dict[str, list[str]]) -> dict[str, tuple[np.ndarr
             if len(fields) not in (2, 3):
                 raise InputError(f"{path}:{number}: expected '<tracklet> <identity> [<camera>]'")
             entries[fields[0]] = fields[1:]
+    numeric = all(f[0].lstrip("-").isdigit() for f in entries.values())
     identity_ids: dict[str, int] = {}
     camera_ids: dict[str, int] = {}
     out = {}
@@ -52,13 +55,16 @@ def read_ids(path: str, names: dict[str, list[str]]) -> dict[str, tuple[np.ndarr
             fields = entries.get(f"{split}/{name}", entries.get(name))
             if fields is None:
                 raise InputError(f"{path} does not list the {split} tracklet {name!r}")
-            pids.append(identity_ids.setdefault(fields[0], len(identity_ids)))
-            if len(fields) == 3:
-                camids.append(camera_ids.setdefault(fields[2], len(camera_ids)))
+            pids.append(
+                int(fields[0]) if numeric else identity_ids.setdefault(fields[0], len(identity_ids))
+            )
+            if len(fields) == 2:
+                camids.append(camera_ids.setdefault(fields[1], len(camera_ids)))
             else:
                 camids.append(0 if split == "query" else 1)
         out[split] = (np.asarray(pids), np.asarray(camids))
-    return out
+    cameras = list(camera_ids) or ["query camera", "gallery camera"]
+    return out, cameras
 
 
 def main(argv=None) -> int:
@@ -104,7 +110,7 @@ def main(argv=None) -> int:
         os.makedirs(out, exist_ok=True)
         report = {"workdir": args.workdir, "step": embedder.step, "ranking": ranking}
         names = {"query": q_names, "gallery": g_names}
-        ids = read_ids(args.ids, names) if args.ids else None
+        ids, cameras = read_ids(args.ids, names) if args.ids else (None, [])
         pid = {s: np.full(len(n), -1) for s, n in names.items()}
         cam = {"query": np.zeros(len(q_names), int), "gallery": np.ones(len(g_names), int)}
         if ids is not None:
@@ -125,6 +131,7 @@ def main(argv=None) -> int:
         with open(os.path.join(out, "ranking.json"), "w") as f:
             json.dump(report, f, indent=1)
         frames = TrackletFrames(q_tracklets + g_tracklets, embedder.frame_size)
+        frames.camera_names = cameras
         first, count = frames.index.first, frames.index.count
         nq = len(q_names)
         picture = _Result(
