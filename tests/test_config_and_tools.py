@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from input_pipeline.build import build_dataset
@@ -167,3 +168,27 @@ def test_config_reference_is_current_and_help_shows_common_keys():
         printed.returncode == 0 and "lr: 0.5" in printed.stdout and "name: strf" in printed.stdout
     )
     assert "workdir:" not in printed.stdout  # nothing ran
+
+
+def test_search_ids_file(tmp_path):
+    """reidjax.search --ids: integer identities keep their number, named ones are numbered;
+    cameras come from the third column; split prefixes disambiguate; missing rows are named."""
+    from reidjax.inference import InputError
+    from reidjax.search import read_ids
+
+    path = tmp_path / "ids.txt"
+    path.write_text("# tracklet identity camera\nq1 7 north\nquery/a 9 south\ngallery/a 7 south\n")
+    names = {"query": ["q1", "a"], "gallery": ["a"]}
+    ids, cameras = read_ids(str(path), names)
+    np.testing.assert_array_equal(ids["query"][0], [7, 9])
+    np.testing.assert_array_equal(ids["gallery"][0], [7])
+    assert [cameras[c] for c in ids["query"][1]] == ["north", "south"]
+    assert [cameras[c] for c in ids["gallery"][1]] == ["south"]
+    path.write_text("q1 alice\nquery/a bob\ngallery/a alice\n")
+    ids, cameras = read_ids(str(path), names)
+    np.testing.assert_array_equal(ids["query"][0], [0, 1])
+    np.testing.assert_array_equal(ids["gallery"][0], [0])
+    np.testing.assert_array_equal(ids["query"][1], [0, 0])  # no cameras: query 0, gallery 1
+    np.testing.assert_array_equal(ids["gallery"][1], [1])
+    with pytest.raises(InputError, match="does not list the gallery tracklet 'b'"):
+        read_ids(str(path), {"query": ["q1"], "gallery": ["b"]})
