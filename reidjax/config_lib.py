@@ -72,7 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.temporal_blocks = config_dict.placeholder(tuple)
     config.model.last_stride = 1  # layer4's stride (1: 16×8 maps for 256×128 input).
     config.model.num_classes = 0  # 0: the dataset's number of training identities.
-    config.model.dtype = "float32"  # compute dtype: float32 | bfloat16.
+    # Compute dtype (parameters stay float32): auto = bfloat16 on GPU/TPU, float32 on CPU;
+    # or float32 | bfloat16.
+    config.model.dtype = "auto"
     # Spatially strided convs / max pool: "auto" = polyphase (stride-1 ops, same function) on
     # the CPU backend, where XLA's strided backward is slow; native on GPU/TPU.
     config.model.strided_conv = "auto"  # auto | native | phase.

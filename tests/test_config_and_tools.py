@@ -192,3 +192,16 @@ def test_search_ids_file(tmp_path):
     np.testing.assert_array_equal(ids["gallery"][1], [1])
     with pytest.raises(InputError, match="does not list the gallery tracklet 'b'"):
         read_ids(str(path), {"query": ["q1"], "gallery": ["b"]})
+
+
+def test_compute_dtype_auto_follows_the_platform():
+    import jax.numpy as jnp
+
+    from reidjax.models.factory import compute_dtype
+
+    assert config_lib.base_config().model.dtype == "auto"
+    assert compute_dtype("auto", "cpu") == jnp.float32
+    assert compute_dtype("auto", "gpu") == compute_dtype("auto", "tpu") == jnp.bfloat16
+    assert compute_dtype("auto") == jnp.float32  # the test machines are CPU-only
+    with pytest.raises(ValueError, match="or auto"):
+        compute_dtype("float16")

@@ -91,10 +91,14 @@ class ReIDModel:
         return {label: out[key] for key, label in self.maps.items() if key in out}
 
 
-def compute_dtype(name: str):
-    """Maps a config dtype name to a JAX dtype, or raises listing the valid names."""
+def compute_dtype(name: str, backend: str | None = None):
+    """Maps a config dtype name to a JAX dtype, or raises listing the valid names.
+    `auto`: bfloat16 on GPU and TPU, float32 on CPU (`backend`: default JAX's)."""
+    if name == "auto":
+        backend = backend or jax.default_backend()
+        return jnp.float32 if backend == "cpu" else jnp.bfloat16
     if name not in DTYPES:
-        raise ConfigError(f"Unknown compute dtype {name!r}; valid: {sorted(DTYPES)}")
+        raise ConfigError(f"Unknown compute dtype {name!r}; valid: {sorted(DTYPES)} or auto")
     return DTYPES[name]
 
 
