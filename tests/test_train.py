@@ -215,6 +215,7 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
         stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
+        assert process.stdout.readline().startswith(f"config: {ROOT}/configs/synthetic.py:smoke ")
         assert process.stdout.readline().strip() == "workdir: runs/synthetic_smoke"
         for line in process.stdout:
             if line.startswith("step 2/"):
