@@ -268,6 +268,41 @@ def restore_variables(
     )
 
 
+def read_variables(directory: str, step: int | None = None, what: str = "") -> tuple[dict, int]:
+    """The `params` and `batch_stats` of a train-state checkpoint in the shapes they were
+    saved with (whatever model wrote them), on the default device: the source of a
+    fine-tuning start (`config.init.checkpoint`).
+
+    Raises:
+        CheckpointNotFoundError: no such folder or step.
+    """
+    ckpt, step = _checked_step(directory, step, what)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    try:
+        saved = ckpt.manager.item_metadata(step).tree
+
+        def abstract(meta):
+            return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=device)
+
+        item = {
+            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=device),
+            "params": jax.tree.map(abstract, saved["params"]),
+            "batch_stats": jax.tree.map(abstract, saved["batch_stats"]),
+        }
+        with ocp.PyTreeCheckpointer() as reader:
+            restored = reader.restore(
+                os.path.join(ckpt.directory, str(step), ITEM),
+                args=ocp.args.PyTreeRestore(
+                    item=item,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                    partial_restore=True,
+                ),
+            )
+    finally:
+        ckpt.close()
+    return {"params": restored["params"], "batch_stats": restored["batch_stats"]}, step
+
+
 def _sharding_of(tree):
     return jax.tree.leaves(tree)[0].sharding
 

@@ -137,12 +137,20 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.lr_decay_factor = 0.1  # the factor of each step decay.
     config.optim.warmup_epochs = 0  # linear warm-up from 0 over N epochs.
     config.optim.grad_clip_norm = 0.0  # 0: off.
+    # Frozen parameters: '/'-joined path prefixes (e.g. ("backbone/conv1", "backbone/layer1"));
+    # their updates are zero (optax.multi_transform). BN statistics still update.
+    config.optim.freeze = ()
 
     config.init = ml_collections.ConfigDict()
     # torchvision's ImageNet ResNet-50 weights, inflated into the trunk at start-up: the
     # .pth as torchvision publishes it (read without PyTorch), or a .npz / .safetensors
     # copy. "none" trains from scratch on purpose.
     config.init.imagenet = DEFAULT_IMAGENET
+    # Fine-tuning: another run (its workdir, checkpoints folder or a step folder) to start
+    # from: its parameters and BN statistics wherever name and shape agree (a classifier
+    # for another identity count is re-initialised); fresh step and optimizer. Replaces
+    # the ImageNet start. Used when the workdir has no checkpoint of its own.
+    config.init.checkpoint = ""
     # A checkpoint folder (a workdir's checkpoints/ or one step inside it) to start from
     # when the workdir has no checkpoint of its own: its step, parameters, BN statistics
     # and optimizer state are restored, and training continues from its step.

@@ -257,7 +257,8 @@ def restore_or_init(
     ckpt: checkpoint.Checkpointer,
 ) -> tuple[TrainState, str]:
     """The state a run starts from, in this order: the latest checkpoint of the workdir
-    (`ckpt`), `config.resume`, the ImageNet weights of `config.init.imagenet`, scratch.
+    (`ckpt`), `config.resume`, another run's variables (`config.init.checkpoint`), the
+    ImageNet weights of `config.init.imagenet`, scratch.
     The ImageNet file is read only when it is used.
 
     Returns:
@@ -327,11 +328,61 @@ def initial_variables(model: ReIDModel, config: ml_collections.ConfigDict) -> tu
     Raises:
         WeightFileError: a missing or unfit weight file.
     """
+    if config.init.checkpoint:
+        return checkpoint_variables(model, config)
     variables = init_variables(model, config)
     if config.init.imagenet.lower() in weights.NONE:
         return variables, "from scratch (config.init.imagenet=none)"
     variables, report = weights.load_imagenet(config.init.imagenet, variables)
     return variables, f"{report.summary()} from {os.path.expanduser(config.init.imagenet)}"
+
+
+def checkpoint_variables(model: ReIDModel, config: ml_collections.ConfigDict) -> tuple[dict, str]:
+    """Fine-tuning start: the variables of another run's checkpoint (`config.init.checkpoint`:
+    a workdir, its checkpoints folder or one step folder) copied over this model's initial
+    variables wherever name and shape agree; the rest (the classifier of another identity
+    count, heads the other model lacks) keeps its initialisation. Step and optimizer start
+    afresh.
+
+    Raises:
+        CheckpointNotFoundError: nothing there.
+        CheckpointMismatchError: no parameter in common (another architecture).
+    """
+    path = os.path.abspath(os.path.expanduser(config.init.checkpoint))
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    path, step = resume_path(path)
+    what = f"config.init.checkpoint={config.init.checkpoint}"
+    source, step = checkpoint.read_variables(path, step, what)
+    target = init_variables(model, config)
+    copied, kept = [], []
+    flat_source = {
+        jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(source)
+    }
+
+    def take(key_path, init):
+        name = jax.tree_util.keystr(key_path)
+        value = flat_source.get(name)
+        if value is not None and value.shape == init.shape:
+            copied.append(name)
+            return np.asarray(value, init.dtype)  # host: placed with the state
+        kept.append(name)
+        return init
+
+    variables = jax.tree_util.tree_map_with_path(take, target)
+    if not any("params" in name for name in copied):
+        raise checkpoint.CheckpointMismatchError(
+            f"{what}: no parameter of {path}/{step} has a name and shape of this model "
+            f"({config.model.name}, {config.model.arch}, {config.model.variant})"
+        )
+    unused = len(flat_source) - len(copied)
+    preview = ", ".join(k.replace("']['", "/").strip("[]'") for k in kept[:3])
+    origin = (
+        f"fine-tuning from {path}/{step}: {len(copied)} tensors copied, {len(kept)} kept at "
+        f"init{f' ({preview})' if kept else ''}, {unused} of the checkpoint unused; step and "
+        "optimizer start afresh"
+    )
+    return variables, origin
 
 
 def restore_variables(

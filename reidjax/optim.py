@@ -8,6 +8,7 @@ decay (`torch.optim.AdamW`); `sgd` is SGD with momentum 0.9 and coupled decay
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import optax
 
@@ -75,4 +76,33 @@ def build_optimizer(
             optax.trace(decay=0.9),
             optax.scale_by_learning_rate(schedule),
         ]
-    return optax.chain(*parts), schedule
+    tx = optax.chain(*parts)
+    if optim.get("freeze"):
+        tx = freeze(tx, tuple(optim.freeze))
+    return tx, schedule
+
+
+def parameter_name(path) -> str:
+    """`backbone/layer1_0/conv1/kernel` for a tree path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def freeze(tx: optax.GradientTransformation, prefixes: tuple[str, ...]):
+    """`tx` for the parameters whose name does not start with one of `prefixes`; zero
+    updates (no optimizer state) for those that do.
+
+    Raises:
+        ConfigError: a prefix that names no parameter (at `init`).
+    """
+
+    def labels(params):
+        names = jax.tree_util.tree_map_with_path(lambda p, _: parameter_name(p), params)
+        unused = [p for p in prefixes if not any(n.startswith(p) for n in jax.tree.leaves(names))]
+        if unused:
+            raise ConfigError(
+                f"config.optim.freeze: {unused} name no parameter (names look like "
+                f"{jax.tree.leaves(names)[0]!r})"
+            )
+        return jax.tree.map(lambda n: "frozen" if n.startswith(prefixes) else "train", names)
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

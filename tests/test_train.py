@@ -346,3 +346,38 @@ def test_two_process_run_equals_one_process(tmp_path):
     assert a.keys() == b.keys()
     for key, value in a.items():
         np.testing.assert_allclose(b[key], value, rtol=0, atol=CROSS_LAYOUT_ATOL, err_msg=key)
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_another_run_with_frozen_layers(tmp_path, capsys):
+    """config.init.checkpoint starts from another run's variables (fresh step and
+    optimizer), re-initialising the classifier when the identity count differs;
+    config.optim.freeze keeps the named parameters exactly as loaded."""
+    source = tmp_path / "source"
+    no_eval = {"train.eval_every": -1, "train.num_steps": 2}
+    train_lib.train_and_evaluate(synthetic_config(tmp_path, **no_eval), str(source))
+    _, pretrained = variables_of(source, synthetic_config(tmp_path))
+    config = synthetic_config(
+        tmp_path, **{**no_eval, "train.num_steps": 1, "optim.freeze": ("backbone/conv1",)}
+    )
+    with config.unlocked():
+        config.dataset.synthetic_ids = 12  # 6 training identities instead of 8
+        config.init.checkpoint = str(source)
+    tuned_dir = tmp_path / "tuned"
+    state = train_lib.train_and_evaluate(config, str(tuned_dir))
+    assert int(state.step) == 1  # a fresh step count
+    start = capsys.readouterr().out
+    assert f"fine-tuning from {source}/checkpoints/2:" in start and "kept at init" in start
+    _, tuned = variables_of(tuned_dir, config)
+    classifier = [k for k in tuned if k.startswith("params/classifier")]
+    assert classifier and all(tuned[k].shape != pretrained[k].shape for k in classifier)
+    frozen = [k for k in tuned if k.startswith("params/backbone/conv1")]
+    assert frozen
+    for key in frozen:  # exactly as loaded
+        np.testing.assert_array_equal(tuned[key], pretrained[key])
+    trained = [k for k in tuned if k.startswith("params/backbone/layer1")]
+    assert any(not np.array_equal(tuned[k], pretrained[k]) for k in trained)  # they moved
+    with config.unlocked():
+        config.optim.freeze = ("backbone/nothing",)
+    with pytest.raises(ConfigError, match="name no parameter"):
+        train_lib.train_and_evaluate(config, str(tmp_path / "bad"))
