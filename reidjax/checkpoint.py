@@ -247,25 +247,10 @@ def restore_variables(
     ckpt, step = _checked_step(directory, step, what)
     try:
         ckpt.check_matches(target["params"], step)
-        item = {
-            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=_sharding_of(target)),
-            "params": target["params"],
-            "batch_stats": target["batch_stats"],
-        }
-        with ocp.PyTreeCheckpointer() as reader:
-            restored = reader.restore(
-                os.path.join(ckpt.directory, str(step), ITEM),
-                args=ocp.args.PyTreeRestore(
-                    item=item,
-                    restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                    partial_restore=True,
-                ),
-            )
+        variables, saved_step = _partial_restore(ckpt, step, target, _sharding_of(target))
     finally:
         ckpt.close()
-    return {"params": restored["params"], "batch_stats": restored["batch_stats"]}, int(
-        restored["step"]
-    )
+    return variables, saved_step
 
 
 def read_variables(directory: str, step: int | None = None, what: str = "") -> tuple[dict, int]:
@@ -284,23 +269,32 @@ def read_variables(directory: str, step: int | None = None, what: str = "") -> t
         def abstract(meta):
             return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=device)
 
-        item = {
-            "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=device),
-            "params": jax.tree.map(abstract, saved["params"]),
-            "batch_stats": jax.tree.map(abstract, saved["batch_stats"]),
-        }
-        with ocp.PyTreeCheckpointer() as reader:
-            restored = reader.restore(
-                os.path.join(ckpt.directory, str(step), ITEM),
-                args=ocp.args.PyTreeRestore(
-                    item=item,
-                    restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                    partial_restore=True,
-                ),
-            )
+        target = {k: jax.tree.map(abstract, saved[k]) for k in ("params", "batch_stats")}
+        variables, _ = _partial_restore(ckpt, step, target, device)
     finally:
         ckpt.close()
-    return {"params": restored["params"], "batch_stats": restored["batch_stats"]}, step
+    return variables, step
+
+
+def _partial_restore(ckpt: Checkpointer, step: int, target: dict, sharding) -> tuple[dict, int]:
+    """`params` and `batch_stats` of `target`'s structure from step `step` (orbax partial
+    restore: nothing else is read)."""
+    item = {
+        "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding),
+        "params": target["params"],
+        "batch_stats": target["batch_stats"],
+    }
+    with ocp.PyTreeCheckpointer() as reader:
+        restored = reader.restore(
+            os.path.join(ckpt.directory, str(step), ITEM),
+            args=ocp.args.PyTreeRestore(
+                item=item,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                partial_restore=True,
+            ),
+        )
+    variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
+    return variables, int(restored["step"])
 
 
 def _sharding_of(tree):
