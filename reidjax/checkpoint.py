@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from reidjax import trees
+from reidjax import trees, workdir_io
 from reidjax.errors import UserError
 
 # The folder of the train state inside each step folder (orbax's single-item default).
@@ -67,7 +67,7 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=save_every, create=create
         )
-        self.directory = os.path.abspath(directory)
+        self.directory = os.path.abspath(directory) if workdir_io.is_local(directory) else directory
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
         )
@@ -171,14 +171,15 @@ class Checkpointer:
         """Moves an unreadable step folder to `<checkpoints>_damaged/<step>` (never deletes
         it) and forgets it; returns the new location."""
         target_dir = self.directory.rstrip("/") + "_damaged"
-        os.makedirs(target_dir, exist_ok=True)
+        from etils import epath
+
+        epath.Path(target_dir).mkdir(parents=True, exist_ok=True)
         target = os.path.join(target_dir, str(step))
         suffix = 1
-        while os.path.exists(target):
+        while epath.Path(target).exists():
             target, suffix = os.path.join(target_dir, f"{step}.{suffix}"), suffix + 1
-        os.replace(os.path.join(self.directory, str(step)), target)
-        with open(target + ".why.txt", "w") as f:
-            f.write(cause + "\n")
+        epath.Path(os.path.join(self.directory, str(step))).rename(target)  # any workdir
+        epath.Path(target + ".why.txt").write_text(cause + "\n")
         self.manager.reload()
         return target
 
@@ -198,7 +199,9 @@ class Checkpointer:
 def _checked_step(directory: str, step: int | None, what: str) -> tuple[Checkpointer, int]:
     """An open `Checkpointer` on `directory` and the step to read (default: latest)."""
     prefix = f"{what}: " if what else ""
-    if not os.path.isdir(directory):
+    from etils import epath
+
+    if not epath.Path(directory).is_dir():
         raise CheckpointNotFoundError(f"{prefix}no checkpoint folder {directory}")
     ckpt = Checkpointer(directory, create=False)
     steps = list(ckpt.manager.all_steps())
@@ -309,7 +312,7 @@ class BestCheckpointer:
             max_to_keep=1, best_fn=lambda m: m[metric], best_mode="max", create=True
         )
         self.metric = metric
-        self.directory = os.path.abspath(directory)
+        self.directory = os.path.abspath(directory) if workdir_io.is_local(directory) else directory
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state, value: float) -> None:

@@ -241,13 +241,14 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     Raises:
         ConfigError: no config.json in `workdir`, or a key this version does not know.
     """
+    from reidjax import workdir_io
+
     path = os.path.join(workdir, RUN_CONFIG)
-    if not os.path.isfile(path):
+    if not workdir_io.exists(path):
         raise ConfigError(
             f"no {RUN_CONFIG} in {workdir}: not a training directory (train.py writes one)"
         )
-    with open(path) as f:
-        saved = json.load(f)
+    saved = json.loads(workdir_io.read_text(path))
 
     def tuples(value):
         if isinstance(value, dict):

@@ -181,7 +181,9 @@ def evaluate_splits(
             split_config, workdir.replace("{split}", str(split)), **kwargs
         )
     mean = {k: sum(r[k] for r in rows.values()) / NUM_SPLITS for k in report.TABLE_COLUMNS}
-    parent = os.path.commonpath([workdir.replace("{split}", str(s)) for s in (0, 1)])
+    # The folder above the first one that differs between splits (string-based: works
+    # for gs:// workdirs too).
+    parent = os.path.dirname(workdir[: workdir.index("{split}")])
     if jax.process_index() == 0:
         out = output or os.path.join(parent, "eval")
         report.write_json(os.path.join(out, "results.json"), {"mean": mean, "splits": rows})

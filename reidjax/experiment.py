@@ -35,7 +35,7 @@ from input_pipeline.builders.reid_synthetic.reid_synthetic_dataset_builder impor
 )
 from input_pipeline.datasets import DATASETS
 from input_pipeline.records import ReIDDataset, dataset_dir
-from reidjax import checkpoint, sharding, weights
+from reidjax import checkpoint, sharding, weights, workdir_io
 from reidjax.errors import ConfigError
 from reidjax.models import ReIDModel, build_model
 from reidjax.models.factory import dummy_clips
@@ -111,11 +111,8 @@ def write_config(workdir: str, config: ml_collections.ConfigDict, meta: DataMeta
     """`WORKDIR/config.json`: the config as run (process 0; written atomically)."""
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w") as f:
-        f.write(resolved_config(config, meta).to_json(indent=2))
-    os.replace(path + ".tmp", path)
+    workdir_io.write_text(path, resolved_config(config, meta).to_json(indent=2))
 
 
 # ----------------------------------------------------------------------------- data
@@ -243,8 +240,10 @@ def create_state(variables: dict, tx: optax.GradientTransformation, mesh) -> Tra
 
 def resume_path(path: str) -> tuple[str, int | None]:
     """`config.resume`: a checkpoints folder (its latest step) or one step folder in it."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.basename(path).isdigit() and os.path.isdir(path):
+    if workdir_io.is_local(path):
+        path = os.path.abspath(os.path.expanduser(path))
+    path = path.rstrip("/")
+    if os.path.basename(path).isdigit() and workdir_io.exists(path):
         return os.path.dirname(path), int(os.path.basename(path))
     return path, None
 
@@ -348,8 +347,10 @@ def checkpoint_variables(model: ReIDModel, config: ml_collections.ConfigDict) ->
         CheckpointNotFoundError: nothing there.
         CheckpointMismatchError: no parameter in common (another architecture).
     """
-    path = os.path.abspath(os.path.expanduser(config.init.checkpoint))
-    if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = config.init.checkpoint
+    if workdir_io.is_local(path):
+        path = os.path.abspath(os.path.expanduser(path))
+    if workdir_io.exists(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
     path, step = resume_path(path)
     what = f"config.init.checkpoint={config.init.checkpoint}"

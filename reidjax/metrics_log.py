@@ -9,14 +9,15 @@ import time
 import jax
 from tensorboardX import SummaryWriter
 
+from reidjax import workdir_io
+
 
 def truncate_after(path: str, step: int) -> None:
     """Drops the rows of `path` (JSONL) past `step`, atomically: after a resume from `step`,
     the steps that are run again must not appear twice."""
-    if not os.path.isfile(path):
+    if not workdir_io.exists(path):
         return
-    with open(path) as f:
-        lines = f.readlines()
+    lines = workdir_io.read_text(path).splitlines(keepends=True)
     keep = []
     for line in lines:
         try:
@@ -26,9 +27,7 @@ def truncate_after(path: str, step: int) -> None:
             continue
     if len(keep) == len(lines):
         return
-    with open(path + ".tmp", "w") as f:
-        f.writelines(keep)
-    os.replace(path + ".tmp", path)
+    workdir_io.write_text(path, "".join(keep))
 
 
 class MetricsLog:
@@ -39,13 +38,27 @@ class MetricsLog:
         self.total, self.global_batch = total, global_batch
         self.active = jax.process_index() == 0
         self.file = self.board = None
+        self.rows = None  # a bucket's metrics.jsonl, rewritten whole (no appends there)
         if self.active:
-            os.makedirs(workdir, exist_ok=True)
-            path = os.path.join(workdir, "metrics.jsonl")
-            truncate_after(path, start)
-            self.file = open(path, "a")  # noqa: SIM115
+            workdir_io.makedirs(workdir)
+            self.path = os.path.join(workdir, "metrics.jsonl")
+            truncate_after(self.path, start)
+            if workdir_io.is_local(self.path):
+                self.file = open(self.path, "a")  # noqa: SIM115
+            else:
+                old = workdir_io.read_text(self.path) if workdir_io.exists(self.path) else ""
+                self.rows = old.splitlines(keepends=True)
             self.board = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self.last_step, self.last_time = start, time.perf_counter()
+
+    def _append(self, row: dict) -> None:
+        line = json.dumps(row) + "\n"
+        if self.rows is None:
+            self.file.write(line)
+            self.file.flush()
+        else:
+            self.rows.append(line)
+            workdir_io.write_text(self.path, "".join(self.rows))
 
     def restart_clock(self) -> None:
         """Measure the next clips/s and ETA from now (after compilation)."""
@@ -61,8 +74,7 @@ class MetricsLog:
         )
         if not self.active:
             return
-        self.file.write(json.dumps(values) + "\n")
-        self.file.flush()
+        self._append(values)
         for name, value in values.items():
             if name != "step":
                 self.board.add_scalar(name, value, step)
@@ -83,8 +95,7 @@ class MetricsLog:
         if not self.active:
             return
         values = {f"eval/{k}": 100 * float(v) for k, v in row.items()}
-        self.file.write(json.dumps({"step": step, **values}) + "\n")
-        self.file.flush()
+        self._append({"step": step, **values})
         for name, value in values.items():
             self.board.add_scalar(name, value, step)
         self.board.flush()
@@ -96,4 +107,5 @@ class MetricsLog:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+        if self.board is not None:
             self.board.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -9,7 +10,7 @@ import jax
 import numpy as np
 
 from input_pipeline.records import ReIDDataset
-from reidjax import visualize
+from reidjax import visualize, workdir_io
 from reidjax.evaluator import EvalResult
 
 TABLE_COLUMNS = ("R1", "R5", "R10", "R20", "mAP", "mINP")
@@ -41,11 +42,8 @@ def format_table(rows: dict[str, dict]) -> str:
 
 
 def write_json(path: str, numbers: dict) -> None:
-    """Writes `numbers` to `path` atomically (a reader never sees half a file)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(numbers, f, indent=1)
-    os.replace(path + ".tmp", path)
+    """Writes `numbers` to `path` whole (a reader never sees half a file; any workdir)."""
+    workdir_io.write_text(path, json.dumps(numbers, indent=1))
 
 
 def write_report(
@@ -94,4 +92,6 @@ def save_features(result: EvalResult, path: str) -> None:
                 f"{split}_source": np.asarray(index.source or [""] * len(index), dtype=str),
             }
         )
-    np.savez(path, **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    workdir_io.write_bytes(path, buffer.getvalue())

@@ -16,6 +16,7 @@ import time
 
 import jax
 
+from reidjax import workdir_io
 from reidjax.errors import UserError
 
 LOCK_FILE = ".lock"
@@ -26,7 +27,9 @@ class WorkdirBusyError(UserError, RuntimeError):
 
 
 class WorkdirLock:
-    """The exclusive lock of `workdir` (a no-op on processes other than 0)."""
+    """The exclusive lock of `workdir` (a no-op on processes other than 0, and on a bucket
+    workdir, `gs://...`, where no file lock exists: one trainer per such workdir is then
+    the user's to keep)."""
 
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, LOCK_FILE)
@@ -38,7 +41,7 @@ class WorkdirLock:
         Raises:
             WorkdirBusyError: another live trainer holds it (the message names it).
         """
-        if jax.process_index() != 0 or self.fd is not None:
+        if jax.process_index() != 0 or self.fd is not None or not workdir_io.is_local(self.path):
             return
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

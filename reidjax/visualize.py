@@ -6,13 +6,23 @@ GUI backend is involved and nothing is left open.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from matplotlib.figure import Figure
 
 from input_pipeline.records import ReIDDataset, TrackletIndex
+from reidjax import workdir_io
 
 CORRECT, WRONG, QUERY = (0.13, 0.7, 0.2), (0.85, 0.1, 0.1), (0.2, 0.35, 0.9)
 UNKNOWN = (0.55, 0.55, 0.55)  # identities not given
+
+
+def save(fig: Figure, path: str) -> None:
+    """Writes the figure as PNG to `path` (a local path or a bucket: `workdir_io`)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    workdir_io.write_bytes(path, buffer.getvalue())
 
 
 def plot_cmc(curves: dict[str, np.ndarray], path: str, title: str = "CMC") -> None:
@@ -27,7 +37,7 @@ def plot_cmc(curves: dict[str, np.ndarray], path: str, title: str = "CMC") -> No
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save(fig, path)
 
 
 def thumbnail(data: ReIDDataset, index: TrackletIndex, i: int) -> np.ndarray:
@@ -119,7 +129,7 @@ def retrieval_grid(
         left=0.01, right=0.99, top=1 - (head + row_text) / height, bottom=0.01,
         wspace=0.08, hspace=row_text / (cell * h / w),
     )  # fmt: skip
-    fig.savefig(path)
+    save(fig, path)
 
 
 def attention_figure(clips: np.ndarray, maps: dict[str, np.ndarray], path: str) -> None:
@@ -162,4 +172,4 @@ def attention_figure(clips: np.ndarray, maps: dict[str, np.ndarray], path: str) 
         fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), cax=bar)
         bar.set_ylabel("activation, scaled per frame", fontsize=7)
         bar.tick_params(labelsize=6)
-    fig.savefig(path)
+    save(fig, path)
