@@ -142,12 +142,15 @@ class Evaluator:
             data.splits["query"], data.splits["gallery"]
         )
 
-    def features(self, variables: dict, index: TrackletIndex, label: str = "eval") -> np.ndarray:
-        """L2-normalised tracklet features `[N, D]` of the tracklets of `index`."""
+    def features(
+        self, variables: dict, index: TrackletIndex, label: str = "eval", data=None
+    ) -> np.ndarray:
+        """L2-normalised tracklet features `[N, D]` of the tracklets of `index`, read from
+        `data` (default: the evaluator's dataset) with the one compiled step."""
         c = self.config
         hosts = jax.process_count()
         dataset = eval_dataset(
-            self.data, index, c.input.num_frames, c.eval.batch_size // hosts,
+            data or self.data, index, c.input.num_frames, c.eval.batch_size // hosts,
             jax.process_index(), hosts, c.input.test_sampler,
         )  # fmt: skip
         num_batches = len(dataset)
@@ -156,8 +159,11 @@ class Evaluator:
                 (1, c.input.num_frames, c.input.height, c.input.width, 3), jnp.uint8
             )
             self.dim = jax.eval_shape(self.predict_fn, variables, x).shape[-1]
-        sums = jax.device_put(jnp.zeros((len(index), self.dim), jnp.float32), self.repl)
-        weights = jax.device_put(jnp.zeros((len(index),), jnp.float32), self.repl)
+        # Rows rounded up to a power of two: tracklet counts share compiled steps (a
+        # handful of compilations for any number of embed calls, not one per count).
+        rows = 1 << max(0, (len(index) - 1).bit_length())
+        sums = jax.device_put(jnp.zeros((rows, self.dim), jnp.float32), self.repl)
+        weights = jax.device_put(jnp.zeros((rows,), jnp.float32), self.repl)
         stream = iter(iterate(dataset, c.input.workers, c.input.worker_kind))
         frames_per_batch = c.eval.batch_size * c.input.num_frames
         start = last = time.perf_counter()
@@ -175,7 +181,7 @@ class Evaluator:
                     )
         finally:
             stream.close()  # stops reader threads / worker processes
-        return np.asarray(jax.device_get(tracklet_means(sums, weights)))
+        return np.asarray(jax.device_get(tracklet_means(sums, weights)))[: len(index)]
 
     def evaluate(self, variables: dict, rerank: bool | None = None) -> EvalResult:
         """Features of every query and gallery tracklet, distances and the metrics.

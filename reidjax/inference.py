@@ -113,6 +113,8 @@ class Embedder:
     variables: dict
     step: int
     mesh: jax.sharding.Mesh
+    # Built at the first `embed`; later calls reuse its compiled step (no recompilation).
+    evaluator: Evaluator | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_workdir(cls, workdir: str, checkpoint: str | int = "latest") -> Embedder:
@@ -154,8 +156,11 @@ class Embedder:
             InputError: an empty tracklet or an unreadable image, named.
         """
         data = TrackletFrames(tracklets, self.frame_size, names)
-        evaluator = Evaluator(self.model.predict, self.config, data, self.mesh, progress)
-        return evaluator.features(self.variables, data.index, "embed").astype(np.float32)
+        if self.evaluator is None:
+            self.evaluator = Evaluator(self.model.predict, self.config, data, self.mesh)
+        self.evaluator.progress = progress
+        features = self.evaluator.features(self.variables, data.index, "embed", data)
+        return features.astype(np.float32)
 
 
 def tracklet_folders(root: str) -> tuple[list[str], list[list[str]]]:
