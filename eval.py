@@ -24,17 +24,13 @@ import os
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from reidjax import cli, config_lib, config_reference, eval_lib, report, sharding
+from reidjax import cli, config_lib, eval_lib, report, sharding
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "Experiment config file (default: WORKDIR/config.json, the run's own); override any key "
-    "with --config.KEY=VALUE.\n" + config_reference.help_text(),
+_CONFIG, _PRINT = cli.define_config_flags(
+    "Experiment config file (default: WORKDIR/config.json, the run's own)"
 )
-_PRINT = flags.DEFINE_bool("print_config", False, "Print the config as it will run and exit.")
+flags.adopt_module_key_flags(cli)  # --config and --print_config show in --help
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training directory to evaluate (default: runs/<config name>)."
 )

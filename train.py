@@ -18,22 +18,18 @@ import os
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from reidjax import cli, config_reference, train_lib
+from reidjax import cli, train_lib
 from reidjax.checkpoint import CheckpointSaveError
 
 # Exit status after SIGTERM (preemption) once the step reached is saved: EX_TEMPFAIL, "try
 # again later". Non-zero so that a scheduler requeues the job; 1 means an error.
 PREEMPTED = 75
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "Experiment config file (configs/*.py), with an optional :variant; override any key with "
-    "--config.KEY=VALUE.\n" + config_reference.help_text(),
+_CONFIG, _PRINT = cli.define_config_flags(
+    "Experiment config file (configs/*.py), with an optional :variant"
 )
-_PRINT = flags.DEFINE_bool("print_config", False, "Print the config as it will run and exit.")
+flags.adopt_module_key_flags(cli)  # --config and --print_config show in --help
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Checkpoints and logs (default: runs/<config name>[_<variant>])."
 )

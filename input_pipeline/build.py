@@ -36,10 +36,11 @@ from input_pipeline.builders import (
     ReIDConfig,
     config_name,
 )
+from input_pipeline.datasets import ilidsvid
 from input_pipeline.datasets.tracklets import DatasetError
 from input_pipeline.records import DEFAULT_DATA_DIR, ReIDDataset, dataset_dir
 
-NUM_SPLITS = 10
+NUM_SPLITS = ilidsvid.NUM_SPLITS  # iLIDS-VID and PRID2011 both have ten
 
 
 def builder_class(name: str):

@@ -159,12 +159,12 @@ def prepared_configs(name: str, data_dir: str = DEFAULT_DATA_DIR) -> list[str]:
 
 def build_command(name: str, config: str, data_dir: str = DEFAULT_DATA_DIR) -> str:
     """The command that prepares `name` / `config` in `data_dir`."""
-    from input_pipeline.builders import ReIDConfig
+    from input_pipeline.builders import SPLIT_DATASETS, ReIDConfig
 
     cfg = ReIDConfig.parse(config)
     h, w = cfg.size
     manual = "" if name == "synthetic" else " --manual_dir DATASET_DIR"
-    split = f" --split {cfg.split}" if name in ("ilidsvid", "prid2011") else ""
+    split = f" --split {cfg.split}" if name in SPLIT_DATASETS else ""
     folder = f" --name {config.rsplit('_', 1)[0]}" if name == "folder" else ""
     return (
         f"python -m input_pipeline.build --dataset {name}{folder}{manual} "

@@ -15,6 +15,7 @@ import shutil
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 
 from reidjax import trees, workdir_io
 from reidjax.errors import UserError
@@ -171,8 +172,6 @@ class Checkpointer:
         """Moves an unreadable step folder to `<checkpoints>_damaged/<step>` (never deletes
         it) and forgets it; returns the new location."""
         target_dir = self.directory.rstrip("/") + "_damaged"
-        from etils import epath
-
         epath.Path(target_dir).mkdir(parents=True, exist_ok=True)
         target = os.path.join(target_dir, str(step))
         suffix = 1
@@ -199,8 +198,6 @@ class Checkpointer:
 def _checked_step(directory: str, step: int | None, what: str) -> tuple[Checkpointer, int]:
     """An open `Checkpointer` on `directory` and the step to read (default: latest)."""
     prefix = f"{what}: " if what else ""
-    from etils import epath
-
     if not epath.Path(directory).is_dir():
         raise CheckpointNotFoundError(f"{prefix}no checkpoint folder {directory}")
     ckpt = Checkpointer(directory, create=False)

@@ -15,6 +15,22 @@ from reidjax.errors import UserError
 RUNS_DIR = "runs"
 
 
+def define_config_flags(what: str):
+    """`--config` (with the common keys in its help) and `--print_config`, as train.py and
+    eval.py share them; `what` says what the config file is. Returns both flag holders."""
+    from reidjax import config_reference
+
+    config = config_flags.DEFINE_config_file(
+        "config",
+        None,
+        f"{what}; override any key with --config.KEY=VALUE.\n" + config_reference.help_text(),
+    )
+    print_config = flags.DEFINE_bool(
+        "print_config", False, "Print the config as it will run and exit."
+    )
+    return config, print_config
+
+
 def workdir_or_default(workdir: str | None, config_flag: str = "config") -> str:
     """`--workdir`, or `runs/<config name>[_<variant>]` for the `--config` given (for
     `configs/dsanet_lsvid.py:smoke`: `runs/dsanet_lsvid_smoke`)."""

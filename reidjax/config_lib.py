@@ -15,6 +15,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
+from reidjax import workdir_io
 from reidjax.errors import ConfigError
 from reidjax.models.dsanet import DSANetConfig
 from reidjax.models.strf import STRFConfig
@@ -241,8 +242,6 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     Raises:
         ConfigError: no config.json in `workdir`, or a key this version does not know.
     """
-    from reidjax import workdir_io
-
     path = os.path.join(workdir, RUN_CONFIG)
     if not workdir_io.exists(path):
         raise ConfigError(

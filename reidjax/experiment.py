@@ -39,6 +39,7 @@ from reidjax import checkpoint, sharding, weights, workdir_io
 from reidjax.errors import ConfigError
 from reidjax.models import ReIDModel, build_model
 from reidjax.models.factory import dummy_clips
+from reidjax.optim import parameter_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,12 +358,10 @@ def checkpoint_variables(model: ReIDModel, config: ml_collections.ConfigDict) ->
     source, step = checkpoint.read_variables(path, step, what)
     target = init_variables(model, config)
     copied, kept = [], []
-    flat_source = {
-        jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(source)
-    }
+    flat_source = {parameter_name(k): v for k, v in jax.tree_util.tree_leaves_with_path(source)}
 
     def take(key_path, init):
-        name = jax.tree_util.keystr(key_path)
+        name = parameter_name(key_path)
         value = flat_source.get(name)
         if value is not None and value.shape == init.shape:
             copied.append(name)
@@ -371,13 +370,13 @@ def checkpoint_variables(model: ReIDModel, config: ml_collections.ConfigDict) ->
         return init
 
     variables = jax.tree_util.tree_map_with_path(take, target)
-    if not any("params" in name for name in copied):
+    if not any(name.startswith("params/") for name in copied):
         raise checkpoint.CheckpointMismatchError(
             f"{what}: no parameter of {path}/{step} has a name and shape of this model "
             f"({config.model.name}, {config.model.arch}, {config.model.variant})"
         )
     unused = len(flat_source) - len(copied)
-    preview = ", ".join(k.replace("']['", "/").strip("[]'") for k in kept[:3])
+    preview = ", ".join(kept[:3])
     origin = (
         f"fine-tuning from {path}/{step}: {len(copied)} tensors copied, {len(kept)} kept at "
         f"init{f' ({preview})' if kept else ''}, {unused} of the checkpoint unused; step and "

@@ -1,4 +1,5 @@
-"""Run a model exported by `tools/export.py`: needs only jax and numpy.
+"""Run a model exported by `tools/export.py`: needs jax and numpy (and the NumPy-only clip
+rules of `input_pipeline.sampling`), no model code.
 
     from reidjax.exported import load
 
@@ -22,6 +23,8 @@ import struct
 
 import jax
 import numpy as np
+
+from input_pipeline.sampling import dense_clips, rrs_test_indices
 
 MAGIC = b"REIDJAX1"
 
@@ -77,14 +80,12 @@ class ExportedModel:
 
 
 def clip_indices(n: int, t: int, sampler: str):
-    """(frame indices [T], counted mask [T]) of each test clip of an n-frame tracklet."""
+    """(frame indices [T], counted mask [T]) of each test clip of an n-frame tracklet: the
+    evaluator's own rules (`input_pipeline.sampling`, NumPy only)."""
     if sampler == "rrs":
-        block = max(n, t) // t
-        yield np.minimum(np.arange(t) * block, n - 1), np.ones(t, bool)
+        yield rrs_test_indices(n, t), np.ones(t, bool)
         return
-    positions = np.arange(-(-n // t) * t).reshape(-1, t)
-    for row in positions:
-        yield row % n, row < n
+    yield from zip(*dense_clips(n, t), strict=True)
 
 
 def write(path: str, header: dict, serialized: bytes) -> None:

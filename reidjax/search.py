@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="output folder (default WORKDIR/search)")
     args = parser.parse_args(argv)
 
-    from reidjax import cli, metrics, visualize
+    from reidjax import cli, metrics, visualize, workdir_io
     from reidjax.inference import Embedder, TrackletFrames, tracklet_folders
 
     def run() -> int:
@@ -107,7 +107,6 @@ def main(argv=None) -> int:
         if len(ranking) > 20:
             print(f"... {len(ranking) - 20} more queries in ranking.json")
         out = args.out or os.path.join(args.workdir, "search")
-        os.makedirs(out, exist_ok=True)
         report = {"workdir": args.workdir, "step": embedder.step, "ranking": ranking}
         names = {"query": q_names, "gallery": g_names}
         ids, cameras = read_ids(args.ids, names) if args.ids else (None, [])
@@ -128,8 +127,7 @@ def main(argv=None) -> int:
             }  # fmt: skip
             report["metrics"] = numbers
             print("  ".join(f"{k} {v:.2f}" for k, v in numbers.items()))
-        with open(os.path.join(out, "ranking.json"), "w") as f:
-            json.dump(report, f, indent=1)
+        workdir_io.write_text(os.path.join(out, "ranking.json"), json.dumps(report, indent=1))
         frames = TrackletFrames(q_tracklets + g_tracklets, embedder.frame_size)
         frames.camera_names = cameras
         first, count = frames.index.first, frames.index.count

@@ -4,8 +4,8 @@
     python tools/export.py --workdir runs/demo --checkpoint best --batch 16 --out model.bin
 
 The exported function maps a batch of uint8 clips `[B, T, H, W, 3]` to the model's test
-feature per clip `[B, D]`; `reidjax.exported.load(path).embed(tracklets)` (only jax and
-numpy needed) wraps it in the run's test rule. The parameters are **inside** the file, as
+feature per clip `[B, D]`; `reidjax.exported.load(path).embed(tracklets)` (jax and numpy,
+no model code) wraps it in the run's test rule. The parameters are **inside** the file, as
 constants of the StableHLO module: one self-contained file that cannot be paired with the
 wrong weights, at the cost of a file as large as the parameters (about 100 MB for a
 ResNet-50). One file runs on every platform it was exported for (`--platforms`). The batch

@@ -64,14 +64,13 @@ def config_name(size: tuple[int, int], split: int | None = None, prefix: str | N
 
 @dataclasses.dataclass(eq=False)
 class ReIDConfig(tfds.core.BuilderConfig):
-    """A builder config: frame size (H, W), split (datasets with ten splits) and options."""
+    """A builder config: frame size (H, W) and split (datasets with ten splits)."""
 
     size: tuple[int, int] = DEFAULT_SIZE
     split: int = 0
-    options: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def parse(cls, name: str, **options) -> ReIDConfig:
+    def parse(cls, name: str) -> ReIDConfig:
         """The config called `name` (see `config_name`)."""
         match = _CONFIG_NAME.match(name)
         if match is None:
@@ -79,7 +78,7 @@ class ReIDConfig(tfds.core.BuilderConfig):
         prefix = match["prefix"] or ""
         split = int(prefix[5:]) if re.fullmatch(r"split\d+", prefix) else 0
         size = (int(match["h"]), int(match["w"]))
-        return cls(name=name, size=size, split=split, options=options)
+        return cls(name=name, size=size, split=split)
 
 
 def encode_frame(path: str, size: tuple[int, int]) -> tuple[bytes | None, str]:
