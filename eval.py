@@ -25,7 +25,7 @@ import sys
 
 from absl import app, flags
 
-from reidjax import cli, config_lib, eval_lib, report, sharding
+from reidjax import cli, eval_lib, report
 
 _CONFIG, _PRINT = cli.define_config_flags(
     "Experiment config file (default: WORKDIR/config.json, the run's own)"
@@ -38,7 +38,7 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest
 _BEST = flags.DEFINE_bool("best", False, "Evaluate the best-mAP checkpoint of training.")
 _INIT = flags.DEFINE_bool("init", False, "Evaluate the initial weights (no checkpoint).")
 _RERANK = flags.DEFINE_bool("rerank", None, "k-reciprocal re-ranking (config.eval.rerank).")
-_SAVE = flags.DEFINE_bool("save-features", False, "Also write features.npz to the report.")
+_SAVE = flags.DEFINE_bool("save_features", False, "Also write features.npz to the report.")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Report folder (default: WORKDIR/eval/step<N>[_rerank], best-step<N>, init)."
 )
@@ -47,19 +47,15 @@ _OUTPUT = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None and not _WORKDIR.value:
-        raise app.UsageError("give --workdir (a training run) or --config (or both)")
     cli.quiet_logging()
-    workdir = cli.workdir_or_default(_WORKDIR.value)
-    sharding.maybe_initialize_distributed()
     kwargs = dict(step=_STEP.value, best=_BEST.value, init=_INIT.value, rerank=_RERANK.value,
                   save_features=_SAVE.value, output=_OUTPUT.value)  # fmt: skip
 
     def run() -> int:
-        # Without --config: the config the run was trained with (WORKDIR/config.json).
-        config = _CONFIG.value
-        if config is None:
-            config = config_lib.load_run_config(workdir.replace("{split}", "0"))
+        workdir = cli.workdir_or_default(_WORKDIR.value)
+        # Without --config: the config the run was trained with (WORKDIR/config.json); the
+        # --config.KEY=VALUE overrides apply to either.
+        config = cli.config(workdir.replace("{split}", "0"))
         if _PRINT.value:
             print(config)
             return 0
@@ -75,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -21,6 +21,8 @@ from absl import app, flags
 
 from reidjax import cli, train_lib
 from reidjax.checkpoint import CheckpointSaveError
+from reidjax.errors import ConfigError
+from reidjax.workdir import Workdir
 
 # Exit status after SIGTERM (preemption) once the step reached is saved: EX_TEMPFAIL, "try
 # again later". Non-zero so that a scheduler requeues the job; 1 means an error.
@@ -33,24 +35,26 @@ flags.adopt_module_key_flags(cli)  # --config and --print_config show in --help
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Checkpoints and logs (default: runs/<config name>[_<variant>])."
 )
-flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if _PRINT.value:
-        print(_CONFIG.value)
-        return 0
     cli.quiet_logging()
-    workdir = cli.workdir_or_default(_WORKDIR.value)
-    overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
-    print(f"config: {' '.join([cli.config_path(), *overrides])}", flush=True)
-    print(f"workdir: {workdir}", flush=True)
 
     def run() -> int:
+        if not _CONFIG.value:
+            raise ConfigError("give --config CONFIG_FILE, e.g. --config configs/synthetic.py")
+        config = cli.config()  # every value checked here, before anything is read
+        if _PRINT.value:
+            print(config)
+            return 0
+        workdir = Workdir(cli.workdir_or_default(_WORKDIR.value))
+        overrides = [f"--{item}" for item in cli.overrides()]
+        print(f"config: {' '.join([cli.config_path(), *overrides])}", flush=True)
+        print(f"workdir: {workdir}", flush=True)
         try:
-            state = train_lib.train_and_evaluate(_CONFIG.value, workdir)
+            state = train_lib.train_and_evaluate(config, str(workdir))
         except train_lib.Preempted as stop:
             print(stop, file=sys.stderr, flush=True)
             return PREEMPTED
@@ -71,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -32,10 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 import simplejpeg
 
-from input_pipeline.build import build_dataset
-from input_pipeline.pipelines import TrainSpec, eval_dataset, iterate, train_dataset
-from input_pipeline.records import ReIDDataset
-from input_pipeline.sampling import (
+from reidjax.data.build import build_dataset
+from reidjax.data.pipelines import TrainSpec, eval_dataset, iterate, train_dataset
+from reidjax.data.records import ReIDDataset
+from reidjax.data.sampling import (
     ERASE_FILL,
     TrackletChunkSampler,
     dense_clips,

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from reidjax import trees, workdir_io
+from reidjax import workdir, trees, workdir_io
 from reidjax.errors import UserError
 
 # The folder of the train state inside each step folder (orbax's single-item default).
@@ -171,7 +171,7 @@ class Checkpointer:
     def move_aside(self, step: int, cause: str) -> str:
         """Moves an unreadable step folder to `<checkpoints>_damaged/<step>` (never deletes
         it) and forgets it; returns the new location."""
-        target_dir = self.directory.rstrip("/") + "_damaged"
+        target_dir = workdir.damaged(self.directory)
         epath.Path(target_dir).mkdir(parents=True, exist_ok=True)
         target = os.path.join(target_dir, str(step))
         suffix = 1

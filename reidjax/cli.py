@@ -1,4 +1,12 @@
-"""What `train.py` and `eval.py` share: the workdir default and the error contract."""
+"""What every command shares: the `--config` flag and its `--config.KEY=VALUE` overrides,
+the workdir default and the error contract.
+
+Every entry point (train.py, eval.py, `python -m reidjax.search`, tools/, bench/) runs
+`app.run(main, flags_parser=cli.parse_flags)`: the overrides are taken out of the command
+line before absl parses the rest, and `cli.config()` applies them to the config file, or,
+without `--config`, to the run's own `WORKDIR/config.json`. Loading checks every value
+(`config_checks`), so a mistake is one `error:` line before anything is read or compiled.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +14,53 @@ import os
 import sys
 from collections.abc import Callable
 
-from absl import flags, logging
-from ml_collections import config_flags
+import ml_collections
+from absl import app, flags, logging
 
-from reidjax.config_lib import config_name
-from reidjax.errors import UserError
+from reidjax import config_lib
+from reidjax.errors import ConfigError, UserError
 
 RUNS_DIR = "runs"
+_OVERRIDES: list[str] = []
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flags parser with `--config.KEY=VALUE` (or `--config.KEY VALUE`, or a bare
+    `--config.KEY` for a boolean) taken out first; `config()` applies them."""
+    asked = {"--help", "-h", "-?", "--helpshort", "--helpfull"} & set(argv[1:])
+    if asked:  # absl's own --help exits 1; asking for help is not an error
+        flags.FLAGS.mark_as_parsed()
+        app.usage(shorthelp="--helpfull" not in asked, writeto_stdout=True, exitcode=0)
+    rest, i = [argv[0]], 1
+    _OVERRIDES.clear()
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            item = arg[2:]
+            if "=" not in item and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                item, i = f"{item}={argv[i + 1]}", i + 1
+            _OVERRIDES.append(item)
+        else:
+            rest.append(arg)
+        i += 1
+    return flags.FLAGS(rest)
+
+
+def overrides() -> list[str]:
+    """The `config.KEY=VALUE` overrides of the command line, in order."""
+    return list(_OVERRIDES)
 
 
 def define_config_flags(what: str):
-    """`--config` (with the common keys in its help) and `--print_config`, as train.py and
-    eval.py share them; `what` says what the config file is. Returns both flag holders."""
+    """`--config` (with the common keys in its help) and `--print_config`; `what` says
+    what the config file is. Returns both flag holders."""
     from reidjax import config_reference
 
-    config = config_flags.DEFINE_config_file(
+    config = flags.DEFINE_string(
         "config",
         None,
-        f"{what}; override any key with --config.KEY=VALUE.\n" + config_reference.help_text(),
+        f"{what}, e.g. configs/synthetic.py or configs/dsanet_lsvid.py:smoke; override any "
+        "key with --config.KEY=VALUE.\n" + config_reference.help_text(),
     )
     print_config = flags.DEFINE_bool(
         "print_config", False, "Print the config as it will run and exit."
@@ -31,18 +68,39 @@ def define_config_flags(what: str):
     return config, print_config
 
 
-def workdir_or_default(workdir: str | None, config_flag: str = "config") -> str:
+def config(workdir: str | None = None) -> ml_collections.ConfigDict:
+    """The config of the command line: `--config` with the overrides, or the run's own
+    `WORKDIR/config.json` with them when `--config` is not given.
+
+    Raises:
+        ConfigError: neither is given, or the config does not load or check.
+    """
+    path = flags.FLAGS["config"].value
+    if path:
+        return config_lib.load_config(path, overrides=overrides())
+    if workdir:
+        return config_lib.load_run_config(workdir, overrides())
+    raise ConfigError("give --config CONFIG_FILE (e.g. configs/synthetic.py) or --workdir RUN")
+
+
+def workdir_or_default(workdir: str | None) -> str:
     """`--workdir`, or `runs/<config name>[_<variant>]` for the `--config` given (for
-    `configs/dsanet_lsvid.py:smoke`: `runs/dsanet_lsvid_smoke`)."""
+    `configs/dsanet_lsvid.py:smoke`: `runs/dsanet_lsvid_smoke`).
+
+    Raises:
+        ConfigError: neither `--workdir` nor `--config`.
+    """
     if workdir:
         return workdir
-    path = config_flags.get_config_filename(flags.FLAGS[config_flag])
-    return os.path.join(RUNS_DIR, config_name(path))
+    path = flags.FLAGS["config"].value
+    if not path:
+        raise ConfigError("give --workdir DIR or --config CONFIG_FILE")
+    return os.path.join(RUNS_DIR, config_lib.config_name(path))
 
 
-def config_path(config_flag: str = "config") -> str:
+def config_path() -> str:
     """The `--config` argument as given (path and `:variant`)."""
-    return config_flags.get_config_filename(flags.FLAGS[config_flag])
+    return flags.FLAGS["config"].value or ""
 
 
 def quiet_logging() -> None:

@@ -7,19 +7,24 @@ recipes are in `reidjax.recipes`; experiment files in `configs/` combine the two
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import dataclasses
+import difflib
 import importlib.util
 import json
 import os
+from collections.abc import Sequence
 
 import ml_collections
 from ml_collections import config_dict
 
-from reidjax import workdir_io
+from reidjax import config_checks, workdir_io
 from reidjax.errors import ConfigError
 from reidjax.models.dsanet import DSANetConfig
 from reidjax.models.strf import STRFConfig
 from reidjax.weights import DEFAULT_IMAGENET
+from reidjax.workdir import Workdir
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -35,11 +40,11 @@ def base_config() -> ml_collections.ConfigDict:
     # mars | lsvid | dukev | ilidsvid | prid2011 | synthetic | folder (your own data).
     config.dataset.name = "mars"
     # The tensorflow-datasets data dir the dataset was built in (python -m
-    # input_pipeline.build ... --data_dir DIR); "synthetic" is built there on first use.
+    # reidjax.data.build ... --data_dir DIR); "synthetic" is built there on first use.
     config.dataset.data_dir = "~/tensorflow_datasets"
     # iLIDS-VID / PRID2011: which of the ten train/test splits (0-9).
     config.dataset.split = 0
-    # "folder" datasets (your own): the --name given to python -m input_pipeline.build.
+    # "folder" datasets (your own): the --name given to python -m reidjax.data.build.
     config.dataset.folder_name = ""
     config.dataset.num_cameras = 0  # 0: from the dataset registry (or the prepared data).
     config.dataset.synthetic_ids = 200  # synthetic: identities (half train, half test).
@@ -220,34 +225,131 @@ def smoke(config: ml_collections.ConfigDict) -> None:
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
-    """`configs/<name>.py` (or a path to a config file) with the `:arg` variant, as
-    `--config configs/<name>.py:arg` gives it to train.py (for tests and benchmarks)."""
+def load_config(
+    name: str, arg: str | None = None, overrides: Sequence[str] = ()
+) -> ml_collections.ConfigDict:
+    """The config `--config name[:arg] --config.KEY=VALUE ...` gives train.py: the file
+    `configs/<name>.py` (or a path to one) with the `:arg` variant, then the overrides, then
+    every value checked (`config_checks.validate`).
+
+    Args:
+        name: a config name or file, optionally with `:arg` (then `arg` must be None).
+        overrides: `KEY=VALUE` strings, `KEY` below `config.` (`train.num_steps=5`).
+
+    Raises:
+        ConfigError: no such file, an unknown variant, key or value, or a value that
+            cannot work, in one line.
+    """
+    if arg is None and ":" in name:
+        name, arg = name.split(":", 1)
     path = name if name.endswith(".py") else os.path.join(CONFIG_DIR, f"{name}.py")
     if not os.path.isfile(path):
         raise ConfigError(f"no config file {path}")
     spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} defines no get_config(arg): not a config file")
+    config = module.get_config(arg)
+    apply_overrides(config, overrides)
+    return config_checks.validate(config)
 
 
-RUN_CONFIG = "config.json"
+def keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every leaf key of `config`, dotted (`train.num_steps`)."""
+    out = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out += keys(value, f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run was trained with: `WORKDIR/config.json` (what train.py wrote, with
-    the sizes the data decided filled in), checked against the current schema.
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_value(text: str | None, field_type: type, key: str):
+    """An override's text as a value of the field's type (`None`: a bare boolean flag)."""
+    if field_type is bool:
+        if text is None or text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(f"config.{key}={text!r} must be true or false")
+    if text is None:
+        raise ConfigError(f"--config.{key} needs a value: --config.{key}=VALUE")
+    if text.lower() == "none":
+        return None
+    try:
+        if field_type is int:
+            return int(text)
+        if field_type is float:
+            return float(text)
+        if field_type is str:
+            return text
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        kind = getattr(field_type, "__name__", str(field_type))
+        raise ConfigError(f"config.{key}={text!r} is not a {kind}") from None
+    if field_type is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    if field_type is tuple and isinstance(value, str):
+        return (value,)
+    return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
+    """Sets `KEY=VALUE` overrides (`KEY` alone: a boolean set to true), each parsed as the
+    type of the key's current value.
 
     Raises:
-        ConfigError: no config.json in `workdir`, or a key this version does not know.
+        ConfigError: an unknown key (with the closest known ones), or a value that is not
+            of the key's type.
     """
-    path = os.path.join(workdir, RUN_CONFIG)
+    known = keys(config)
+    for item in overrides:
+        key, has_value, text = item.partition("=")
+        key = key.strip().removeprefix("config.")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join('config.' + k for k in close)}?" if close else ""
+            section = key.rsplit(".", 1)[0]
+            siblings = sorted(k for k in known if k.startswith(section + "."))
+            if not close and siblings:
+                hint = f"; the keys of config.{section} are {', '.join(siblings)}"
+            raise ConfigError(f"config.{key} is not a config key{hint}")
+        parent, _, leaf = key.rpartition(".")
+        holder = config_checks.get(config, parent) if parent else config
+        value = parse_value(text if has_value else None, holder.get_type(leaf), key)
+        try:
+            with holder.ignore_type() if value is None else contextlib.nullcontext():
+                holder[leaf] = value
+        except TypeError as e:
+            raise ConfigError(f"config.{key}={text!r}: {e}") from None
+
+
+def load_run_config(workdir: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """The config a run was trained with: `WORKDIR/config.json` (what train.py wrote, with
+    the sizes the data decided filled in), checked against the current schema, then the
+    `overrides` (as `load_config`), then every value checked.
+
+    Raises:
+        ConfigError: no config.json in `workdir`, a file that is not a config, a key this
+            version does not know, or a value that cannot work.
+    """
+    path = Workdir(workdir).config
     if not workdir_io.exists(path):
         raise ConfigError(
-            f"no {RUN_CONFIG} in {workdir}: not a training directory (train.py writes one)"
+            f"no {os.path.basename(path)} in {workdir}: not a training directory (train.py "
+            "writes one)"
         )
-    saved = json.loads(workdir_io.read_text(path))
+    try:
+        saved = json.loads(workdir_io.read_text(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); restore it or use --config") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} holds no config (a JSON object): restore it or use --config")
 
     def tuples(value):
         if isinstance(value, dict):
@@ -264,14 +366,21 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
             elif isinstance(value, dict) and isinstance(target[key], ml_collections.ConfigDict):
                 merge(target[key], value, f"{prefix}{key}.")
             else:
-                target[key] = value
+                try:
+                    target[key] = value
+                except TypeError as e:
+                    raise ConfigError(f"{path}: {prefix}{key}={value!r}: {e}") from None
 
     with config.unlocked():
         merge(config, tuples(saved), "")
     if unknown:
         raise ConfigError(f"{path} has keys this version does not know: {', '.join(unknown)}")
     config.lock()
-    return config
+    apply_overrides(config, overrides)
+    try:
+        return config_checks.validate(config)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def config_name(path: str) -> str:

@@ -9,10 +9,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from input_pipeline.datasets.ilidsvid import NUM_SPLITS
-from input_pipeline.records import ReIDDataset
-from input_pipeline.sampling import dense_clips
 from reidjax import checkpoint, experiment, report, sharding
+from reidjax.data.datasets.ilidsvid import NUM_SPLITS
+from reidjax.data.records import ReIDDataset
+from reidjax.data.sampling import dense_clips
 from reidjax.evaluator import Evaluator
 from reidjax.experiment import TrainState
 from reidjax.metrics_log import MetricsLog
@@ -63,24 +63,17 @@ class PeriodicEvaluation:
     only) the metrics go to the log, the best-mAP state to `workdir/checkpoints_best`, and
     after the last step eval.py's report to `workdir/eval`."""
 
-    def __init__(
-        self,
-        config: ml_collections.ConfigDict,
-        model: ReIDModel,
-        data: ReIDDataset,
-        mesh: jax.sharding.Mesh,
-        workdir: str,
-    ):
-        self.config, self.model, self.data, self.workdir = config, model, data, workdir
-        self.evaluator = Evaluator(model.predict, config, data, mesh, print)
-        self.best = checkpoint.BestCheckpointer(os.path.join(workdir, "checkpoints_best"))
+    def __init__(self, run: experiment.Run, workdir: Workdir):
+        self.config, self.model, self.data, self.workdir = run.config, run.model, run.data, workdir
+        self.evaluator = Evaluator(run.model.predict, run.config, run.data, run.mesh, print)
+        self.best = checkpoint.BestCheckpointer(workdir.checkpoints(best=True))
 
     def due(self, step: int, total: int) -> bool:
         every = self.config.train.eval_every
         return step == total or (every > 0 and step % every == 0)
 
     def run(self, state: TrainState, step: int, *, final: bool, log: MetricsLog) -> None:
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        variables = state.variables
         result = self.evaluator.evaluate(variables)
         row = result.table_row()
         log.write_eval(step, row)
@@ -88,7 +81,7 @@ class PeriodicEvaluation:
         if final:
             report.write_report(
                 result,
-                os.path.join(self.workdir, "eval"),
+                self.workdir.eval(),
                 self.data,
                 step=step,
                 title=f"{self.config.model.name} step {step}",
@@ -126,15 +119,14 @@ def evaluate_workdir(
         UserError: (subclasses) no dataset, no checkpoint, another model's checkpoint, or
             no query with a match.
     """
-    data, meta = experiment.open_data(config)
-    mesh = sharding.make_mesh(config)
-    model = experiment.build(config, meta)
+    run = experiment.setup(config, train=False)
+    data, model, mesh, folder = run.data, run.model, run.mesh, Workdir(workdir)
     if init:
-        variables, _ = experiment.initial_variables(model, config)
+        variables, _ = restore.initial_variables(model, config)
         variables, restored_step = jax.device_put(variables, sharding.replicated(mesh)), 0
     else:
-        folder = os.path.join(workdir, "checkpoints_best" if best else "checkpoints")
-        variables, restored_step = experiment.restore_variables(model, config, folder, mesh, step)
+        where = folder.checkpoints(best)
+        variables, restored_step = restore.restore_variables(model, config, where, mesh, step)
     evaluator = Evaluator(model.predict, config, data, mesh)
     result = evaluator.evaluate(variables, rerank)
     reranked = bool(config.eval.rerank if rerank is None else rerank)
@@ -142,7 +134,7 @@ def evaluate_workdir(
     # Training's own report stays in WORKDIR/eval; eval.py's go next to it, one folder per
     # checkpoint and option, so that nothing is overwritten without asking (--output).
     tag = "init" if init else f"{'best-' if best else ''}step{restored_step}"
-    output = output or os.path.join(workdir, "eval", tag + ("_rerank" if reranked else ""))
+    output = output or folder.eval(tag + ("_rerank" if reranked else ""))
     extra = report_extra(config, data, which, reranked, "eval.py")
     numbers = report.write_report(
         result,
@@ -163,7 +155,8 @@ def evaluate_workdir(
 def evaluate_splits(
     config: ml_collections.ConfigDict, workdir: str, output: str | None = None, **kwargs
 ) -> dict[str, dict]:
-    """`evaluate_workdir` on each of iLIDS-VID's 10 splits, and their mean.
+    """`evaluate_workdir` on each of the dataset's train/test splits (iLIDS-VID's and
+    PRID2011's ten), and their mean.
 
     `{split}` in `workdir` is replaced by 0..9 and `config.dataset.split` set to it: each
     split has its own training run and prepared dataset (builder config `splitK_HxW`). The
@@ -173,14 +166,15 @@ def evaluate_splits(
         `{"split 0": numbers, ..., "mean": {R1, ..., mINP}}`.
     """
     rows = {}
-    for split in range(NUM_SPLITS):
+    num_splits = registry.get(config.dataset.name).splits
+    for split in range(num_splits):
         split_config = config.copy_and_resolve_references()
         with split_config.unlocked():
             split_config.dataset.split = split
         rows[f"split {split}"] = evaluate_workdir(
             split_config, workdir.replace("{split}", str(split)), **kwargs
         )
-    mean = {k: sum(r[k] for r in rows.values()) / NUM_SPLITS for k in report.TABLE_COLUMNS}
+    mean = {k: sum(r[k] for r in rows.values()) / num_splits for k in report.TABLE_COLUMNS}
     # The folder above the first one that differs between splits (string-based: works
     # for gs:// workdirs too).
     parent = os.path.dirname(workdir[: workdir.index("{split}")])

@@ -1,5 +1,5 @@
 """Run a model exported by `tools/export.py`: needs jax and numpy (and the NumPy-only clip
-rules of `input_pipeline.sampling`), no model code.
+rules of `reidjax.data.sampling`), no model code.
 
     from reidjax.exported import load
 
@@ -24,7 +24,7 @@ import struct
 import jax
 import numpy as np
 
-from input_pipeline.sampling import dense_clips, rrs_test_indices
+from reidjax.data.sampling import dense_clips, rrs_test_indices
 
 MAGIC = b"REIDJAX1"
 
@@ -81,7 +81,7 @@ class ExportedModel:
 
 def clip_indices(n: int, t: int, sampler: str):
     """(frame indices [T], counted mask [T]) of each test clip of an n-frame tracklet: the
-    evaluator's own rules (`input_pipeline.sampling`, NumPy only)."""
+    evaluator's own rules (`reidjax.data.sampling`, NumPy only)."""
     if sampler == "rrs":
         yield rrs_test_indices(n, t), np.ones(t, bool)
         return

@@ -6,7 +6,8 @@
     features = embedder.embed([["t1/0001.jpg", "t1/0002.jpg"], frames_uint8])  # [N, D]
 
 The run's own `config.json` rebuilds the model and its test rule; only the parameters and
-BN statistics of the checkpoint are read. `embed` runs the evaluator itself (`Evaluator`):
+BN statistics of the checkpoint are read. `embed` runs the evaluator's own feature
+extraction (`reidjax.features.FeatureExtractor`):
 the same dense clips (or the config's `rrs` clip), the same clip averaging over the frames
 each clip covers, the same L2 normalisation, batched and sharded over the local devices,
 compiled once for every tracklet length. Frames may be image files or uint8 arrays of any
@@ -26,10 +27,12 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from input_pipeline.records import TrackletIndex
-from reidjax import config_lib, experiment, sharding
+from reidjax import config_lib, experiment, restore, sharding
+from reidjax.data.open import DataMeta
+from reidjax.data.records import TrackletIndex
 from reidjax.errors import UserError
-from reidjax.evaluator import Evaluator
+from reidjax.features import FeatureExtractor
+from reidjax.workdir import Workdir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 Tracklet = Sequence[str] | np.ndarray  # frame paths, or uint8 frames [L, h, w, 3]
@@ -41,7 +44,7 @@ class InputError(UserError, ValueError):
 
 def load_frame(frame: str | np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """One frame as uint8 `[H, W, 3]` at `size`: a file decoded (RGB) or an array, resized
-    bicubically when it is not at `size` already (as `input_pipeline.builders` does)."""
+    bicubically when it is not at `size` already (as `reidjax.data.builders` does)."""
     if isinstance(frame, str | os.PathLike):
         try:
             with Image.open(frame) as image:
@@ -61,8 +64,8 @@ def load_frame(frame: str | np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class TrackletFrames:
-    """Tracklets given as frame lists, read like a prepared dataset (the evaluator's
-    `read_into`), decoding each frame when its batch is built."""
+    """Tracklets given as frame lists: a `FrameSource` whose `index` spans them in order,
+    decoding each frame when its batch is built."""
 
     def __init__(self, tracklets: Sequence[Tracklet], size: tuple[int, int], names=None):
         self.size, self.frames_list, first, count = tuple(size), [], [], []
@@ -79,9 +82,6 @@ class TrackletFrames:
         self.index = TrackletIndex(
             zeros, np.arange(n), np.asarray(first, np.int64), np.asarray(count, np.int64)
         )
-        # The evaluator's interface: two splits (the same tracklets), a name for errors.
-        self.splits = {"query": self.index, "gallery": self.index}
-        self.directory, self.camera_names = "the given tracklets", []
 
     def read_into(self, records, out: np.ndarray) -> np.ndarray:
         for k, record in enumerate(records):
@@ -114,7 +114,7 @@ class Embedder:
     step: int
     mesh: jax.sharding.Mesh
     # Built at the first `embed`; later calls reuse its compiled step (no recompilation).
-    evaluator: Evaluator | None = dataclasses.field(default=None, repr=False)
+    extract: FeatureExtractor | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_workdir(cls, workdir: str, checkpoint: str | int = "latest") -> Embedder:
@@ -131,15 +131,15 @@ class Embedder:
             config.mesh.data = devices
             config.eval.batch_size = -(-config.eval.batch_size // devices) * devices
         size = (config.input.height, config.input.width)
-        meta = experiment.DataMeta(
+        meta = DataMeta(
             config.dataset.name, config.model.num_classes, config.dataset.num_cameras, size
         )
         model = experiment.build(config, meta)
         mesh = sharding.make_mesh(config)
         best = checkpoint == "best"
         step = None if checkpoint in ("latest", "best") else int(checkpoint)
-        folder = os.path.join(workdir, "checkpoints_best" if best else "checkpoints")
-        variables, restored = experiment.restore_variables(model, config, folder, mesh, step)
+        folder = Workdir(workdir).checkpoints(best)
+        variables, restored = restore.restore_variables(model, config, folder, mesh, step)
         return cls(config, model, variables, restored, mesh)
 
     @property
@@ -156,10 +156,10 @@ class Embedder:
             InputError: an empty tracklet or an unreadable image, named.
         """
         data = TrackletFrames(tracklets, self.frame_size, names)
-        if self.evaluator is None:
-            self.evaluator = Evaluator(self.model.predict, self.config, data, self.mesh)
-        self.evaluator.progress = progress
-        features = self.evaluator.features(self.variables, data.index, "embed", data)
+        if self.extract is None:
+            self.extract = FeatureExtractor(self.model.predict, self.config, self.mesh)
+        self.extract.progress = progress if jax.process_index() == 0 else None
+        features = self.extract(self.variables, data, data.index, "embed")
         return features.astype(np.float32)
 
 

@@ -9,8 +9,8 @@ import os
 import jax
 import numpy as np
 
-from input_pipeline.records import ReIDDataset
 from reidjax import visualize, workdir_io
+from reidjax.data.records import ReIDDataset
 from reidjax.evaluator import EvalResult
 
 TABLE_COLUMNS = ("R1", "R5", "R10", "R20", "mAP", "mINP")
@@ -65,7 +65,10 @@ def write_report(
     write_json(os.path.join(out_dir, "results.json"), numbers)
     visualize.plot_cmc({title: result.metrics["cmc"]}, os.path.join(out_dir, "cmc.png"))
     if result.distances is not None:
-        visualize.retrieval_grid(result, data, os.path.join(out_dir, "retrieval.png"))
+        ranking = visualize.Ranking(result.query, result.gallery, result.distances)
+        visualize.retrieval_grid(
+            ranking, data, os.path.join(out_dir, "retrieval.png"), camera_names=data.camera_names
+        )
     if attention is not None and attention[1]:
         visualize.attention_figure(*attention, os.path.join(out_dir, "attention.png"))
     return numbers

@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from input_pipeline.records import TrackletIndex
+from reidjax.data.records import TrackletIndex
 
 
 def read_ids(path: str, names: dict[str, list[str]]) -> tuple[dict, list[str]]:
@@ -129,29 +129,21 @@ def main(argv=None) -> int:
             print("  ".join(f"{k} {v:.2f}" for k, v in numbers.items()))
         workdir_io.write_text(os.path.join(out, "ranking.json"), json.dumps(report, indent=1))
         frames = TrackletFrames(q_tracklets + g_tracklets, embedder.frame_size)
-        frames.camera_names = cameras
         first, count = frames.index.first, frames.index.count
         nq = len(q_names)
-        picture = _Result(
+        picture = visualize.Ranking(
             TrackletIndex(pid["query"], cam["query"], first[:nq], count[:nq]),
             TrackletIndex(pid["gallery"], cam["gallery"], first[nq:], count[nq:]),
             distances,
         )
         visualize.retrieval_grid(
             picture, frames, os.path.join(out, "retrieval.png"), top=args.top,
-            names=None if ids is not None else names,
+            names=None if ids is not None else names, camera_names=cameras,
         )  # fmt: skip
         print(f"wrote {out}/ranking.json and retrieval.png")
         return 0
 
     return cli.run_or_explain(run)
-
-
-class _Result:
-    """What `visualize.retrieval_grid` reads of an evaluation result."""
-
-    def __init__(self, query: TrackletIndex, gallery: TrackletIndex, distances: np.ndarray):
-        self.query, self.gallery, self.distances = query, gallery, distances
 
 
 if __name__ == "__main__":

@@ -42,6 +42,18 @@ def check_batch(global_batch: int, mesh: Mesh) -> None:
         )
 
 
+def check_eval_batch(batch_size: int, mesh: Mesh) -> None:
+    """Raises a clear error when the evaluation batch does not split over the devices and
+    processes (checked at set-up, not at the first evaluation)."""
+    devices, hosts = mesh.shape["data"], jax.process_count()
+    if batch_size % devices or batch_size % hosts:
+        raise ConfigError(
+            f"config.eval.batch_size={batch_size} is not divisible by the {devices} devices "
+            f"(and {hosts} processes) of the data mesh; set --config.eval.batch_size to a "
+            "multiple of it"
+        )
+
+
 def maybe_initialize_distributed() -> None:
     """`jax.distributed.initialize()` for multi-process runs (a no-op on one process).
 

@@ -1,33 +1,31 @@
 """Training: the sharded train step and the training loop.
 
-The set-up (data, model, state) comes from `reidjax.experiment`; the periodic evaluation
-from `reidjax.eval_lib`. The step is a pure `(state, batch, key) -> (state, metrics)`
-under `jax.jit` with explicit shardings and the state's buffers donated.
+The set-up (data, model, batches, optimizer, plan) is `reidjax.experiment.Run`; where the
+state starts, `reidjax.restore`; the periodic evaluation, `reidjax.eval_lib`. The step is a
+pure `(state, batch, key) -> (state, metrics)` under `jax.jit` with explicit shardings and
+the state's buffers donated.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import itertools
-import os
 import signal
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
-from input_pipeline.pipelines import TrainBatches, TrainSpec, iterate, to_device
-from input_pipeline.sampling import apply_augmentation
-from reidjax import checkpoint, divergence, eval_lib, experiment, runlock, sharding
-from reidjax.experiment import TrainState
+from reidjax import checkpoint, divergence, eval_lib, experiment, restore, runlock, sharding
+from reidjax.data.augment import apply_augmentation
+from reidjax.data.batch import TRAIN_FIELDS
+from reidjax.data.pipelines import iterate, to_device
 from reidjax.metrics_log import MetricsLog
 from reidjax.models import ReIDModel
-from reidjax.optim import build_optimizer, decay_steps
-
-BATCH_KEYS = ("clips", "flip", "erase", "labels", "cameras")
+from reidjax.state import TrainState
+from reidjax.workdir import Workdir
 
 
 class Preempted(Exception):
@@ -100,66 +98,6 @@ def compile_train_step(
     )
 
 
-def train_spec(config: ml_collections.ConfigDict) -> TrainSpec:
-    """What a training batch holds, from `config.input` and `config.train`."""
-    return TrainSpec(
-        ids_per_batch=config.train.ids_per_batch,
-        clips_per_id=config.train.clips_per_id,
-        num_frames=config.input.num_frames,
-        sampler=config.input.train_sampler,
-        frame_stride=config.input.frame_stride,
-        flip_prob=config.input.flip_prob,
-        erasing_prob=config.input.erasing_prob,
-        seed=config.seed,
-        batch_sampler=config.train.batch_sampler,
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """What a run will do, known before it starts (printed at start-up, `tools/recipe.py`)."""
-
-    tracklets: int
-    identities: int
-    steps_per_epoch: int
-    epochs: int
-    total_steps: int
-    decay_steps: tuple[int, ...]
-    global_batch: int
-    frames_per_clip: int
-
-    @property
-    def frames_decoded(self) -> int:
-        return self.total_steps * self.global_batch * self.frames_per_clip
-
-    def lines(self) -> list[str]:
-        epochs = self.total_steps / self.steps_per_epoch
-        decays = ", ".join(f"{s:,}" for s in self.decay_steps if s < self.total_steps)
-        return [
-            f"data: {self.tracklets:,} training tracklets of {self.identities:,} identities; "
-            f"{self.steps_per_epoch:,} steps per epoch of {self.global_batch} clips x "
-            f"{self.frames_per_clip} frames",
-            f"schedule: {self.total_steps:,} steps ({epochs:.1f} epochs); learning rate "
-            f"decays at steps {decays or '(none)'}; {self.frames_decoded:,} frames decoded",
-        ]
-
-
-def plan(config: ml_collections.ConfigDict, batches: TrainBatches) -> Plan:
-    """The run's plan from its config and its training batches."""
-    spe = batches.steps_per_epoch
-    total = config.train.num_steps or config.train.epochs * spe
-    return Plan(
-        tracklets=len(batches.index),
-        identities=len(np.unique(batches.index.pid)),
-        steps_per_epoch=spe,
-        epochs=config.train.epochs,
-        total_steps=total,
-        decay_steps=tuple(decay_steps(config.optim, spe, config.train.epochs)),
-        global_batch=batches.spec.global_batch,
-        frames_per_clip=batches.spec.num_frames,
-    )
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains from the config in `workdir`, resuming from its latest checkpoint.
 
@@ -174,57 +112,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         UserError: (subclasses) the data, weights, checkpoint or config cannot work, the
             workdir is in use by another trainer, a save failed, or training diverged.
     """
-    sharding.maybe_initialize_distributed()
-    data, meta = experiment.open_data(config)
-    mesh = sharding.make_mesh(config)
-    spec = train_spec(config)
-    sharding.check_batch(spec.global_batch, mesh)
-    batches = TrainBatches(data, spec, jax.process_index(), jax.process_count())
-    run_plan = plan(config, batches)
-    total = run_plan.total_steps
-    tx, schedule = build_optimizer(config.optim, batches.steps_per_epoch, config.train.epochs)
-    model = experiment.build(config, meta)
-    experiment.write_config(workdir, config, meta)
-    lock = runlock.WorkdirLock(workdir)  # one trainer per workdir (process 0 holds it)
-    lock.acquire()
-    try:
+    return train(experiment.setup(config), Workdir(workdir))
+
+
+def start_lines(run: experiment.Run, workdir: Workdir, origin: str) -> list[str]:
+    """The start-up report: model, data and plan, devices, where the state came from."""
+    devices = jax.devices()
+    return [
+        run.describe(),
+        *run.plan.lines(),
+        f"devices: {len(devices)} {devices[0].platform} on {jax.process_count()} host(s); "
+        f"mesh data={run.mesh.shape['data']}; workdir {workdir}",
+        f"start: {origin}",
+    ]
+
+
+def train(run: experiment.Run, workdir: Workdir) -> TrainState:
+    """The training loop of `run` in `workdir` (see `train_and_evaluate`)."""
+    config, total = run.config, run.plan.total_steps
+    with contextlib.ExitStack() as resources:
+        # The lock first: a refused second trainer must not touch the running one's files.
+        lock = runlock.WorkdirLock(str(workdir))  # one trainer per workdir (process 0)
+        lock.acquire()
+        resources.callback(lock.release)
+        experiment.write_config(workdir, config, run.meta)
         ckpt = checkpoint.Checkpointer(
-            os.path.join(workdir, "checkpoints"),
-            config.train.keep_checkpoints,
-            config.train.checkpoint_every,
+            workdir.checkpoints(), config.train.keep_checkpoints, config.train.checkpoint_every
         )
-        state, origin = experiment.restore_or_init(model, config, tx, mesh, ckpt)
-    except BaseException:
-        lock.release()
-        raise
-    if jax.process_index() == 0:
-        devices = jax.devices()
-        lines = [
-            experiment.describe(model, config, meta),
-            *run_plan.lines(),
-            f"devices: {len(devices)} {devices[0].platform} on {jax.process_count()} host(s); "
-            f"mesh data={mesh.shape['data']}; workdir {workdir}",
-            f"start: {origin}",
-        ]
-        print("\n".join(lines), flush=True)
-    start = int(state.step)
-    step_fn = compile_train_step(model, tx, schedule, mesh)
-    stream = iter(
-        iterate(
-            batches.dataset(start, total - start), config.input.workers, config.input.worker_kind
+        resources.callback(ckpt.close)
+        state, origin = restore.restore_or_init(run, ckpt)
+        if jax.process_index() == 0:
+            print("\n".join(start_lines(run, workdir, origin)), flush=True)
+
+        # ---------------------------------------------------------------- the streams
+        start = int(state.step)
+        stream = iter(
+            iterate(
+                run.batches.dataset(start, total - start),
+                config.input.workers,
+                config.input.worker_kind,
+            )
         )
-    )
-    key = jax.random.key(config.seed + 1)
-    evaluation = None
-    if config.train.eval_every >= 0:
-        evaluation = eval_lib.PeriodicEvaluation(config, model, data, mesh, workdir)
-    stop = {"requested": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
-    log = MetricsLog(workdir, total, spec.global_batch, start)
-    guard = None
-    try:
-        step = start
-        on_device = to_device(stream, sharding.data_sharded(mesh), BATCH_KEYS)
+        resources.callback(stream.close)  # stops reader threads / worker processes
+        evaluation = None
+        if config.train.eval_every >= 0:
+            evaluation = eval_lib.PeriodicEvaluation(run, workdir)
+            resources.callback(evaluation.close)
+        log = MetricsLog(str(workdir), total, run.batches.spec.global_batch, start)
+        resources.callback(log.close)
+        stop = {"requested": False}
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+        resources.callback(signal.signal, signal.SIGTERM, previous)
+
+        # ---------------------------------------------------------------- compile
+        key = jax.random.key(config.seed + 1)
+        step_fn = compile_train_step(run.model, run.tx, run.schedule, run.mesh)
+        on_device = to_device(stream, sharding.data_sharded(run.mesh), TRAIN_FIELDS)
         first = next(on_device, None)
         if first is not None:
             # Compiled ahead of the loop, so that the first progress line's clips/s and ETA
@@ -236,6 +179,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if jax.process_index() == 0:
                 print(f"{time.perf_counter() - begin:.1f} s", flush=True)
             log.restart_clock()
+
+        # ---------------------------------------------------------------- the loop
+        step, guard = start, None
         for batch in itertools.chain([first] if first is not None else [], on_device):
             state, metrics = step_fn(state, batch, key)
             step += 1
@@ -256,12 +202,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 ckpt.wait()
                 raise Preempted(step)
         ckpt.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        stream.close()  # stops reader threads / worker processes
-        ckpt.close()
-        if evaluation is not None:
-            evaluation.close()
-        log.close()
-        lock.release()
     return state

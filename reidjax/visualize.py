@@ -6,13 +6,15 @@ GUI backend is involved and nothing is left open.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from input_pipeline.records import ReIDDataset, TrackletIndex
 from reidjax import workdir_io
+from reidjax.data.records import FrameSource, TrackletIndex
 
 CORRECT, WRONG, QUERY = (0.13, 0.7, 0.2), (0.85, 0.1, 0.1), (0.2, 0.35, 0.9)
 UNKNOWN = (0.55, 0.55, 0.55)  # identities not given
@@ -40,12 +42,22 @@ def plot_cmc(curves: dict[str, np.ndarray], path: str, title: str = "CMC") -> No
     save(fig, path)
 
 
-def thumbnail(data: ReIDDataset, index: TrackletIndex, i: int) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """What a retrieval grid shows: the query and gallery tracklets (where their frames
+    are, their identities and cameras) and the distances `[Q, G]` between them."""
+
+    query: TrackletIndex
+    gallery: TrackletIndex
+    distances: np.ndarray
+
+
+def thumbnail(data: FrameSource, index: TrackletIndex, i: int) -> np.ndarray:
     """The middle frame of tracklet `i` of `index`."""
     return data.frame(int(index.first[i]) + int(index.count[i]) // 2)
 
 
-def choose_queries(result, count: int, identities: bool = True) -> np.ndarray:
+def choose_queries(result: Ranking, count: int, identities: bool = True) -> np.ndarray:
     """`count` queries with a valid match (any, without `identities`), evenly spread over
     the query list."""
     q, g = result.query, result.gallery
@@ -57,7 +69,7 @@ def choose_queries(result, count: int, identities: bool = True) -> np.ndarray:
     return valid[pick]
 
 
-def ranked_gallery(result, qi: int, top: int, identities: bool = True) -> np.ndarray:
+def ranked_gallery(result: Ranking, qi: int, top: int, identities: bool = True) -> np.ndarray:
     """The top gallery items of query `qi`, junk (same pid and camera) removed."""
     q, g = result.query, result.gallery
     order = np.argsort(result.distances[qi], kind="stable")
@@ -68,24 +80,22 @@ def ranked_gallery(result, qi: int, top: int, identities: bool = True) -> np.nda
 
 
 def retrieval_grid(
-    result,
-    data: ReIDDataset,
+    result: Ranking,
+    data: FrameSource,
     path: str,
     num_queries: int = 8,
     top: int = 10,
     names: dict | None = None,
+    camera_names: Sequence[str] = (),
 ) -> None:
     """Query thumbnails (blue) and their top-`top` gallery tracklets, green when the
     identity is right and red when wrong, as in the papers' retrieval figures. Each tile
     says its rank, distance to the query, identity and camera (as the dataset names it)."""
-    if result.distances is None:
-        raise ValueError("the retrieval grid needs the distance matrix (EvalResult.distances)")
     identities = names is None  # names: {"query": [...], "gallery": [...]}, ids unknown
     queries = choose_queries(result, num_queries, identities)
     h, w = thumbnail(data, result.query, queries[0]).shape[:2]
     ranked = {qi: ranked_gallery(result, qi, top, identities) for qi in queries}
     top = max(len(r) for r in ranked.values())  # small galleries: what is left after junk
-    camera_names = getattr(data, "camera_names", None) or []
 
     def camera(c: int) -> str:
         return camera_names[c] if c < len(camera_names) else f"cam {c}"

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from input_pipeline.build import build_dataset
 from reidjax import config_lib
+from reidjax.data.build import build_dataset
 from reidjax.experiment import build_module
 from tests import fixtures
 

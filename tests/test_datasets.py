@@ -1,4 +1,4 @@
-"""Dataset parsers on fixtures written in each native layout (input_pipeline/datasets)."""
+"""Dataset parsers on fixtures written in each native layout (reidjax/data/datasets)."""
 
 import os
 import shutil
@@ -6,8 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from input_pipeline.datasets import dukev, folder, ilidsvid, load_dataset, lsvid, mars, prid2011
-from input_pipeline.datasets.tracklets import DatasetError, dense_pieces, frame_number
+from reidjax.data.datasets import dukev, folder, ilidsvid, lsvid, mars, prid2011
+from reidjax.data.datasets.tracklets import DatasetError, dense_pieces, frame_number
+from reidjax.data.registry import load_dataset
 from tests import fixtures
 
 
@@ -204,7 +205,7 @@ def test_registry_and_errors(tmp_path):
 
 
 def test_summary_cli(mars_root, tmp_path, capsys):
-    from input_pipeline.datasets.__main__ import main
+    from reidjax.data.datasets.__main__ import main
 
     root, counts = mars_root
     assert main(["--dataset", "mars", "--root", root]) == 0

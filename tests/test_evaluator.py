@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from input_pipeline.pipelines import eval_clips
-from input_pipeline.records import TrackletIndex
-from input_pipeline.sampling import rrs_test_indices
 from reidjax import evaluator, experiment, metrics, sharding
 from reidjax.config_lib import load_config
+from reidjax.data.pipelines import eval_clips
+from reidjax.data.records import TrackletIndex
+from reidjax.data.sampling import rrs_test_indices
 from reidjax.errors import ConfigError
 from reidjax.models.factory import normalize
 

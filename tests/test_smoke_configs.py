@@ -10,9 +10,9 @@ import pathlib
 import jax
 import pytest
 
-from input_pipeline.build import build_dataset
 from reidjax import train_lib
 from reidjax.config_lib import load_config
+from reidjax.data.build import build_dataset
 from reidjax.experiment import builder_config
 from tests import fixtures
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from input_pipeline.pipelines import TrainBatches, to_device
 from reidjax import checkpoint, config_lib, eval_lib, experiment, sharding, train_lib
 from reidjax.checkpoint import CheckpointNotFoundError
 from reidjax.config_lib import load_config
+from reidjax.data.pipelines import TrainBatches, to_device
 from reidjax.errors import ConfigError, UserError
 from reidjax.optim import build_optimizer
 

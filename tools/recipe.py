@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags
 from ml_collections import config_flags
 
-from input_pipeline.pipelines import TrainBatches
 from reidjax import cli, experiment, train_lib
+from reidjax.data.pipelines import TrainBatches
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 

@@ -1,0 +1,191 @@
+"""Every config value checked when the config is loaded, before anything is read or compiled.
+
+`validate(config)` is called by every loader (`config_lib.load_config`, overrides on the
+command line, `config_lib.load_run_config`). Each named choice is checked against the one
+tuple that names it in the code that uses it (so adding a sampler there adds it here), each
+number against its range, and the model dataclasses (`STRFConfig`, `DSANetConfig`) and the
+trunk's temporal blocks are built, so that incompatible switches fail here too. Every
+failure is one `ConfigError` naming the key, the value and what would work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from reidjax import losses, metrics, optim
+from reidjax.data import registry
+from reidjax.data.pipelines import WORKER_KINDS
+from reidjax.data.sampling import BATCH_SAMPLERS, TEST_SAMPLERS, TRAIN_SAMPLERS
+from reidjax.errors import ConfigError
+from reidjax.models.conv import IMPLS
+from reidjax.models.dsanet import TEST_FEATURES
+from reidjax.models.factory import DTYPES, MODELS, dsanet_config, strf_config
+from reidjax.models.resnet3d import ARCHS, VARIANTS, ResNet3D
+
+# key -> the valid values (the tuples the code itself dispatches on).
+CHOICES = {
+    "dataset.name": tuple(registry.DATASETS),
+    "input.worker_kind": WORKER_KINDS,
+    "input.train_sampler": TRAIN_SAMPLERS,
+    "input.test_sampler": TEST_SAMPLERS,
+    "model.name": MODELS,
+    "model.arch": tuple(ARCHS),
+    "model.variant": VARIANTS,
+    "model.dtype": ("auto", *DTYPES),
+    "model.strided_conv": IMPLS,
+    "model.dsanet.test_feature": TEST_FEATURES,
+    "loss.triplet_distance": losses.DISTANCES,
+    "loss.triplet_feature": ("bn_features", "features"),
+    "loss.ic_reduction": ("mean", "sum"),
+    "train.batch_sampler": BATCH_SAMPLERS,
+    "eval.distance": tuple(metrics.DISTANCES),
+    "optim.name": optim.OPTIMIZERS,
+}
+
+# key -> (lowest, highest, what it is); None: no bound on that side. Integers and floats
+# alike; `>` bounds below.
+RANGES = {
+    "seed": (0, None),
+    "dataset.split": (0, registry.NUM_SPLITS - 1),
+    "dataset.num_cameras": (0, None),
+    "dataset.synthetic_ids": (4, None),
+    "dataset.synthetic_cameras": (2, None),
+    "input.num_frames": (1, None),
+    "input.workers": (0, None),
+    "input.height": (32, None),
+    "input.width": (32, None),
+    "input.frame_stride": (1, None),
+    "input.flip_prob": (0, 1),
+    "input.erasing_prob": (0, 1),
+    "model.last_stride": (1, 2),
+    "model.num_classes": (0, None),
+    "loss.ce_weight": (0, None),
+    "loss.label_smoothing": (0, 0.999),
+    "loss.triplet_weight": (0, None),
+    "loss.triplet_margin": (0, None),
+    "loss.dsanet_lambda": (0, None),
+    "loss.dsanet_lambda_cam": (0, None),
+    "train.ids_per_batch": (1, None),
+    "train.clips_per_id": (1, None),
+    "train.epochs": (1, None),
+    "train.num_steps": (0, None),
+    "train.log_every": (1, None),
+    "train.checkpoint_every": (1, None),
+    "train.keep_checkpoints": (1, None),
+    "train.eval_every": (-1, None),
+    "eval.batch_size": (1, None),
+    "eval.max_rank": (1, None),
+    "eval.rerank_k1": (1, None),
+    "eval.rerank_k2": (1, None),
+    "eval.rerank_lambda": (0, 1),
+    "optim.weight_decay": (0, None),
+    "optim.lr_decay_every_epochs": (0, None),
+    "optim.lr_decay_factor": (0, 1),
+    "optim.warmup_epochs": (0, None),
+    "optim.grad_clip_norm": (0, None),
+}
+# Strictly positive: a zero here trains nothing or divides by zero.
+POSITIVE = ("optim.lr",)
+
+
+def get(config: ml_collections.ConfigDict, key: str):
+    """`config.a.b` for `key` "a.b"."""
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _check_choices(config: ml_collections.ConfigDict) -> None:
+    for key, valid in CHOICES.items():
+        value = get(config, key)
+        if value not in valid:
+            raise ConfigError(f"config.{key}={value!r} is not one of {list(valid)}")
+
+
+def _check_ranges(config: ml_collections.ConfigDict) -> None:
+    for key, (low, high) in RANGES.items():
+        value = get(config, key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config.{key}={value!r} must be a number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"config.{key}={value!r} must be {span}")
+    for key in POSITIVE:
+        value = get(config, key)
+        if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+            raise ConfigError(f"config.{key}={value!r} must be a finite number > 0")
+
+
+def feature_width(config: ml_collections.ConfigDict) -> int:
+    """Width of the trunk's last feature map for the config's frames (four stride-2 stages
+    before layer4, each rounding up as 'SAME' padding does, then layer4's stride)."""
+    width = config.input.width
+    for _ in range(4):
+        width = -(-width // 2)
+    return -(-width // config.model.last_stride)
+
+
+def _check_model(config: ml_collections.ConfigDict) -> None:
+    m = config.model
+    try:
+        strf = strf_config(config) if m.name == "strf" else None
+        switches = dsanet_config(config)
+        # The trunk's own check of its temporal blocks (and STRF's stages in them).
+        ResNet3D(
+            arch=m.arch, variant=m.variant, temporal_blocks=m.temporal_blocks, strf=strf
+        ).resolved_temporal_blocks()
+    except (TypeError, ValueError) as e:  # the dataclasses' own checks
+        raise ConfigError(f"config.model: {e}") from None
+    if m.name == "dsanet":
+        if m.variant != "c2d":
+            raise ConfigError(
+                f"config.model.variant={m.variant!r}: DSANet is built on the C2D backbone "
+                "(set --config.model.variant=c2d)"
+            )
+        if switches.tlm and feature_width(config) % 4:
+            raise ConfigError(
+                f"config.input.width={config.input.width}: DSANet's TLM splits the last "
+                f"feature map ({feature_width(config)} columns) into halves and quarters; "
+                "use a width whose feature map has a multiple of 4 columns (e.g. 64 or 128)"
+            )
+
+
+def _check_training(config: ml_collections.ConfigDict) -> None:
+    t, d = config.train, config.dataset
+    if d.name == "folder" and not d.folder_name:
+        raise ConfigError(
+            "config.dataset.folder_name is empty: set it to the --name the dataset was built "
+            "with (python -m reidjax.data build --dataset folder --name NAME ...)"
+        )
+    if t.clips_per_id < 2 and config.loss.triplet_weight > 0:
+        raise ConfigError(
+            f"config.train.clips_per_id={t.clips_per_id}: the batch-hard triplet loss needs "
+            "at least 2 clips per identity (or --config.loss.triplet_weight=0)"
+        )
+    if t.ids_per_batch < 2 and config.loss.triplet_weight > 0:
+        raise ConfigError(
+            f"config.train.ids_per_batch={t.ids_per_batch}: the batch-hard triplet loss "
+            "needs at least 2 identities per batch (or --config.loss.triplet_weight=0)"
+        )
+    for prefix in config.optim.freeze:
+        if not isinstance(prefix, str) or not prefix:
+            raise ConfigError(
+                f"config.optim.freeze={tuple(config.optim.freeze)!r}: give '/'-joined "
+                "parameter path prefixes, e.g. ('backbone/conv1',)"
+            )
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks every value of `config`; returns it unchanged.
+
+    Raises:
+        ConfigError: the first value that cannot work, in one line.
+    """
+    _check_choices(config)
+    _check_ranges(config)
+    _check_model(config)
+    _check_training(config)
+    return config

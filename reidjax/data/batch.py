@@ -1,0 +1,48 @@
+"""What a batch holds, declared once: the training batch and the evaluation batch.
+
+The pipelines (`reidjax.data.pipelines`) return these as plain dicts of NumPy arrays (what
+grain's workers pass through shared memory); `to_device` moves exactly the declared model
+fields. Fields that only tests and debugging read (`step`, `frame_index`) are added on
+request (`debug=True`) and never leave the host.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import numpy as np
+
+
+class TrainBatch(TypedDict):
+    """This host's slice of one global training batch (b clips).
+
+    clips: uint8 `[b, T, H, W, 3]` as decoded; flip: bool `[b]` and erase: int32 `[b, 4]`
+    (top, left, h, w; h = 0: none), the augmentation the train step applies on the device;
+    labels: int32 `[b]` training identities; cameras: int32 `[b]` 0-based cameras.
+    """
+
+    clips: np.ndarray
+    flip: np.ndarray
+    erase: np.ndarray
+    labels: np.ndarray
+    cameras: np.ndarray
+
+
+class EvalBatch(TypedDict):
+    """A fixed-size batch of test clips (padding clips have tracklet -1).
+
+    clips: uint8 `[B, T, H, W, 3]`; frame_mask: bool `[B, T]`, True where a frame counts;
+    tracklet: int32 `[B]`, the clip's row in the split being embedded.
+    """
+
+    clips: np.ndarray
+    frame_mask: np.ndarray
+    tracklet: np.ndarray
+
+
+TRAIN_FIELDS = tuple(TrainBatch.__annotations__)
+EVAL_FIELDS = tuple(EvalBatch.__annotations__)
+# debug=True adds: training, `step` (int64, the global batch's step); evaluation,
+# `frame_index` (int32 `[B, T]`, each frame's index in its tracklet; -1 for padding).
+TRAIN_DEBUG_FIELDS = ("step",)
+EVAL_DEBUG_FIELDS = ("frame_index",)

@@ -1,0 +1,26 @@
+"""LS-VID as a tensorflow-datasets builder (see `reidjax.data.builders`)."""
+
+from reidjax.data.builders import TrackletBuilder
+from reidjax.data.datasets import lsvid
+
+
+class Builder(TrackletBuilder):
+    """LS-VID: 842 training ids; the gallery is every test tracklet, queries included."""
+
+    TITLE = "LS-VID"
+    HOMEPAGE = "https://github.com/jinxu-iie/LS-VID"
+    CITATION = (
+        "Li et al., Global-Local Temporal Representations for Video Person Re-Identification, "
+        "ICCV 2019"
+    )
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Request LS-VID from its authors (see the homepage) and extract it so that the manual
+    dir holds: list_sequence/list_seq_{train,test}.txt, test/data/info_test.mat and the
+    tracklet folders the lists name (tracklet_train/, tracklet_val/, tracklet_test/).
+    """
+
+    def camera_name(self, camid):
+        return str(camid + 1)
+
+    def splits(self, manual_dir):
+        return lsvid.load(manual_dir)

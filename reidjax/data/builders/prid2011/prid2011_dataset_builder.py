@@ -1,0 +1,35 @@
+"""PRID2011 (multi-shot) as a tensorflow-datasets builder, one config per split (see
+`reidjax.data.builders`)."""
+
+from reidjax.data.builders import STANDARD_SIZES, ReIDConfig, TrackletBuilder, config_name
+from reidjax.data.datasets import prid2011
+from reidjax.data.registry import NUM_SPLITS
+
+
+class Builder(TrackletBuilder):
+    """PRID2011: the 200 persons seen by both cameras; split K (configs `splitK_HxW`) trains
+    on 100 and tests on the other 100 (queries cam_a, gallery cam_b)."""
+
+    TITLE = "PRID2011"
+    HOMEPAGE = "https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11"
+    CITATION = (
+        "Hirzer et al., Person Re-Identification by Descriptive and Discriminative Classification, "
+        "SCIA 2011"
+    )
+    BUILDER_CONFIGS = [
+        ReIDConfig(name=config_name(size, k), size=size, split=k)
+        for size in STANDARD_SIZES
+        for k in range(NUM_SPLITS)
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Download prid_2011.zip from the homepage and extract it so that the manual dir holds
+    prid_2011/multi_shot/cam_a/person_NNNN/*.png and cam_b. To evaluate on the splits
+    published results use, also put torchreid's splits_prid2011.json in the manual dir;
+    without it ten splits are drawn from a fixed seed.
+    """
+
+    def camera_name(self, camid):
+        return ("cam_a", "cam_b")[camid]
+
+    def splits(self, manual_dir):
+        return prid2011.load(manual_dir, split_id=self.builder_config.split)

@@ -1,0 +1,21 @@
+"""Your own tracklets as a tensorflow-datasets builder (see `reidjax.data.builders` and
+`reidjax.data.datasets.folder` for the layout). The config is `<name>_<H>x<W>`, the name
+being yours: `python -m reidjax.data.build --dataset folder --name shop --manual_dir DIR`.
+"""
+
+from reidjax.data.builders import TrackletBuilder
+from reidjax.data.datasets import folder
+
+
+class Builder(TrackletBuilder):
+    """Tracklets in `<root>/{train,query,gallery}/<identity>/<camera>_<tracklet>/*.jpg`."""
+
+    TITLE = "reidjax folder dataset"
+    BUILDER_CONFIGS = []
+    MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
+    Put your tracklets in the manual dir as {folder.LAYOUT}.
+    """
+
+    def splits(self, manual_dir):
+        name = self.builder_config.name.rsplit("_", 1)[0]
+        return folder.load(manual_dir, name)

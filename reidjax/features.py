@@ -1,0 +1,125 @@
+"""One feature extraction for every entry point: tracklets in, L2-normalised features out.
+
+Every tracklet is cut into test clips of T frames (`config.input.test_sampler`: `dense`,
+every frame in consecutive clips; `rrs`, one restricted-random-sampling clip per
+tracklet); a jitted step runs the model on a fixed-shape batch of clips, sharded over the
+data mesh, and adds each clip's test feature into its tracklet's sum on the device,
+weighted by the clip's number of real frames (a loop-padded last clip with 1 real frame
+counts 1/T of a full one; padding clips count 0). Nothing leaves the device until every
+batch has run. The tracklet feature is the weighted mean, L2-normalised. The evaluator
+(benchmarks) and the embedder (your own tracklets) both call `FeatureExtractor`; frames come
+from any `FrameSource` (a prepared dataset, or frames in memory or on disk).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from reidjax import sharding
+from reidjax.data.batch import EVAL_FIELDS
+from reidjax.data.pipelines import eval_dataset, iterate, to_device
+from reidjax.data.records import FrameSource, TrackletIndex
+
+PROGRESS_SECONDS = 10.0
+# (variables, uint8 clips [B, T, H, W, 3]) -> clip features [B, D].
+PredictFn = Callable[[dict, jax.Array], jax.Array]
+
+
+def accumulate(
+    sums: jax.Array, weights: jax.Array, features: jax.Array, tracklet: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Adds clip `features` `[B, D]` into per-tracklet `sums` `[N, D]` and `weights` `[N]`,
+    weighted by the clip's real frames (`mask` `[B, T]`); `tracklet` -1 marks padding."""
+    w = jnp.where(tracklet >= 0, jnp.sum(mask, axis=1), 0).astype(jnp.float32)
+    index = jnp.maximum(tracklet, 0)
+    sums = sums.at[index].add(features.astype(jnp.float32) * w[:, None])
+    return sums, weights.at[index].add(w)
+
+
+def tracklet_means(sums: jax.Array, weights: jax.Array) -> jax.Array:
+    """Weighted clip means `[N, D]`, L2-normalised."""
+    mean = sums / jnp.maximum(weights, 1e-12)[:, None]
+    return mean / jnp.maximum(jnp.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+
+
+class FeatureExtractor:
+    """Tracklet features of a model, compiled once for any tracklet length and count.
+
+    Args:
+        predict_fn: `(variables, uint8 clips) -> features [B, D]` (`ReIDModel.predict`);
+            `variables` are passed per call (train state or checkpoint).
+        config: `config.input` (T, frame size, sampler, readers), `config.eval.batch_size`.
+        mesh: the data mesh; `config.eval.batch_size` must be a multiple of its size.
+        progress: called with a progress line (process 0); None for silence.
+    """
+
+    def __init__(
+        self,
+        predict_fn: PredictFn,
+        config: ml_collections.ConfigDict,
+        mesh: jax.sharding.Mesh,
+        progress: Callable[[str], None] | None = print,
+    ):
+        sharding.check_eval_batch(config.eval.batch_size, mesh)
+        self.config, self.mesh = config, mesh
+        self.progress = progress if jax.process_index() == 0 else None
+        self.repl, self.batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
+
+        def step(sums, weights, variables, batch):
+            features = predict_fn(variables, batch["clips"])
+            return accumulate(sums, weights, features, batch["tracklet"], batch["frame_mask"])
+
+        self.step = jax.jit(
+            step,
+            in_shardings=(self.repl, self.repl, self.repl, self.batch_sharding),
+            out_shardings=(self.repl, self.repl),
+            donate_argnums=(0, 1),
+        )
+        self.predict_fn, self.dim = predict_fn, None
+
+    def __call__(
+        self, variables: dict, source: FrameSource, index: TrackletIndex, label: str = "embed"
+    ) -> np.ndarray:
+        """L2-normalised features `[N, D]` of the tracklets of `index`, whose frames
+        `source` reads, with the one compiled step."""
+        c = self.config
+        hosts = jax.process_count()
+        dataset = eval_dataset(
+            source, index, c.input.num_frames, c.eval.batch_size // hosts,
+            jax.process_index(), hosts, c.input.test_sampler,
+        )  # fmt: skip
+        num_batches = len(dataset)
+        if self.dim is None:  # the feature size, from shapes only (traced once)
+            x = jax.ShapeDtypeStruct(
+                (1, c.input.num_frames, c.input.height, c.input.width, 3), jnp.uint8
+            )
+            self.dim = jax.eval_shape(self.predict_fn, variables, x).shape[-1]
+        # Rows rounded up to a power of two: tracklet counts share compiled steps (a
+        # handful of compilations for any number of embed calls, not one per count).
+        rows = 1 << max(0, (len(index) - 1).bit_length())
+        sums = jax.device_put(jnp.zeros((rows, self.dim), jnp.float32), self.repl)
+        weights = jax.device_put(jnp.zeros((rows,), jnp.float32), self.repl)
+        stream = iter(iterate(dataset, c.input.workers, c.input.worker_kind))
+        frames_per_batch = c.eval.batch_size * c.input.num_frames
+        start = last = time.perf_counter()
+        try:
+            for i, batch in enumerate(to_device(stream, self.batch_sharding, EVAL_FIELDS)):
+                sums, weights = self.step(sums, weights, variables, batch)
+                now = time.perf_counter()
+                if self.progress and (now - last > PROGRESS_SECONDS or i + 1 == num_batches):
+                    jax.block_until_ready(sums)
+                    now, last = time.perf_counter(), time.perf_counter()
+                    rate = (i + 1) * frames_per_batch / (now - start)
+                    self.progress(
+                        f"{label}: {i + 1}/{num_batches} batches, {len(index)} tracklets, "
+                        f"{rate:,.0f} frames/s"
+                    )
+        finally:
+            stream.close()  # stops reader threads / worker processes
+        return np.asarray(jax.device_get(tracklet_means(sums, weights)))[: len(index)]
