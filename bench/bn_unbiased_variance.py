@@ -20,26 +20,29 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
-from reidjax import experiment, sharding
+from reidjax import cli, experiment, restore, sharding
 from reidjax.evaluator import Evaluator
+from reidjax.workdir import Workdir
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_CONFIG, _PRINT = cli.define_config_flags("Experiment config file (default: the run's own)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     del argv
-    config = _CONFIG.value
+    return cli.run_or_explain(compare)
+
+
+def compare() -> int:
+    config = cli.config(_WORKDIR.value)
     with config.unlocked():
         config.model.dsanet.test_feature = "bn_features"  # where the head BN reaches the feature
-    data, meta = experiment.open_data(config)
-    mesh = sharding.make_mesh(config)
-    model = experiment.build(config, meta)
-    folder = os.path.join(_WORKDIR.value, "checkpoints")
-    variables, step = experiment.restore_variables(model, config, folder, mesh)
+    run = experiment.setup(config, train=False)
+    data, mesh, model = run.data, run.mesh, run.model
+    folder = Workdir(_WORKDIR.value).checkpoints()
+    variables, step = restore.restore_variables(model, config, folder, mesh)
     n = config.train.ids_per_batch * config.train.clips_per_id
     biased = jax.device_get(variables)
     biased["batch_stats"]["bn"]["var"] = biased["batch_stats"]["bn"]["var"] * (n - 1) / n
@@ -54,7 +57,8 @@ def main(argv):
         row = r.table_row()
         out[name] = {"R1": round(100 * row["R1"], 2), "mAP": round(100 * row["mAP"], 3)}
     print(json.dumps(out))
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

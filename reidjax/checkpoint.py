@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from reidjax import workdir, trees, workdir_io
+from reidjax import trees, workdir, workdir_io
 from reidjax.errors import UserError
 
 # The folder of the train state inside each step folder (orbax's single-item default).

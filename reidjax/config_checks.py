@@ -21,8 +21,8 @@ from reidjax.data.sampling import BATCH_SAMPLERS, TEST_SAMPLERS, TRAIN_SAMPLERS
 from reidjax.errors import ConfigError
 from reidjax.models.conv import IMPLS
 from reidjax.models.dsanet import TEST_FEATURES
-from reidjax.models.factory import DTYPES, MODELS, dsanet_config, strf_config
-from reidjax.models.resnet3d import ARCHS, VARIANTS, ResNet3D
+from reidjax.models.factory import DTYPES, MODELS, check_config
+from reidjax.models.resnet3d import ARCHS, VARIANTS
 
 # key -> the valid values (the tuples the code itself dispatches on).
 CHOICES = {
@@ -119,40 +119,6 @@ def _check_ranges(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key}={value!r} must be a finite number > 0")
 
 
-def feature_width(config: ml_collections.ConfigDict) -> int:
-    """Width of the trunk's last feature map for the config's frames (four stride-2 stages
-    before layer4, each rounding up as 'SAME' padding does, then layer4's stride)."""
-    width = config.input.width
-    for _ in range(4):
-        width = -(-width // 2)
-    return -(-width // config.model.last_stride)
-
-
-def _check_model(config: ml_collections.ConfigDict) -> None:
-    m = config.model
-    try:
-        strf = strf_config(config) if m.name == "strf" else None
-        switches = dsanet_config(config)
-        # The trunk's own check of its temporal blocks (and STRF's stages in them).
-        ResNet3D(
-            arch=m.arch, variant=m.variant, temporal_blocks=m.temporal_blocks, strf=strf
-        ).resolved_temporal_blocks()
-    except (TypeError, ValueError) as e:  # the dataclasses' own checks
-        raise ConfigError(f"config.model: {e}") from None
-    if m.name == "dsanet":
-        if m.variant != "c2d":
-            raise ConfigError(
-                f"config.model.variant={m.variant!r}: DSANet is built on the C2D backbone "
-                "(set --config.model.variant=c2d)"
-            )
-        if switches.tlm and feature_width(config) % 4:
-            raise ConfigError(
-                f"config.input.width={config.input.width}: DSANet's TLM splits the last "
-                f"feature map ({feature_width(config)} columns) into halves and quarters; "
-                "use a width whose feature map has a multiple of 4 columns (e.g. 64 or 128)"
-            )
-
-
 def _check_training(config: ml_collections.ConfigDict) -> None:
     t, d = config.train, config.dataset
     if d.name == "folder" and not d.folder_name:
@@ -160,16 +126,8 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
             "config.dataset.folder_name is empty: set it to the --name the dataset was built "
             "with (python -m reidjax.data build --dataset folder --name NAME ...)"
         )
-    if t.clips_per_id < 2 and config.loss.triplet_weight > 0:
-        raise ConfigError(
-            f"config.train.clips_per_id={t.clips_per_id}: the batch-hard triplet loss needs "
-            "at least 2 clips per identity (or --config.loss.triplet_weight=0)"
-        )
-    if t.ids_per_batch < 2 and config.loss.triplet_weight > 0:
-        raise ConfigError(
-            f"config.train.ids_per_batch={t.ids_per_batch}: the batch-hard triplet loss "
-            "needs at least 2 identities per batch (or --config.loss.triplet_weight=0)"
-        )
+    if t.num_steps == 0 and t.epochs < 1:
+        raise ConfigError("config.train.epochs must be >= 1 (or set config.train.num_steps)")
     for prefix in config.optim.freeze:
         if not isinstance(prefix, str) or not prefix:
             raise ConfigError(
@@ -186,6 +144,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """
     _check_choices(config)
     _check_ranges(config)
-    _check_model(config)
+    check_config(config)
     _check_training(config)
     return config

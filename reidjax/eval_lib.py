@@ -1,5 +1,5 @@
 """Evaluation orchestration: the periodic evaluation of training, `eval.py` on a workdir,
-and the protocols that average over splits (iLIDS-VID's 10)."""
+and the protocols that average over train/test splits (iLIDS-VID's and PRID2011's ten)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from reidjax import checkpoint, experiment, report, sharding
-from reidjax.data.datasets.ilidsvid import NUM_SPLITS
+from reidjax import checkpoint, experiment, report, restore, sharding
+from reidjax.data import registry
 from reidjax.data.records import ReIDDataset
 from reidjax.data.sampling import dense_clips
 from reidjax.evaluator import Evaluator
-from reidjax.experiment import TrainState
 from reidjax.metrics_log import MetricsLog
 from reidjax.models import ReIDModel
+from reidjax.state import TrainState
+from reidjax.workdir import Workdir
 
 
 def attention_inputs(data: ReIDDataset, num_frames: int, count: int = 3) -> np.ndarray:

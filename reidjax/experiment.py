@@ -161,6 +161,13 @@ class Run:
         return describe(self.model, self.config, self.meta)
 
 
+def plan_only(config: ml_collections.ConfigDict) -> tuple[DataMeta, Plan]:
+    """What a training run of `config` will do on its prepared data, with no device, model
+    or optimizer (`tools/recipe.py`: the plan before any accelerator is rented)."""
+    data, meta = open_data(config)
+    return meta, plan(config, TrainBatches(data, train_spec(config)))
+
+
 def setup(config: ml_collections.ConfigDict, *, train: bool = True) -> Run:
     """The run of `config`: the mesh first (so that a batch the devices cannot split fails
     before any data is read), then the data, the model and, for training, the batches, the

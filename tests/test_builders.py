@@ -161,7 +161,7 @@ def test_corrupt_jpeg_stops_the_build_and_leaves_nothing(tmp_path):
         _build("dukev", tmp_path / "raw", tmp_path / "tfds")
     left = [p for p in (tmp_path / "tfds").rglob("*") if p.is_file() and ".config" not in str(p)]
     assert left == []
-    with pytest.raises(DatasetError, match=r"is not prepared in .*python -m input_pipeline\.build"):
+    with pytest.raises(DatasetError, match=r"is not prepared in .*python -m reidjax\.data build"):
         ReIDDataset("dukev", "16x8", str(tmp_path / "tfds"))
     bad.unlink()
     _build("dukev", tmp_path / "raw", tmp_path / "tfds", size=(32, 16))
@@ -171,7 +171,7 @@ def test_corrupt_jpeg_stops_the_build_and_leaves_nothing(tmp_path):
 
 def test_cli_summary_json_and_errors(tmp_path):
     fixtures.write_dukev(str(tmp_path / "raw"))
-    run = [sys.executable, "-m", "reidjax.data.build", "--data_dir", str(tmp_path / "tfds")]
+    run = [sys.executable, "-m", "reidjax.data", "build", "--data_dir", str(tmp_path / "tfds")]
     out = subprocess.run(
         [*run, "--dataset", "dukev", "--manual_dir", str(tmp_path / "raw"), "--size", "16x8"],
         capture_output=True, text=True, cwd=ROOT, check=True,
@@ -196,7 +196,7 @@ def test_cli_summary_json_and_errors(tmp_path):
 
 def test_tfds_build_command_gives_the_same_dataset(tmp_path):
     """TFDS's own `tfds build` code path (tools/tfds_build.py runs it without TensorFlow)
-    on a builder folder writes the same frames as `python -m reidjax.data.build`."""
+    on a builder folder writes the same frames as `python -m reidjax.data build`."""
     fixtures.write_mars(str(tmp_path / "raw"))
     ours = _build("mars", tmp_path / "raw", tmp_path / "ours", size=(128, 64))
     subprocess.run(

@@ -55,7 +55,7 @@ def test_unknown_dataset_lists_valid_names():
     config.dataset.name = "market"
     with pytest.raises(
         ValueError,
-        match=r"valid: \['dukev', 'ilidsvid', 'lsvid', 'mars', 'prid2011', 'synthetic'\]",
+        match=r"valid: \['dukev', 'folder', 'ilidsvid', 'lsvid', 'mars', 'prid2011', 'synthetic'\]",
     ):
         build_module(config)
 

@@ -1,7 +1,10 @@
 """Dataset parsers on fixtures written in each native layout (reidjax/data/datasets)."""
 
 import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ from reidjax.data.datasets import dukev, folder, ilidsvid, lsvid, mars, prid2011
 from reidjax.data.datasets.tracklets import DatasetError, dense_pieces, frame_number
 from reidjax.data.registry import load_dataset
 from tests import fixtures
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _check_sorted(tracklets, key):
@@ -194,7 +199,8 @@ def test_folder_layout_names_and_errors(tmp_path):
 
 def test_registry_and_errors(tmp_path):
     with pytest.raises(
-        ValueError, match=r"valid: \['dukev', 'folder', 'ilidsvid', 'lsvid', 'mars', 'prid2011'\]"
+        ValueError,
+        match=r"valid: \['dukev', 'folder', 'ilidsvid', 'lsvid', 'mars', 'prid2011', 'synthetic'\]",
     ):
         load_dataset("market1501", str(tmp_path))
     with pytest.raises(DatasetError, match=r"expected the folder .*train"):
@@ -205,11 +211,16 @@ def test_registry_and_errors(tmp_path):
 
 
 def test_summary_cli(mars_root, tmp_path, capsys):
-    from reidjax.data.datasets.__main__ import main
-
     root, counts = mars_root
-    assert main(["--dataset", "mars", "--root", root]) == 0
-    out = capsys.readouterr().out
-    assert "train" in out and f"{counts['train_tracklets']:>10}" in out
-    assert main(["--dataset", "dukev", "--root", str(tmp_path)]) == 1
-    assert "expected the folder" in capsys.readouterr().err
+    command = [sys.executable, "-m", "reidjax.data", "inspect", "--dataset", "mars"]
+    done = subprocess.run(
+        [*command, "--manual_dir", root], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "train" in done.stdout and f"{counts['train_tracklets']:>10}" in done.stdout
+    command[-1] = "dukev"
+    done = subprocess.run(
+        [*command, "--manual_dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 1 and done.stderr.startswith("error: ")
+    assert "expected the folder" in done.stderr and len(done.stderr.strip().splitlines()) == 1

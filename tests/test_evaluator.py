@@ -7,13 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reidjax import evaluator, experiment, metrics, sharding
+from reidjax import config_checks, evaluator, experiment, features, metrics, sharding
 from reidjax.config_lib import load_config
 from reidjax.data.pipelines import eval_clips
 from reidjax.data.records import TrackletIndex
 from reidjax.data.sampling import rrs_test_indices
 from reidjax.errors import ConfigError
 from reidjax.models.factory import normalize
+from reidjax.state import init_variables
 
 
 @pytest.mark.parametrize("clip_len", [2, 4])
@@ -42,10 +43,10 @@ def test_mask_aware_averaging_equals_per_tracklet_frame_loop(rng, clip_len):
     mask = np.concatenate([clips.mask, np.zeros((pad, clip_len), bool)])
     sums, weights = jnp.zeros((len(lengths), 5)), jnp.zeros(len(lengths))
     for s in range(0, total, batch):
-        sums, weights = evaluator.accumulate(
+        sums, weights = features.accumulate(
             sums, weights, feats[s : s + batch], tracklet[s : s + batch], mask[s : s + batch]
         )
-    got = np.asarray(evaluator.tracklet_means(sums, weights))
+    got = np.asarray(features.tracklet_means(sums, weights))
     for t, frames in enumerate(frame_features):
         mean = frames.mean(0)  # the per-tracklet loop over frames
         np.testing.assert_allclose(got[t], mean / np.linalg.norm(mean), atol=1e-5)
@@ -63,9 +64,8 @@ def smoke_config(tmp_path):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     config = smoke_config(tmp_path_factory.mktemp("eval"))
-    data, meta = experiment.open_data(config)
-    model = experiment.build(config, meta)
-    return config, data, model, experiment.init_variables(model, config)
+    run = experiment.setup(config, train=False)
+    return config, run.data, run.model, init_variables(run.model, config)
 
 
 def test_features_equal_a_per_clip_loop_on_8_devices(setup):
@@ -105,7 +105,7 @@ def test_rrs_protocol_runs_one_clip_per_tracklet(setup):
     mesh = sharding.make_mesh(config)
     ev = evaluator.Evaluator(model.predict, config, data, mesh, progress=None)
     index = data.splits["query"]
-    got = ev.features(jax.device_put(variables, sharding.replicated(mesh)), index)
+    got = ev.extract(jax.device_put(variables, sharding.replicated(mesh)), data, index)
     apply = jax.jit(lambda x: model.module.apply(variables, normalize(x))[model.test_feature])
     T = config.input.num_frames
     for t in range(len(index)):
@@ -114,8 +114,10 @@ def test_rrs_protocol_runs_one_clip_per_tracklet(setup):
         np.testing.assert_allclose(got[t], expected / np.linalg.norm(expected), atol=2e-5)
     with config.unlocked():
         config.input.test_sampler = "middle"
-    with pytest.raises(ConfigError, match=r"test_sampler 'middle'; valid: \['dense', 'rrs'\]"):
-        evaluator.Evaluator(model.predict, config, data, mesh)
+    with pytest.raises(
+        ConfigError, match=r"test_sampler='middle' is not one of \['dense', 'rrs'\]"
+    ):
+        config_checks.validate(config)
 
 
 def test_clear_errors(setup):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax import experiment, runlock
+from reidjax import experiment, restore, runlock
 from reidjax.config_lib import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -59,11 +59,10 @@ def variables(workdir, data):
     config = load_config("synthetic", "smoke")
     with config.unlocked():
         config.dataset.data_dir = str(data)
-    _, meta = experiment.open_data(config)
-    model = experiment.build(config, meta)
+    model = experiment.setup(config, train=False).model
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     folder = os.path.join(workdir, "checkpoints")
-    found, step = experiment.restore_variables(model, config, folder, mesh)
+    found, step = restore.restore_variables(model, config, folder, mesh)
     return step, traverse_util.flatten_dict(jax.device_get(found), sep="/")
 
 

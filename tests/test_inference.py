@@ -10,12 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reidjax import experiment, sharding, train_lib
+from reidjax import experiment, train_lib
 from reidjax.config_lib import load_config
+from reidjax.data.batch import TRAIN_FIELDS
+from reidjax.data.open import registry_meta
 from reidjax.evaluator import Evaluator
 from reidjax.inference import Embedder, InputError, load_frame, tracklet_folders
 from reidjax.models.factory import dummy_clips
 from reidjax.optim import build_optimizer
+from reidjax.state import state_of
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -46,7 +49,7 @@ def run(tmp_path_factory):
         config.dataset.data_dir = str(tmp / "data")
     workdir = tmp / "run"
     train_lib.train_and_evaluate(config, str(workdir))
-    data, _ = experiment.open_data(config)
+    data = experiment.setup(config, train=False).data
     return config, workdir, data, write_split_folders(data, tmp / "folders")
 
 
@@ -56,10 +59,9 @@ def test_embedder_gives_the_evaluator_features(run):
     config, workdir, data, folders = run
     embedder = Embedder.from_workdir(str(workdir))
     assert embedder.step == config.train.num_steps
-    mesh = sharding.make_mesh(config)
-    model = experiment.build(config, experiment.DataMeta.of(data))
-    evaluator = Evaluator(model.predict, config, data, mesh, None)
-    want = evaluator.features(embedder.variables, data.splits["query"])
+    run = experiment.setup(config, train=False)
+    evaluator = Evaluator(run.model.predict, config, data, run.mesh, None)
+    want = evaluator.extract(embedder.variables, data, data.splits["query"])
     names, files = tracklet_folders(str(folders / "query"))
     assert names == [f"q{t:04d}" for t in range(len(names))]
     got = embedder.embed(files)
@@ -138,11 +140,9 @@ def test_train_and_eval_steps_lower_for_gpu_and_tpu(name):
     config = load_config(name, "smoke")
     with config.unlocked():
         config.model.strided_conv = "native"
-    model = experiment.build(config, experiment.registry_meta(config))
+    model = experiment.build(config, registry_meta(config))
     tx, schedule = build_optimizer(config.optim, 10, config.train.epochs)
-    state = jax.eval_shape(
-        lambda: experiment._state_of(model.init(jax.random.key(0), dummy_clips(config)), tx)
-    )
+    state = jax.eval_shape(lambda: state_of(model.init(jax.random.key(0), dummy_clips(config)), tx))
     b = config.train.ids_per_batch * config.train.clips_per_id
     clips = (b, config.input.num_frames, config.input.height, config.input.width, 3)
     batch = {
@@ -152,6 +152,7 @@ def test_train_and_eval_steps_lower_for_gpu_and_tpu(name):
         "labels": jax.ShapeDtypeStruct((b,), jnp.int32),
         "cameras": jax.ShapeDtypeStruct((b,), jnp.int32),
     }
+    assert tuple(batch) == TRAIN_FIELDS
     key = jax.eval_shape(lambda: jax.random.key(0))
     step = jax.jit(train_lib.make_train_step(model, tx, schedule))
     variables = {"params": state.params, "batch_stats": state.batch_stats}

@@ -13,7 +13,7 @@ import pytest
 from reidjax import train_lib
 from reidjax.config_lib import load_config
 from reidjax.data.build import build_dataset
-from reidjax.experiment import builder_config
+from reidjax.data.open import builder_config
 from tests import fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax import checkpoint, config_lib, eval_lib, experiment, sharding, train_lib
+from reidjax import checkpoint, config_lib, eval_lib, experiment, restore, sharding, train_lib
 from reidjax.checkpoint import CheckpointNotFoundError
 from reidjax.config_lib import load_config
-from reidjax.data.pipelines import TrainBatches, to_device
+from reidjax.data.batch import TRAIN_FIELDS
+from reidjax.data.pipelines import to_device
 from reidjax.errors import ConfigError, UserError
 from reidjax.optim import build_optimizer
+from reidjax.state import create_state, init_variables
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Parameters after one SGD step at lr 0.1 on two device layouts: 26x the largest rounding
@@ -39,12 +41,9 @@ def synthetic_config(tmp_path, **overrides):
 
 def variables_of(workdir, config, devices=1, folder="checkpoints"):
     """The latest checkpoint's step and flat model variables, restored on `devices`."""
-    _, meta = experiment.open_data(config)
-    model = experiment.build(config, meta)
+    model = experiment.setup(config, train=False).model
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:devices]), ("data",))
-    variables, step = experiment.restore_variables(
-        model, config, os.path.join(workdir, folder), mesh
-    )
+    variables, step = restore.restore_variables(model, config, os.path.join(workdir, folder), mesh)
     return step, traverse_util.flatten_dict(jax.device_get(variables), sep="/")
 
 
@@ -110,16 +109,11 @@ def test_resume_on_another_device_count(tmp_path):
     config = synthetic_config(tmp_path, **no_eval, **{"mesh.data": 1})
     train_lib.train_and_evaluate(config, str(moved))
 
-    data, meta = experiment.open_data(config)
-    model = experiment.build(config, meta)
-    batches = TrainBatches(data, train_lib.train_spec(config))
-    tx, schedule = build_optimizer(config.optim, batches.steps_per_epoch, config.train.epochs)
-    mesh = sharding.make_mesh(config)
-    state = checkpoint.restore_checked(
-        str(moved / "checkpoints"), experiment.abstract_state(model, config, tx, mesh), 2
-    )
-    step = train_lib.compile_train_step(model, tx, schedule, mesh)
-    stream = to_device([batches(2), batches(3)], sharding.data_sharded(mesh), train_lib.BATCH_KEYS)
+    run = experiment.setup(config)
+    state = checkpoint.restore_checked(str(moved / "checkpoints"), run.abstract_state, 2)
+    step = train_lib.compile_train_step(run.model, run.tx, run.schedule, run.mesh)
+    batches = [run.batches(2), run.batches(3)]
+    stream = to_device(batches, sharding.data_sharded(run.mesh), TRAIN_FIELDS)
     for batch in stream:
         state, _ = step(state, batch, jax.random.key(config.seed + 1))
     expected = {"params": state.params, "batch_stats": state.batch_stats}
@@ -144,17 +138,16 @@ def test_trainer_step_on_8_devices_equals_1_device(tmp_path):
     (~lr·g/(|g|+eps)) would amplify it too, hence SGD.
     """
     config = synthetic_config(tmp_path, **{"optim.name": "sgd", "optim.lr": 0.1})
-    data, meta = experiment.open_data(config)
-    batch = TrainBatches(data, train_lib.train_spec(config))(0)
-    model = experiment.build(config, meta)
+    run = experiment.setup(config)
+    batch, model = run.batches(0), run.model
     tx, schedule = build_optimizer(config.optim, 4, config.train.epochs)
-    variables = experiment.init_variables(model, config)
+    variables = init_variables(model, config)
     results = []
     for n in (1, 8):
         mesh = jax.sharding.Mesh(np.array(jax.devices()[:n]), ("data",))
-        state = experiment.create_state(variables, tx, mesh)
+        state = create_state(variables, tx, mesh)
         step = train_lib.compile_train_step(model, tx, schedule, mesh)
-        (global_batch,) = to_device([batch], sharding.data_sharded(mesh), train_lib.BATCH_KEYS)
+        (global_batch,) = to_device([batch], sharding.data_sharded(mesh), TRAIN_FIELDS)
         assert len(global_batch["clips"].addressable_shards) == n
         results.append(jax.device_get(step(state, global_batch, jax.random.key(1))))
     (one, m1), (eight, m8) = results
@@ -173,7 +166,7 @@ def test_clear_errors(tmp_path):
         config.dataset.name = "mars"
     with pytest.raises(
         UserError,
-        match=r"mars \(32x64\) is not prepared in .*: python -m input_pipeline\.build "
+        match=r"mars \(32x64\) is not prepared in .*: python -m reidjax\.data build "
         r"--dataset mars --manual_dir DATASET_DIR --data_dir .* --size 32x64",
     ):
         train_lib.train_and_evaluate(config, str(tmp_path / "w"))

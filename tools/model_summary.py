@@ -16,16 +16,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 from absl import app, flags
-from ml_collections import config_flags
 
+from reidjax import cli
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
 from reidjax.models.summary import breakdown, count_params
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_CONFIG, _PRINT = cli.define_config_flags("Experiment config file")
+flags.adopt_module_key_flags(cli)
 _DEPTH = flags.DEFINE_integer("depth", 2, "Module depth of the breakdown (1 = top level).")
 _FLOPS = flags.DEFINE_bool("flops", True, "Compile the forward pass and report its FLOPs.")
-flags.mark_flags_as_required(["config"])
 
 
 def forward_flops(model, variables, clips) -> float:
@@ -39,7 +39,11 @@ def forward_flops(model, variables, clips) -> float:
 
 def main(argv):
     del argv
-    config = _CONFIG.value
+    return cli.run_or_explain(summarize)
+
+
+def summarize() -> int:
+    config = cli.config()
     model = build_module(config)
     clips = dummy_clips(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), clips))
@@ -63,7 +67,8 @@ def main(argv):
             f"({flops / 1e9 / i.num_frames:.4g} per frame)"
         )
     print(f"params: {total}")
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

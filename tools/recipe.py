@@ -18,22 +18,19 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from reidjax import cli, experiment, train_lib
-from reidjax.data.pipelines import TrainBatches
+from reidjax import cli, experiment
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_CONFIG, _PRINT = cli.define_config_flags("Experiment config file")
+flags.adopt_module_key_flags(cli)
 
 
 def main(argv):
     del argv
-    config = _CONFIG.value
 
     def run() -> int:
-        data, meta = experiment.open_data(config)
-        batches = TrainBatches(data, train_lib.train_spec(config))
-        plan = train_lib.plan(config, batches)
+        config = cli.config()
+        meta, plan = experiment.plan_only(config)
         o = config.optim
         sampler = config.train.batch_sampler
         print(f"{config.model.name} on {meta.name}, batch sampler {sampler!r}")
@@ -59,5 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -24,7 +24,7 @@ from reidjax import losses
 from reidjax.errors import ConfigError
 from reidjax.models.baseline import VideoReIDNet
 from reidjax.models.dsanet import DSANet, DSANetConfig
-from reidjax.models.resnet3d import check_variant, get_arch
+from reidjax.models.resnet3d import ResNet3D, check_variant, get_arch
 from reidjax.models.strf import STRFConfig
 
 # baseline: inflated ResNet + re-ID head; strf: the same with STRF units; dsanet: DSANet
@@ -111,6 +111,47 @@ def strf_config(config: ml_collections.ConfigDict) -> STRFConfig:
 def dsanet_config(config: ml_collections.ConfigDict) -> DSANetConfig:
     """The `DSANetConfig` of `config.model.dsanet` (validated)."""
     return DSANetConfig(**config.model.dsanet.to_dict())
+
+
+def feature_width(config: ml_collections.ConfigDict) -> int:
+    """Width of the trunk's last feature map for the config's frames (the stem's conv and
+    max pool, layer2 and layer3 each halve it, rounding up as 'SAME' padding does; then
+    layer4's stride)."""
+    width = config.input.width
+    for _ in range(4):
+        width = -(-width // 2)
+    return -(-width // config.model.last_stride)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """The family's own checks of `config.model`, without building or tracing anything
+    (and without touching a JAX backend): the switch dataclasses, the trunk's temporal
+    blocks and what each family needs of them and of the frame size.
+
+    Raises:
+        ConfigError: the first value that cannot work, in one line.
+    """
+    m = config.model
+    try:
+        strf = strf_config(config) if m.name == "strf" else None
+        switches = dsanet_config(config)
+        ResNet3D(
+            arch=m.arch, variant=m.variant, temporal_blocks=m.temporal_blocks, strf=strf
+        ).resolved_temporal_blocks()
+    except (TypeError, ValueError) as e:  # the dataclasses' and the trunk's own checks
+        raise ConfigError(f"config.model: {e}") from None
+    if m.name == "dsanet":
+        if m.variant != "c2d":
+            raise ConfigError(
+                f"config.model.variant={m.variant!r}: DSANet is built on the C2D backbone "
+                "(set --config.model.variant=c2d)"
+            )
+        if switches.tlm and feature_width(config) % 4:
+            raise ConfigError(
+                f"config.input.width={config.input.width}: DSANet's TLM splits the last "
+                f"feature map ({feature_width(config)} columns) into halves and quarters; "
+                "use a width whose feature map has a multiple of 4 columns (e.g. 64 or 128)"
+            )
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, num_cameras: int) -> ReIDModel:
