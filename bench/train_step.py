@@ -2,6 +2,7 @@
 
     python bench/train_step.py                          # 4 clips (2 ids × 2) × 4 × 256×128
     python bench/train_step.py --models dsanet --batch 8 --steps 5
+    python bench/train_step.py --tiny                   # the smoke configs: seconds (tests)
 
 JAX runs the real train step of `reidjax.train_lib` (configs/strf_mars.py and
 configs/dsanet_mars.py at full size): forward, every loss term of the model's objective,
@@ -32,24 +33,38 @@ from common import header, time_eager
 
 from reidjax import experiment, sharding, train_lib
 from reidjax.config_lib import load_config
+from reidjax.data.batch import TRAIN_FIELDS
+from reidjax.data.open import registry_meta
 from reidjax.optim import build_optimizer
+from reidjax.state import create_state, init_variables
 
 CONFIGS = {"strf": ("strf_mars", "p3dc"), "dsanet": ("dsanet_mars", "c2d")}
 
 
-def batch_arrays(args, classes, cameras):
+def batch_arrays(args, size, classes, cameras):
+    """A training batch (`reidjax.data.batch.TrainBatch`) of random clips, 2 per identity,
+    with the flip / erasing each clip gets in the train step."""
     rng = np.random.default_rng(0)
-    ids = args.batch // 2
-    return {
-        "clips": rng.integers(0, 256, (args.batch, args.frames, 256, 128, 3), dtype=np.uint8),
+    ids, (h, w) = args.batch // 2, size
+    batch = {
+        "clips": rng.integers(0, 256, (args.batch, args.frames, h, w, 3), dtype=np.uint8),
+        "flip": rng.random(args.batch) < 0.5,
+        "erase": np.tile(np.array([[h // 4, w // 4, h // 2, w // 2]], np.int32), (args.batch, 1)),
         "labels": np.repeat(rng.choice(classes, ids, replace=False), 2).astype(np.int32),
         "cameras": rng.integers(0, cameras, args.batch).astype(np.int32),
     }
+    assert tuple(batch) == TRAIN_FIELDS
+    return batch
+
+
+def size_of(args) -> tuple[int, int]:
+    return (32, 64) if args.tiny else (256, 128)
 
 
 def bench_jax(args, name, dtype):
-    config = load_config(CONFIGS[name][0])
+    config = load_config(CONFIGS[name][0], "smoke" if args.tiny else None)
     with config.unlocked():
+        config.input.num_frames = args.frames
         config.model.dtype = dtype
         config.model.num_classes = 625
         config.dataset.num_cameras = 6
@@ -57,10 +72,10 @@ def bench_jax(args, name, dtype):
         config.train.ids_per_batch, config.train.clips_per_id = args.batch // 2, 2
         config.init.imagenet = "none"  # random weights time the same
     tx, schedule = build_optimizer(config.optim, 100, config.train.epochs)
-    model = experiment.build(config, experiment.registry_meta(config))
+    model = experiment.build(config, registry_meta(config))
     mesh = sharding.make_mesh(config)
-    state = experiment.create_state(experiment.init_variables(model, config), tx, mesh)
-    batch = batch_arrays(args, 625, 6)
+    state = create_state(init_variables(model, config), tx, mesh)
+    batch = batch_arrays(args, size_of(args), 625, 6)
     key = jax.random.key(1)
     step = jax.jit(train_lib.make_train_step(model, tx, schedule), donate_argnums=0)
     t0 = time.perf_counter()
@@ -96,11 +111,12 @@ def bench_torch(args, name):
 
     torch.manual_seed(0)
     trunk = TorchResNet(dims=3, variant=CONFIGS[name][1], last_stride=1, num_classes=0)
+    torch.set_num_threads(1 if args.tiny else torch.get_num_threads())
     bn = nn.BatchNorm1d(2048)
     fc = nn.Linear(2048, 625, bias=False)
     model = nn.ModuleList([trunk, bn, fc]).train()
     opt = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4)
-    batch = batch_arrays(args, 625, 6)
+    batch = batch_arrays(args, size_of(args), 625, 6)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1, 1) * 255
     labels = torch.from_numpy(batch["labels"]).long()
@@ -128,7 +144,7 @@ def bench_torch(args, name):
             "threads": torch.get_num_threads(), "torch": torch.__version__}  # fmt: skip
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="strf,dsanet")
     parser.add_argument("--batch", type=int, default=4, help="clips per step (2 per id)")
@@ -136,12 +152,14 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--only", default="jax_f32,jax_bf16,torch")
-    parser.add_argument("--peak-tflops", type=float, default=0.0, help="for the MFU")
-    args = parser.parse_args()
+    parser.add_argument("--peak_tflops", type=float, default=0.0, help="for the MFU")
+    parser.add_argument("--tiny", action="store_true", help="smoke configs, 32x64 frames")
+    args = parser.parse_args(argv)
     if args.batch % 2:
         parser.error("--batch must be even (2 clips per identity)")
     only = set(args.only.split(","))
-    result = header("train_step", batch=args.batch, frames=args.frames, size="256x128")
+    h, w = size_of(args)
+    result = header("train_step", batch=args.batch, frames=args.frames, size=f"{h}x{w}")
     for name in args.models.split(","):
         row = {}
         for side, dtype in (("jax_f32", "float32"), ("jax_bf16", "bfloat16")):

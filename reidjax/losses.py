@@ -10,10 +10,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from reidjax.models.heads import l2_normalize
-
 Array = jax.Array
 DISTANCES = ("cosine", "euclidean")
+
+
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+    """`x / max(||x||, eps)` along `axis` (torch.nn.functional.normalize semantics).
+
+    The clamp acts on the squared norm, so an all-zero row has a finite (zero) gradient
+    instead of the NaN of differentiating sqrt at 0.
+    """
+    sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
 def cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) -> Array:

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from reidjax import checkpoint, weights, workdir_io
+from reidjax import checkpoint, inflation, weights, workdir_io
 from reidjax.models import ReIDModel
 from reidjax.optim import parameter_name
 from reidjax.state import TrainState, abstract_variables, create_state, init_variables
@@ -110,7 +110,7 @@ def initial_variables(model: ReIDModel, config: ml_collections.ConfigDict) -> tu
     variables = init_variables(model, config)
     if config.init.imagenet.lower() in weights.NONE:
         return variables, "from scratch (config.init.imagenet=none)"
-    variables, report = weights.load_imagenet(config.init.imagenet, variables)
+    variables, report = inflation.load_imagenet(config.init.imagenet, variables)
     return variables, f"{report.summary()} from {os.path.expanduser(config.init.imagenet)}"
 
 

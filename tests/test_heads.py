@@ -7,7 +7,8 @@ import pytest
 
 from reidjax.config_lib import base_config
 from reidjax.experiment import build_module
-from reidjax.models.heads import ReIDHead, l2_normalize
+from reidjax.losses import l2_normalize
+from reidjax.models.heads import ReIDHead
 
 
 def _numpy_head(fmap, scale, bias, mean, var, kernel, cbias, eps=1e-5):

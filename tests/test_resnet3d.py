@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax import weights
+from reidjax import inflation, weights
 from reidjax.config_lib import base_config
 from reidjax.experiment import build_module
 from reidjax.models import VARIANTS, ImageNetResNet, ResNet3D
@@ -94,7 +94,7 @@ def test_c2d_equals_2d_resnet50_per_frame():
 def _inflated(variant, source, clip, arch, temporal_blocks=None):
     model = ResNet3D(arch=arch, variant=variant, temporal_blocks=temporal_blocks)
     init = model.init(jax.random.key(3), clip)
-    variables, report = weights.inflate(
+    variables, report = inflation.inflate(
         {k: {"backbone": v} for k, v in source.items()},
         {k: {"backbone": v} for k, v in init.items()},
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from reidjax import pth, weights
+from reidjax import inflation, pth, weights
 from reidjax.config_lib import base_config
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
@@ -264,7 +264,7 @@ def test_resnet50_weights_into_tiny_arch_fail_clearly(state_dict):
     target = model.init(jax.random.key(0), dummy_clips(config))
     source = weights.torch_to_flax(state_dict)
     with pytest.raises(weights.WeightFileError, match=r"model\.arch='resnet50'"):
-        weights.inflate(source, target)
+        inflation.inflate(source, target)
 
 
 def _convert(src, dst):

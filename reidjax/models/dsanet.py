@@ -28,8 +28,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from reidjax.losses import l2_normalize
 from reidjax.models.conv import Conv3D
-from reidjax.models.heads import bn1d_scale_init, l2_normalize
+from reidjax.models.heads import bn1d_scale_init
 from reidjax.models.norm import BatchNorm
 from reidjax.models.resnet3d import ResNet3D, get_arch
 

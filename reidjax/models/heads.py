@@ -65,13 +65,3 @@ class ReIDHead(nn.Module):
             )(bn_features)
             out["logits"] = logits.astype(jnp.float32)
         return out
-
-
-def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
-    """`x / max(||x||, eps)` along `axis` (torch.nn.functional.normalize semantics).
-
-    The clamp acts on the squared norm, so an all-zero row has a finite (zero) gradient
-    instead of the NaN of differentiating sqrt at 0.
-    """
-    sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))

@@ -36,8 +36,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from reidjax.losses import l2_normalize
 from reidjax.models.conv import Conv3D
-from reidjax.models.heads import l2_normalize
 
 Array = jax.Array
 
