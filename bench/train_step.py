@@ -8,7 +8,7 @@ JAX runs the real train step of `reidjax.train_lib` (configs/strf_mars.py and
 configs/dsanet_mars.py at full size): forward, every loss term of the model's objective,
 backward and the coupled-L2 Adam update, jit-compiled, in float32 and bfloat16 compute.
 Compile time and XLA's FLOP count per step are reported; with an accelerator, also the
-model FLOP utilisation (`--peak-tflops`).
+model FLOP utilisation (`--peak_tflops`).
 
 The PyTorch side (eager float32) runs the same ResNet-50 trunk (P3D-C for STRF, C2D for
 DSANet, last stride 1), the BNNeck head, CE + batch-hard triplet and the same Adam

@@ -44,7 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset.data_dir = "~/tensorflow_datasets"
     # iLIDS-VID / PRID2011: which of the ten train/test splits (0-9).
     config.dataset.split = 0
-    # "folder" datasets (your own): the --name given to python -m reidjax.data.build.
+    # "folder" datasets (your own): the --name given to python -m reidjax.data build.
     config.dataset.folder_name = ""
     config.dataset.num_cameras = 0  # 0: from the dataset registry (or the prepared data).
     config.dataset.synthetic_ids = 200  # synthetic: identities (half train, half test).

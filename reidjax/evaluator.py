@@ -25,7 +25,7 @@ from reidjax.features import FeatureExtractor, PredictFn
 
 @dataclasses.dataclass
 class EvalResult:
-    """Metrics and everything the pictures and `--save-features` need (host arrays)."""
+    """Metrics and everything the pictures and `--save_features` need (host arrays)."""
 
     metrics: dict
     query_features: np.ndarray

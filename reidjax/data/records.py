@@ -1,7 +1,7 @@
 """Random access to a prepared dataset: its tracklet table and its JPEG frames.
 
 A dataset is prepared once by its tensorflow-datasets builder (`reidjax.data.builders`,
-`python -m reidjax.data.build`) and read here through `tfds.data_source` with the image
+`python -m reidjax.data build`) and read here through `tfds.data_source` with the image
 decoder skipped: each frame comes back as its stored JPEG bytes, which `read_into` decodes
 with libjpeg-turbo (simplejpeg) straight into the caller's batch array. The decoded pixels
 are those PIL gives for the same bytes (the same library, the same default settings).

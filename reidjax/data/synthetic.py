@@ -9,7 +9,7 @@ identity one tracklet is a query and its tracklets from other cameras are the ga
 Everything is a pure function of the seed. It is stored like every other dataset, through
 its tensorflow-datasets builder (`reidjax.data.builders.reid_synthetic`):
 
-    python -m reidjax.data.build --dataset synthetic --size 128x64 --data_dir DIR
+    python -m reidjax.data build --dataset synthetic --size 128x64 --data_dir DIR
 
 and training on `dataset.name = "synthetic"` builds it on first use.
 """

@@ -13,7 +13,7 @@ were generated, and `first` would point at the wrong frames.
 
 Builder configs are named `<H>x<W>` (the frame size), `split<K>_<H>x<W>` for datasets with
 ten train/test splits (iLIDS-VID, PRID2011) and `<name>_<H>x<W>` for the folder builder;
-`config_name` makes them. Build with `python -m reidjax.data.build`.
+`config_name` makes them. Build with `python -m reidjax.data build`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ TABLE_FIELDS = ("split", "pid", "camid", "first", "count", "source")
 FORMAT_VERSION = "1.0.0"
 DEFAULT_SIZE = (256, 128)
 # Sizes with a declared builder config (what `tfds build --config` can name); the
-# `python -m reidjax.data.build` form builds any size.
+# `python -m reidjax.data build` form builds any size.
 STANDARD_SIZES = (DEFAULT_SIZE, (128, 64))
 JPEG_QUALITY = 95
 _CONFIG_NAME = re.compile(r"^(?:(?P<prefix>[a-z0-9_]+)_)?(?P<h>\d+)x(?P<w>\d+)$")

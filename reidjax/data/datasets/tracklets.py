@@ -45,7 +45,7 @@ class Splits:
 
     def summary(self) -> str:
         """A table of ids, cameras, tracklets, frames and tracklet length (min/mean/max)
-        per split (the table `python -m reidjax.data.build` prints)."""
+        per split (the table `python -m reidjax.data build` prints)."""
         rows = [f"{self.name}", "  split     ids  cams  tracklets     frames   len min/mean/max"]
         for split in ("train", "query", "gallery"):
             tracklets = getattr(self, split)

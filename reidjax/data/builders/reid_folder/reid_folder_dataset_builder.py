@@ -1,6 +1,6 @@
 """Your own tracklets as a tensorflow-datasets builder (see `reidjax.data.builders` and
 `reidjax.data.datasets.folder` for the layout). The config is `<name>_<H>x<W>`, the name
-being yours: `python -m reidjax.data.build --dataset folder --name shop --manual_dir DIR`.
+being yours: `python -m reidjax.data build --dataset folder --name shop --manual_dir DIR`.
 """
 
 from reidjax.data.builders import TrackletBuilder
