@@ -3,13 +3,23 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
+# PyTorch for the tests only, as its CPU build: a local wheel or index that has it first
+# (no request to any other host), else PyTorch's own CPU index.
+TORCH ?= torch==2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
 .PHONY: install install-dev demo test test-fast lint format bench
 
+# The pinned requirements, then reidjax itself (editable): `import reidjax` works from
+# any folder, and `python -m reidjax.data` / `python -m reidjax.search` from anywhere.
 install:
 	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 
-install-dev:
+install-dev: install
 	$(PIP) install -q -r requirements-dev.txt
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)" 2>/dev/null \
+		|| $(PIP) install -q "$(TORCH)" --extra-index-url $(TORCH_INDEX)
 
 # The main job on the built-in default (CPU, no dataset or weights needed).
 demo: install

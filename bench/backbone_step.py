@@ -2,6 +2,7 @@
 
     python bench/backbone_step.py                      # B=4 clips × 4 frames × 256×128
     python bench/backbone_step.py --batch 8 --steps 5 --variant i3d
+    python bench/backbone_step.py --tiny               # tiny trunk, 32×64: seconds (tests)
 
 Each side runs the same network (P3D-C ResNet-50, last stride 1, max/mean pooling head,
 BN1d, 625-way classifier) in training mode (batch-statistics BN) and computes the gradient
@@ -14,7 +15,6 @@ steps after `--warmup` untimed ones (which include compilation, reported separat
 The last line is JSON with every figure and the JAX/PyTorch ratios.
 """
 
-import argparse
 import json
 import os
 import platform
@@ -27,9 +27,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import time_eager
+from absl import app, flags
+from common import frame_size, time_eager
 
 from reidjax.models import VideoReIDNet
+
+_BATCH = flags.DEFINE_integer("batch", 4, "Clips per step.")
+_FRAMES = flags.DEFINE_integer("frames", 4, "Frames per clip (T).")
+_VARIANT = flags.DEFINE_string("variant", "p3dc", "Backbone variant.")
+_CLASSES = flags.DEFINE_integer("classes", 625, "Classifier width.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps first.")
+_ONLY = flags.DEFINE_list(
+    "only",
+    ["jax_f32", "jax_bf16", "jax_f32_native", "torch"],
+    "Sides to run (jax_f32_native: XLA's own strided convs).",
+)
+_CHANNELS_LAST = flags.DEFINE_bool("torch_channels_last", False, "PyTorch channels-last-3d.")
+_TINY = flags.DEFINE_bool("tiny", False, "Tiny trunk on 32x64 frames (tests).")
 
 
 def jax_step_fn(model):
@@ -55,10 +70,15 @@ def jax_step_fn(model):
 
 def bench_jax(args, dtype, strided_impl="auto"):
     model = VideoReIDNet(
-        num_classes=args.classes, variant=args.variant, dtype=dtype, strided_impl=strided_impl
+        num_classes=args.classes,
+        arch="tiny" if args.tiny else "resnet50",
+        variant=args.variant,
+        dtype=dtype,
+        strided_impl=strided_impl,
     )
     rng = np.random.default_rng(0)
-    clips = jnp.asarray(rng.normal(size=(args.batch, args.frames, 256, 128, 3)), jnp.float32)
+    h, w = frame_size(args.tiny)
+    clips = jnp.asarray(rng.normal(size=(args.batch, args.frames, h, w, 3)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, args.classes, args.batch))
     variables = jax.jit(model.init)(jax.random.key(0), clips)
     step = jax_step_fn(model)
@@ -97,9 +117,8 @@ def bench_torch(args, channels_last):
     fc = nn.Linear(2048, args.classes)
     model = nn.ModuleList([trunk, bn, fc]).train()
     rng = np.random.default_rng(0)
-    clips = torch.from_numpy(
-        rng.normal(size=(args.batch, 3, args.frames, 256, 128)).astype(np.float32)
-    )
+    h, w = frame_size(args.tiny)
+    clips = torch.from_numpy(rng.normal(size=(args.batch, 3, args.frames, h, w)).astype(np.float32))
     labels = torch.from_numpy(rng.integers(0, args.classes, args.batch))
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -123,28 +142,16 @@ def bench_torch(args, channels_last):
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=4, help="clips per step")
-    parser.add_argument("--frames", type=int, default=4, help="frames per clip (T)")
-    parser.add_argument("--variant", default="p3dc")
-    parser.add_argument("--classes", type=int, default=625)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument(
-        "--only",
-        default="jax_f32,jax_bf16,jax_f32_native,torch",
-        help="comma list of the sides to run (jax_f32_native: XLA's own strided convs)",
-    )
-    parser.add_argument("--torch-channels-last", action="store_true")
-    args = parser.parse_args()
-    only = set(args.only.split(","))
+def main(argv):
+    del argv
+    args = flags.FLAGS
+    only = set(args.only)
     result = {
         "bench": "backbone_step",
         "variant": args.variant,
         "batch": args.batch,
         "frames": args.frames,
-        "size": "256x128",
+        "size": "{}x{}".format(*frame_size(args.tiny)),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
         "jax": jax.__version__,
         "backend": jax.default_backend(),
@@ -171,4 +178,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

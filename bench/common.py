@@ -4,6 +4,15 @@ import os
 import platform
 import time
 
+FULL_SIZE = (256, 128)
+# --tiny: the frames of the smoke configs, so that the suite runs every bench in seconds
+# (tests/test_bench.py); its figures mean nothing.
+TINY_SIZE = (32, 64)
+
+
+def frame_size(tiny: bool) -> tuple[int, int]:
+    return TINY_SIZE if tiny else FULL_SIZE
+
 
 def header(bench: str, **fields) -> dict:
     """The first fields of a benchmark's JSON line: what ran, where, with which JAX."""

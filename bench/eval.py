@@ -2,17 +2,17 @@
 
     python bench/eval.py                       # P3D-C baseline, 8 clips × 4 × 256×128
     python bench/eval.py --variant c2d --batch 16 --steps 5
+    python bench/eval.py --tiny                # tiny trunk, 32×64: seconds (tests)
 
 Both sides run the inference the evaluator runs on each batch of dense test clips: the
 full-size ResNet-50 network (last stride 1, spatial max, temporal mean, BN1d in inference
 mode) on uint8 clips normalised on the device, returning the post-BN test feature. JAX is
-measured as the jitted step of `reidjax.evaluator` (the per-tracklet accumulation
+measured as the jitted step of `reidjax.features` (the per-tracklet accumulation
 included) in float32 and bfloat16 compute; PyTorch in eager float32 under
 `torch.inference_mode()`. Frames/s = clips × T / step time over `--steps` timed steps
 after `--warmup` untimed ones (compilation reported separately). The last line is JSON.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -23,17 +23,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import header, time_eager
+from absl import app, flags
+from common import frame_size, header, time_eager
 
-from reidjax.evaluator import accumulate
+from reidjax.features import accumulate
 from reidjax.models import VideoReIDNet
 from reidjax.models.factory import normalize
 
+_BATCH = flags.DEFINE_integer("batch", 8, "Clips per batch.")
+_FRAMES = flags.DEFINE_integer("frames", 4, "Frames per clip (T).")
+_VARIANT = flags.DEFINE_string("variant", "p3dc", "Backbone variant.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps first.")
+_ONLY = flags.DEFINE_list("only", ["jax_f32", "jax_bf16", "torch"], "Sides to run.")
+_TINY = flags.DEFINE_bool("tiny", False, "Tiny trunk on 32x64 frames (tests).")
+
 
 def bench_jax(args, dtype):
-    model = VideoReIDNet(num_classes=625, variant=args.variant, dtype=dtype)
+    arch = "tiny" if args.tiny else "resnet50"
+    model = VideoReIDNet(num_classes=625, arch=arch, variant=args.variant, dtype=dtype)
     rng = np.random.default_rng(0)
-    clips = rng.integers(0, 256, (args.batch, args.frames, 256, 128, 3), dtype=np.uint8)
+    h, w = frame_size(args.tiny)
+    clips = rng.integers(0, 256, (args.batch, args.frames, h, w, 3), dtype=np.uint8)
     tracklet = np.arange(args.batch, dtype=np.int32) // 2
     mask = np.ones((args.batch, args.frames), bool)
     with jax.threefry_partitionable(False):
@@ -43,7 +54,9 @@ def bench_jax(args, dtype):
         out = model.apply(variables, normalize(clips), train=False)
         return accumulate(sums, weights, out["bn_features"], tracklet, mask)
 
-    sums, weights = jnp.zeros((args.batch, 2048)), jnp.zeros(args.batch)
+    features = jax.eval_shape(lambda: model.apply(variables, normalize(clips), train=False))
+    sums = jnp.zeros((args.batch, features["bn_features"].shape[-1]))
+    weights = jnp.zeros(args.batch)
     t0 = time.perf_counter()
     compiled = (
         jax.jit(step, donate_argnums=(0, 1))
@@ -75,7 +88,8 @@ def bench_torch(args):
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1, 1) * 255
     rng = np.random.default_rng(0)
-    clips = rng.integers(0, 256, (args.batch, args.frames, 256, 128, 3), dtype=np.uint8)
+    h, w = frame_size(args.tiny)
+    clips = rng.integers(0, 256, (args.batch, args.frames, h, w, 3), dtype=np.uint8)
 
     def step():
         with torch.inference_mode():
@@ -93,18 +107,16 @@ def bench_torch(args):
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8, help="clips per batch")
-    parser.add_argument("--frames", type=int, default=4, help="frames per clip (T)")
-    parser.add_argument("--variant", default="p3dc")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--only", default="jax_f32,jax_bf16,torch")
-    args = parser.parse_args()
-    only = set(args.only.split(","))
+def main(argv):
+    del argv
+    args = flags.FLAGS
+    only = set(args.only)
     result = header(
-        "eval", variant=args.variant, batch=args.batch, frames=args.frames, size="256x128"
+        "eval",
+        variant=args.variant,
+        batch=args.batch,
+        frames=args.frames,
+        size="{}x{}".format(*frame_size(args.tiny)),
     )
     for name, dtype in (("jax_f32", jnp.float32), ("jax_bf16", jnp.bfloat16)):
         if name in only:
@@ -122,4 +134,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

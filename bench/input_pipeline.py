@@ -2,6 +2,7 @@
 
     python bench/input_pipeline.py                  # 256×128 synthetic frames
     python bench/input_pipeline.py --batches 40 --ids 80
+    python bench/input_pipeline.py --tiny           # 8 ids at 32×64, one round: tests
 
 All sides read the same JPEG bytes: the synthetic dataset built at 256×128 by its
 tensorflow-datasets builder. reidjax reads them through `tfds.data_source` (one record
@@ -20,7 +21,6 @@ limit of as many cores as workers is measured just before each pipeline measurem
 `--rounds` rounds; the figures are medians. The last line is JSON.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -31,6 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 import simplejpeg
+from absl import app, flags
+from common import frame_size
 
 from reidjax.data.build import build_dataset
 from reidjax.data.pipelines import TrainSpec, eval_dataset, iterate, train_dataset
@@ -42,6 +44,15 @@ from reidjax.data.sampling import (
     random_erasing_box,
     temporal_indices,
 )
+
+_BATCHES = flags.DEFINE_integer("batches", 30, "Timed batches per stream and round.")
+_IDS = flags.DEFINE_integer("ids", 80, "Synthetic identities to build.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds (the figures are medians).")
+_DATASET = flags.DEFINE_string("dataset", "", "A prepared dataset instead of the synthetic.")
+_BUILDER_CONFIG = flags.DEFINE_string("builder_config", "256x128", "Its builder config.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "Its data dir.")
+_SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Leave out the PyTorch DataLoader side.")
+_TINY = flags.DEFINE_bool("tiny", False, "8 ids at 32x64, 2 batches, 1 round (tests).")
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -175,23 +186,23 @@ def torch_side(data, folder, args, spec):
     return results
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=30)
-    parser.add_argument("--ids", type=int, default=80)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--dataset", default="", help="a prepared dataset instead")
-    parser.add_argument("--config", default="256x128", help="its builder config")
-    parser.add_argument("--data_dir", default="~/tensorflow_datasets")
-    parser.add_argument("--no-torch", action="store_true")
-    args = parser.parse_args()
-    spec = TrainSpec(ids_per_batch=8, clips_per_id=4, num_frames=4, sampler="stride", seed=0)
+def main(argv):
+    del argv
+    args = flags.FLAGS
+    if args.tiny:
+        args.ids, args.batches, args.rounds = 8, 2, 1
+    ids_per_batch = 2 if args.tiny else 8
+    spec = TrainSpec(
+        ids_per_batch=ids_per_batch, clips_per_id=4, num_frames=4, sampler="stride", seed=0
+    )
     frames = spec.global_batch * spec.num_frames
     with tempfile.TemporaryDirectory() as tmp:
         if args.dataset:
-            data = ReIDDataset(args.dataset, args.config, args.data_dir)
+            data = ReIDDataset(args.dataset, args.builder_config, args.data_dir)
         else:
-            data = build_dataset("synthetic", f"ids{args.ids}_cams4_seed0_256x128", tmp, quiet=True)
+            h, w = frame_size(args.tiny)
+            name = f"ids{args.ids}_cams4_seed0_{h}x{w}"
+            data = build_dataset("synthetic", name, tmp, quiet=True)
         h, w = data.size
         result = {
             "bench": "input_pipeline", "frame_size": f"{h}x{w}", "cpus": os.cpu_count(),
@@ -234,7 +245,7 @@ def main():
                 result[f"{stream}_{kind}_scaling"] = float(
                     np.median(np.divide(rounds[f"{stream}_{kind}2"], rounds[f"{stream}_{kind}1"]))
                 )
-        if not args.no_torch:
+        if not args.skip_torch:
             folder = os.path.join(tmp, "files")
             os.makedirs(folder)
             for i in range(data.num_frames):
@@ -257,4 +268,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -3,6 +3,7 @@
     python bench/metrics.py                 # MARS- and LS-VID-sized problems
     python bench/metrics.py --large         # also 10^4 x 10^5 through evaluate_features
     python bench/metrics.py --rerank        # also re-ranking on the MARS-sized problem
+    python bench/metrics.py --tiny          # 200 x 1,000 problems: seconds (tests)
 
 Problems: MARS 1,980 queries × 11,310 gallery tracklets (the query-in-gallery protocol),
 LS-VID-sized 3,151 × 14,943 (the order of its test split), with random clustered
@@ -13,7 +14,6 @@ query); both sides get the same float32 distance matrix and must agree. The last
 JSON.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -22,8 +22,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
+from absl import app, flags
 
 from reidjax import metrics
+
+_LARGE = flags.DEFINE_bool("large", False, "Also a 10^4 x 10^5 problem.")
+_RERANK = flags.DEFINE_bool("rerank", False, "Also time re-ranking (MARS).")
+_TINY = flags.DEFINE_bool("tiny", False, "Problems of 200 x 1,000 (tests).")
 
 
 def reference_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20):
@@ -65,14 +70,14 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--large", action="store_true", help="also a 10^4 x 10^5 problem")
-    parser.add_argument("--rerank", action="store_true", help="also time re-ranking (MARS)")
-    args = parser.parse_args()
+def main(argv):
+    del argv
+    args = flags.FLAGS
     rng = np.random.default_rng(0)
     results = {}
     sizes = {"mars": (1980, 11310, 625, 6), "lsvid": (3151, 14943, 1041, 15)}
+    if args.tiny:
+        sizes = {"mars": (200, 1000, 60, 6), "lsvid": (200, 1000, 80, 15)}
     for name, (nq, ng, ids, cams) in sizes.items():
         qf, gf, q_pids, g_pids, q_cams, g_cams = problem(rng, nq, ng, ids, cams)
         dist, t_dist = timed(metrics.pairwise_distances, qf, gf)
@@ -112,4 +117,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

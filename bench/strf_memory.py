@@ -2,6 +2,7 @@
 
     python bench/strf_memory.py                 # B=32 clips × 4 frames × 256×128, f32
     python bench/strf_memory.py --batch 8 --train
+    python bench/strf_memory.py --tiny          # tiny trunk at 32×64: seconds (tests)
 
 Lowers and compiles `model.apply` under `jax.jit` for a full-size clip batch from shapes
 alone (nothing runs), and prints XLA's `memory_analysis()` for both networks with the
@@ -10,7 +11,6 @@ STRF forward on a small batch with three different inputs and reports the jit ca
 (1 = compiled once). The last line is JSON.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -20,18 +20,33 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
+from common import frame_size
 
 from reidjax.config_lib import base_config
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
 
+_BATCH = flags.DEFINE_integer("batch", 32, "Clips per batch.")
+_TRAIN = flags.DEFINE_bool("train", False, "Forward+backward instead.")
+_TINY = flags.DEFINE_bool("tiny", False, "Tiny trunk on 32x64 frames (tests).")
 
-def analyse(name: str, batch: int, train: bool) -> dict:
+
+def config_of(name: str, tiny: bool):
+    """The full-size P3D-C network of family `name` (`--tiny`: the tiny trunk at 32x64)."""
     config = base_config()
     config.model.name = name
     config.model.variant = "p3dc"
+    if tiny:
+        config.model.arch = "tiny"
+        config.input.height, config.input.width = frame_size(True)
+    return config
+
+
+def analyse(name: str, batch: int, train: bool, tiny: bool = False) -> dict:
+    config = config_of(name, tiny)
     model = build_module(config)
-    clips = jax.ShapeDtypeStruct((batch, 4, 256, 128, 3), jnp.float32)
+    clips = jax.ShapeDtypeStruct((batch, 4, *frame_size(tiny), 3), jnp.float32)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
     if train:
 
@@ -72,12 +87,9 @@ def affinity_mib(batch: int) -> dict:
     return {"per_factor_layer2_mib": per["layer2"], "per_factor_layer3_mib": per["layer3"]}
 
 
-def compiles_once() -> int:
-    config = base_config()
-    config.model.name = "strf"
-    config.model.variant = "p3dc"
-    model = build_module(config)
-    clips = jnp.zeros((1, 4, 256, 128, 3))
+def compiles_once(tiny: bool = False) -> int:
+    model = build_module(config_of("strf", tiny))
+    clips = jnp.zeros((1, 4, *frame_size(tiny), 3))
     variables = jax.jit(model.init)(jax.random.key(0), clips)
     forward = jax.jit(lambda v, x: model.apply(v, x)["embedding"])
     for seed in range(3):
@@ -85,20 +97,18 @@ def compiles_once() -> int:
     return forward._cache_size()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--train", action="store_true", help="forward+backward instead")
-    args = parser.parse_args()
+def main(argv):
+    del argv
+    args = flags.FLAGS
     result = {"bench": "strf_memory", "batch": args.batch, "train": args.train}
     for name in ("baseline", "strf"):
-        result[name] = analyse(name, args.batch, args.train)
+        result[name] = analyse(name, args.batch, args.train, args.tiny)
         print(name, result[name], flush=True)
     result["strf_extra_temp_mib"] = result["strf"]["temp_mib"] - result["baseline"]["temp_mib"]
     result["affinity"] = affinity_mib(args.batch)
-    result["jit_cache_size_after_3_calls"] = compiles_once()
+    result["jit_cache_size_after_3_calls"] = compiles_once(args.tiny)
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -180,6 +180,6 @@ def evaluate_splits(
     # for gs:// workdirs too).
     parent = os.path.dirname(workdir[: workdir.index("{split}")])
     if jax.process_index() == 0:
-        out = output or os.path.join(parent, "eval")
+        out = output or Workdir(parent).eval()
         report.write_json(os.path.join(out, "results.json"), {"mean": mean, "splits": rows})
     return {**rows, "mean": mean}

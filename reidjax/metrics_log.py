@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import jax
 from tensorboardX import SummaryWriter
 
 from reidjax import workdir_io
+from reidjax.workdir import Workdir
 
 
 def truncate_after(path: str, step: int) -> None:
@@ -34,21 +34,22 @@ class MetricsLog:
     """JSONL metrics, TensorBoard scalars (`workdir/tensorboard`) and a progress line
     (steps/s, clips/s, ETA), on process 0 only."""
 
-    def __init__(self, workdir: str, total: int, global_batch: int, start: int):
+    def __init__(self, workdir: Workdir | str, total: int, global_batch: int, start: int):
+        workdir = Workdir.of(workdir)
         self.total, self.global_batch = total, global_batch
         self.active = jax.process_index() == 0
         self.file = self.board = None
         self.rows = None  # a bucket's metrics.jsonl, rewritten whole (no appends there)
         if self.active:
-            workdir_io.makedirs(workdir)
-            self.path = os.path.join(workdir, "metrics.jsonl")
+            workdir_io.makedirs(workdir.root)
+            self.path = workdir.metrics
             truncate_after(self.path, start)
             if workdir_io.is_local(self.path):
                 self.file = open(self.path, "a")  # noqa: SIM115
             else:
                 old = workdir_io.read_text(self.path) if workdir_io.exists(self.path) else ""
                 self.rows = old.splitlines(keepends=True)
-            self.board = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self.board = SummaryWriter(workdir.tensorboard)
         self.last_step, self.last_time = start, time.perf_counter()
 
     def _append(self, row: dict) -> None:

@@ -18,8 +18,7 @@ import jax
 
 from reidjax import workdir_io
 from reidjax.errors import UserError
-
-LOCK_FILE = ".lock"
+from reidjax.workdir import Workdir
 
 
 class WorkdirBusyError(UserError, RuntimeError):
@@ -31,8 +30,8 @@ class WorkdirLock:
     workdir, `gs://...`, where no file lock exists: one trainer per such workdir is then
     the user's to keep)."""
 
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, LOCK_FILE)
+    def __init__(self, workdir: Workdir | str):
+        self.path = Workdir.of(workdir).lock
         self.fd: int | None = None
 
     def acquire(self) -> None:

@@ -20,14 +20,26 @@ discarded as a same-camera match. Exit status: 0, or 1 with one `error:` line.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 
 import numpy as np
+from absl import app, flags
 
+from reidjax import cli, metrics, visualize, workdir_io
 from reidjax.data.records import TrackletIndex
+from reidjax.inference import Embedder, TrackletFrames, tracklet_folders
+from reidjax.workdir import Workdir
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run.", required=True)
+_QUERY = flags.DEFINE_string("query", None, "Folder of query tracklet folders.", required=True)
+_GALLERY = flags.DEFINE_string(
+    "gallery", None, "Folder of gallery tracklet folders.", required=True
+)
+_TOP = flags.DEFINE_integer("top", 10, "Matches shown and written per query.", lower_bound=1)
+_IDS = flags.DEFINE_string("ids", None, "tracklet -> identity [camera] file: also CMC / mAP.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best or a step.")
+_OUT = flags.DEFINE_string("out", None, "Output folder (default WORKDIR/search).")
 
 
 def read_ids(path: str, names: dict[str, list[str]]) -> tuple[dict, list[str]]:
@@ -67,21 +79,10 @@ def read_ids(path: str, names: dict[str, list[str]]) -> tuple[dict, list[str]]:
     return out, cameras
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--workdir", required=True, help="a training run")
-    parser.add_argument("--query", required=True, help="folder of query tracklet folders")
-    parser.add_argument("--gallery", required=True, help="folder of gallery tracklet folders")
-    parser.add_argument("--top", type=int, default=10)
-    parser.add_argument("--ids", help="tracklet -> identity [camera] file: also CMC / mAP")
-    parser.add_argument("--checkpoint", default="latest", help="latest, best or a step")
-    parser.add_argument("--out", help="output folder (default WORKDIR/search)")
-    args = parser.parse_args(argv)
-
-    from reidjax import cli, metrics, visualize, workdir_io
-    from reidjax.inference import Embedder, TrackletFrames, tracklet_folders
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    args = flags.FLAGS
 
     def run() -> int:
         q_names, q_tracklets = tracklet_folders(args.query)
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
             print(f"{q}: {shown}")
         if len(ranking) > 20:
             print(f"... {len(ranking) - 20} more queries in ranking.json")
-        out = args.out or os.path.join(args.workdir, "search")
+        out = args.out or Workdir(args.workdir).search
         report = {"workdir": args.workdir, "step": embedder.step, "ranking": ranking}
         names = {"query": q_names, "gallery": g_names}
         ids, cameras = read_ids(args.ids, names) if args.ids else (None, [])
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
             }  # fmt: skip
             report["metrics"] = numbers
             print("  ".join(f"{k} {v:.2f}" for k, v in numbers.items()))
-        workdir_io.write_text(os.path.join(out, "ranking.json"), json.dumps(report, indent=1))
+        workdir_io.write_text(f"{out}/ranking.json", json.dumps(report, indent=1))
         frames = TrackletFrames(q_tracklets + g_tracklets, embedder.frame_size)
         first, count = frames.index.first, frames.index.count
         nq = len(q_names)
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
             distances,
         )
         visualize.retrieval_grid(
-            picture, frames, os.path.join(out, "retrieval.png"), top=args.top,
+            picture, frames, f"{out}/retrieval.png", top=args.top,
             names=None if ids is not None else names, camera_names=cameras,
         )  # fmt: skip
         print(f"wrote {out}/ranking.json and retrieval.png")
@@ -147,4 +148,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

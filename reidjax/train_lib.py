@@ -132,7 +132,7 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
     config, total = run.config, run.plan.total_steps
     with contextlib.ExitStack() as resources:
         # The lock first: a refused second trainer must not touch the running one's files.
-        lock = runlock.WorkdirLock(str(workdir))  # one trainer per workdir (process 0)
+        lock = runlock.WorkdirLock(workdir)  # one trainer per workdir (process 0)
         lock.acquire()
         resources.callback(lock.release)
         experiment.write_config(workdir, config, run.meta)
@@ -158,7 +158,7 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
         if config.train.eval_every >= 0:
             evaluation = eval_lib.PeriodicEvaluation(run, workdir)
             resources.callback(evaluation.close)
-        log = MetricsLog(str(workdir), total, run.batches.spec.global_batch, start)
+        log = MetricsLog(workdir, total, run.batches.spec.global_batch, start)
         resources.callback(log.close)
         stop = {"requested": False}
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))

@@ -25,6 +25,7 @@ DAMAGED_SUFFIX = "_damaged"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 EVAL = "eval"
+SEARCH = "search"
 LOCK = ".lock"
 
 
@@ -40,6 +41,11 @@ class Workdir:
         local = workdir_io.is_local(self.root)
         if local and os.path.exists(self.root) and not os.path.isdir(self.root):
             raise ConfigError(f"the workdir {self.root} is a file, not a folder")
+
+    @classmethod
+    def of(cls, workdir: Workdir | str) -> Workdir:
+        """`workdir` as a `Workdir` (a path or one already)."""
+        return workdir if isinstance(workdir, Workdir) else cls(str(workdir))
 
     def __str__(self) -> str:
         return self.root
@@ -70,6 +76,10 @@ class Workdir:
     def eval(self, tag: str = "") -> str:
         """Training's report folder, or eval.py's `eval/<tag>` (e.g. `step300_rerank`)."""
         return self.path(EVAL, tag) if tag else self.path(EVAL)
+
+    @property
+    def search(self) -> str:
+        return self.path(SEARCH)
 
 
 def damaged(checkpoints: str) -> str:

@@ -100,6 +100,19 @@ def test_search_cli_reproduces_the_evaluation(run, tmp_path):
     assert "holds no tracklet folder" in bad.stderr
 
 
+def test_bn_variance_bench_runs_on_a_trained_run(run):
+    """bench/bn_unbiased_variance.py on the smoke run (with the run's own config.json):
+    both BN variance conventions evaluate, and the JSON line reports them."""
+    config, workdir, _, _ = run
+    done = subprocess.run(
+        [sys.executable, "bench/bn_unbiased_variance.py", "--workdir", str(workdir)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["step"] == config.train.num_steps and {"unbiased", "biased"} <= set(report)
+
+
 def test_export_reloads_in_a_fresh_process(run, tmp_path):
     """tools/export.py for cpu, cuda and tpu; a fresh process with only jax and numpy (and
     reidjax.exported) gives the checkpoint's features."""

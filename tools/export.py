@@ -17,7 +17,6 @@ Serving: load it once per process with `reidjax.exported.load` (or
 on CPU, GPU or TPU, with no reidjax, flax or model code.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -26,12 +25,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
-from reidjax import exported
+from reidjax import cli, exported
 from reidjax.errors import UserError
 from reidjax.inference import Embedder
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run.", required=True)
+_OUT = flags.DEFINE_string("out", None, "The file to write.", required=True)
+_PLATFORMS = flags.DEFINE_list("platforms", ["cpu"], "Comma-separated: cpu,cuda,rocm,tpu.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best or a step.")
+_BATCH = flags.DEFINE_integer("batch", 0, "Clips per call (0: the run's eval batch).")
 
 
 def export(workdir: str, out: str, platforms=("cpu",), checkpoint="latest", batch=None) -> dict:
@@ -69,18 +75,12 @@ def export(workdir: str, out: str, platforms=("cpu",), checkpoint="latest", batc
     return header
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--platforms", default="cpu", help="comma-separated: cpu,cuda,tpu")
-    parser.add_argument("--checkpoint", default="latest", help="latest, best or a step")
-    parser.add_argument("--batch", type=int, default=0, help="clips per call (0: eval batch)")
-    args = parser.parse_args(argv)
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    args = flags.FLAGS
     try:
-        header = export(
-            args.workdir, args.out, args.platforms.split(","), args.checkpoint, args.batch or None
-        )
+        header = export(args.workdir, args.out, args.platforms, args.checkpoint, args.batch or None)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -95,4 +95,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))
