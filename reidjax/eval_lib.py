@@ -160,7 +160,7 @@ def evaluate_splits(
     PRID2011's ten), and their mean.
 
     `{split}` in `workdir` is replaced by 0..9 and `config.dataset.split` set to it: each
-    split has its own training run and prepared dataset (builder config `splitK_HxW`). The
+    split has its own training run (the prepared dataset holds all ten splits). The
     mean goes to the common parent folder's `eval/results.json` (or `output`).
 
     Returns:

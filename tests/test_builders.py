@@ -16,6 +16,7 @@ from reidjax.data.builders.mars.mars_dataset_builder import Builder as MarsBuild
 from reidjax.data.datasets import dukev, folder, ilidsvid, lsvid, mars, prid2011
 from reidjax.data.datasets.tracklets import DatasetError
 from reidjax.data.records import ReIDDataset
+from reidjax.data.registry import NUM_SPLITS
 from tests import fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,13 +85,23 @@ def test_builders_store_the_parsed_protocol(tmp_path, name, writer, parse):
 
 
 def test_split_builders_ilidsvid_and_prid(tmp_path):
+    """iLIDS-VID and PRID2011: one build holds the ten train/test splits, every frame once;
+    each split read from it equals the parser's split."""
     fixtures.write_ilidsvid(str(tmp_path / "ilids"))
-    for k in (0, 7):
-        data = _build("ilidsvid", tmp_path / "ilids", tmp_path / "tfds", split=k)
-        assert data.config == f"split{k}_16x8"
-        _check_against_parser(data, ilidsvid.load(str(tmp_path / "ilids"), split_id=k))
+    first = _build("ilidsvid", tmp_path / "ilids", tmp_path / "tfds")
+    assert first.config == "16x8" and first.num_folds == NUM_SPLITS
+    folds = [ilidsvid.load(str(tmp_path / "ilids"), split_id=k) for k in range(NUM_SPLITS)]
+    distinct = {f for splits in folds for s in ("train", "query", "gallery")
+                for t in getattr(splits, s) for f in t.frames}  # fmt: skip
+    assert first.num_frames == len(distinct)  # stored once, not once per split
+    for k in (0, 7, 9):
+        data = ReIDDataset("ilidsvid", "16x8", str(tmp_path / "tfds"), fold=k)
+        _check_against_parser(data, folds[k])
+    with pytest.raises(DatasetError, match=r"has 10 train/test split\(s\); split 10 does not"):
+        ReIDDataset("ilidsvid", "16x8", str(tmp_path / "tfds"), fold=10)
     info = fixtures.write_prid2011(str(tmp_path / "prid"))
-    data = _build("prid2011", tmp_path / "prid", tmp_path / "tfds", split=3)
+    _build("prid2011", tmp_path / "prid", tmp_path / "tfds")
+    data = ReIDDataset("prid2011", "16x8", str(tmp_path / "tfds"), fold=3)
     splits = prid2011.load(str(tmp_path / "prid"), split_id=3)
     _check_against_parser(data, splits)
     _, counts = build_lib.summary(data)

@@ -2,7 +2,7 @@
 
     python -m reidjax.data inspect --dataset mars --manual_dir /data/MARS
     python -m reidjax.data build --dataset mars --manual_dir /data/MARS
-    python -m reidjax.data build --dataset ilidsvid --manual_dir /data/iLIDS-VID --split all
+    python -m reidjax.data build --dataset ilidsvid --manual_dir /data/iLIDS-VID   # all 10 splits
     python -m reidjax.data build --dataset folder --name shop --manual_dir /data/shop
     python -m reidjax.data build --dataset synthetic --size 128x64
 
@@ -36,7 +36,9 @@ _DATASET = flags.DEFINE_enum("dataset", None, sorted(registry.DATASETS), "The da
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The dataset folder as distributed.")
 _DATA_DIR = flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "tensorflow-datasets data dir.")
 _SIZE = flags.DEFINE_string("size", "256x128", "build: frame size HxW.")
-_SPLIT = flags.DEFINE_string("split", "0", "iLIDS-VID / PRID2011: split 0-9, or all (build).")
+_SPLIT = flags.DEFINE_integer(
+    "split", 0, "inspect, iLIDS-VID / PRID2011: which of the ten train/test splits (0-9)."
+)
 _NAME = flags.DEFINE_string("name", "", "folder datasets: your dataset's name.")
 _DENSE_TRAIN = flags.DEFINE_integer("dense_train", 0, "inspect: cut training tracklets.")
 _NO_QUERY_IN_GALLERY = flags.DEFINE_bool(
@@ -59,19 +61,8 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def splits_asked(spec: registry.DatasetSpec) -> list[int | None]:
-    """The train/test splits `--split` asks for (None: a dataset with one)."""
-    if spec.splits == 1:
-        return [None]
-    if _SPLIT.value == "all":
-        return list(range(spec.splits))
-    if not _SPLIT.value.isdigit() or int(_SPLIT.value) >= spec.splits:
-        raise DatasetError(f"--split must be 0-{spec.splits - 1} or all, got {_SPLIT.value!r}")
-    return [int(_SPLIT.value)]
-
-
 def config_names(spec: registry.DatasetSpec, size: tuple[int, int]) -> list[str]:
-    """The builder configs the flags ask for."""
+    """The builder config the flags ask for (a list: one name per config built)."""
     if spec.name == "synthetic":
         from reidjax.data.builders.reid_synthetic.reid_synthetic_dataset_builder import (
             synthetic_config,
@@ -83,7 +74,7 @@ def config_names(spec: registry.DatasetSpec, size: tuple[int, int]) -> list[str]
         if not name or not all(c.isalnum() or c == "_" for c in name):
             raise DatasetError("--dataset folder needs --name NAME (letters, digits, _)")
         return [config_name(size, prefix=name.lower())]
-    return [config_name(size, split) for split in splits_asked(spec)]
+    return [config_name(size)]  # ten train/test splits, if any, are in the one config
 
 
 def inspect(spec: registry.DatasetSpec) -> None:
@@ -92,7 +83,7 @@ def inspect(spec: registry.DatasetSpec) -> None:
         raise DatasetError("inspect needs --manual_dir, the dataset folder as distributed")
     asked = {
         "query_in_gallery": not _NO_QUERY_IN_GALLERY.value,
-        "split_id": splits_asked(spec)[0],
+        "split_id": _SPLIT.value,
         "dense_train": _DENSE_TRAIN.value,
         "name": _NAME.value,
     }

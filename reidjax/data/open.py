@@ -73,13 +73,14 @@ def registry_meta(config: ml_collections.ConfigDict) -> DataMeta:
 
 def builder_config(config: ml_collections.ConfigDict) -> str:
     """The tensorflow-datasets builder config the config reads: the frame size, plus the
-    split (iLIDS-VID, PRID2011), the folder dataset's name, or the synthetic options."""
+    folder dataset's name or the synthetic options. (iLIDS-VID's and PRID2011's ten
+    train/test splits share one config: `config.dataset.split` picks the fold.)"""
     d, size = config.dataset, (config.input.height, config.input.width)
     if d.name == "synthetic":
         return synthetic_config(d.synthetic_ids, d.synthetic_cameras, config.seed, size)
     if d.name == "folder":
         return config_name(size, prefix=d.folder_name)
-    return config_name(size, d.split if registry.get(d.name).splits > 1 else None)
+    return config_name(size)
 
 
 def _build_synthetic_once(config: ml_collections.ConfigDict, name: str) -> None:
@@ -106,7 +107,8 @@ def open_dataset(config: ml_collections.ConfigDict) -> ReIDDataset:
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("reidjax synthetic dataset")
             _build_synthetic_once(config, name)  # hosts without a shared disk
-    return ReIDDataset(config.dataset.name, name, config.dataset.data_dir)
+    fold = config.dataset.split if registry.get(config.dataset.name).splits > 1 else 0
+    return ReIDDataset(config.dataset.name, name, config.dataset.data_dir, fold)
 
 
 def open_data(config: ml_collections.ConfigDict) -> tuple[ReIDDataset, DataMeta]:

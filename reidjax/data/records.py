@@ -72,14 +72,16 @@ class ReIDDataset:
             `folder`).
         config: its builder config (`reidjax.data.builders.config_name`).
         data_dir: the TFDS data dir it was built in.
+        fold: which train/test split of the protocol (iLIDS-VID and PRID2011 store their
+            ten in one config, each frame once); 0 for the others.
 
     Raises:
         DatasetError: the dataset is not prepared there (the message gives the command that
-            prepares it).
+            prepares it), or it has no such fold.
     """
 
-    def __init__(self, name: str, config: str, data_dir: str = DEFAULT_DATA_DIR):
-        self.name, self.config = name, config
+    def __init__(self, name: str, config: str, data_dir: str = DEFAULT_DATA_DIR, fold: int = 0):
+        self.name, self.config, self.fold = name, config, fold
         self.data_dir = os.path.expanduser(data_dir)
         self.directory = dataset_dir(name, config, data_dir)
         if not os.path.isfile(os.path.join(self.directory, "dataset_info.json")):
@@ -94,6 +96,14 @@ class ReIDDataset:
         self.manifest = {"name": metadata["name"], "size": tuple(metadata["size"])}
         self.camera_names = list(metadata.get("camera_names", []))
         table = {k: np.asarray(v) for k, v in metadata["tracklets"].items()}
+        folds = table.pop("fold", np.zeros(len(table["split"]), np.int64))
+        self.num_folds = int(folds.max(initial=0)) + 1
+        if not 0 <= fold < self.num_folds:
+            raise DatasetError(
+                f"{name} ({config}) has {self.num_folds} train/test split(s); split {fold} "
+                f"does not exist (0-{self.num_folds - 1})"
+            )
+        table = {k: v[folds == fold] for k, v in table.items()}
         self.num_frames = len(self.source)
         self.splits = {}
         for split_id, split in enumerate(SPLITS):
@@ -184,9 +194,8 @@ def build_command(name: str, config: str, data_dir: str = DEFAULT_DATA_DIR) -> s
     cfg = ReIDConfig.parse(config)
     h, w = cfg.size
     manual = "" if name == "synthetic" else " --manual_dir DATASET_DIR"
-    split = f" --split {cfg.split}" if registry.get(name).splits > 1 else ""
     folder = f" --name {config.rsplit('_', 1)[0]}" if name == "folder" else ""
     return (
         f"python -m reidjax.data build --dataset {name}{folder}{manual} "
-        f"--data_dir {data_dir} --size {h}x{w}{split}"
+        f"--data_dir {data_dir} --size {h}x{w}"
     )

@@ -33,7 +33,8 @@ class DatasetSpec:
             (`load(root, **options)`); empty for a generated dataset.
         options: the parser's options besides `root`.
         splits: 1, or `NUM_SPLITS` for datasets whose protocol averages over ten
-            train/test splits (each is its own builder config, `splitK_HxW`).
+            train/test splits (all in one builder config, each frame stored once;
+            `config.dataset.split` picks one).
         homepage: where to download it.
     """
 

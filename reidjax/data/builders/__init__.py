@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -33,7 +33,7 @@ from PIL import Image
 from reidjax.data.datasets.tracklets import DatasetError, Splits
 
 SPLITS = ("train", "query", "gallery")
-TABLE_FIELDS = ("split", "pid", "camid", "first", "count", "source")
+TABLE_FIELDS = ("split", "pid", "camid", "first", "count", "source", "fold")
 FORMAT_VERSION = "1.0.0"
 DEFAULT_SIZE = (256, 128)
 # Sizes with a declared builder config (what `tfds build --config` can name); the
@@ -125,9 +125,19 @@ class Layout:
     frames: list[tuple[int, str]]  # (tracklet row, path), in stored order
 
     @classmethod
-    def of(cls, splits: Splits, root: str = "") -> Layout:
+    def of(cls, folds: Splits | Sequence[Splits], root: str = "") -> Layout:
+        """The layout of one protocol (`Splits`) or of several train/test folds of the same
+        frames (iLIDS-VID's and PRID2011's ten): each fold's rows carry its number, and a
+        tracklet's frames are stored once whatever the folds and splits listing it."""
+        folds = [folds] if isinstance(folds, Splits) else list(folds)
         owner: dict[tuple[str, ...], int] = {}
         table, frames = [], []
+        for fold, splits in enumerate(folds):
+            table, frames = cls._add(splits, fold, root, owner, table, frames)
+        return cls(table, frames)
+
+    @staticmethod
+    def _add(splits: Splits, fold: int, root: str, owner: dict, table: list, frames: list):
         for split_id, split in enumerate(SPLITS):
             for tracklet in getattr(splits, split):
                 row = len(table)
@@ -147,9 +157,10 @@ class Layout:
                         "first": owner[tracklet.frames],
                         "count": len(tracklet.frames),
                         "source": source,
+                        "fold": fold,
                     }
                 )
-        return cls(table, frames)
+        return table, frames
 
 
 class TrackletBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -175,6 +186,10 @@ class TrackletBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """The dataset's train/query/gallery tracklets, parsed from `manual_dir`."""
         raise NotImplementedError
 
+    def folds(self, manual_dir: str) -> list[Splits]:
+        """Every train/test fold of the protocol (one, unless the dataset has several)."""
+        return [self.splits(manual_dir)]
+
     def _info(self) -> tfds.core.DatasetInfo:
         h, w = self.builder_config.size
         return tfds.core.DatasetInfo(
@@ -195,8 +210,9 @@ class TrackletBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager) -> dict[str, Iterator]:
         manual_dir = str(dl_manager.manual_dir) if self.MANUAL_DOWNLOAD_INSTRUCTIONS else ""
-        splits = self.splits(manual_dir)
-        layout = Layout.of(splits, manual_dir)
+        folds = self.folds(manual_dir)
+        splits = folds[0]
+        layout = Layout.of(folds, manual_dir)
         columns = {k: [row[k] for row in layout.table] for k in TABLE_FIELDS}
         self.info.metadata["tracklets"] = columns
         self.info.metadata["name"] = splits.name

@@ -1,23 +1,19 @@
-"""iLIDS-VID as a tensorflow-datasets builder, one config per split (see
+"""iLIDS-VID as a tensorflow-datasets builder, the ten train/test splits in one config (see
 `reidjax.data.builders`)."""
 
-from reidjax.data.builders import STANDARD_SIZES, ReIDConfig, TrackletBuilder, config_name
+from reidjax.data.builders import TrackletBuilder
 from reidjax.data.datasets import ilidsvid
 from reidjax.data.registry import NUM_SPLITS
 
 
 class Builder(TrackletBuilder):
-    """iLIDS-VID: 300 people, 2 cameras; split K (configs `splitK_HxW`, K = 0..9) trains on
+    """iLIDS-VID: 300 people, 2 cameras; each frame is stored once and split K
+    (`ReIDDataset(..., fold=K)`, `config.dataset.split`, K = 0..9) trains on
     150 people and tests on the other 150 (queries cam1, gallery cam2)."""
 
     TITLE = "iLIDS-VID"
     HOMEPAGE = "https://xiatian-zhu.github.io/downloads_qmul_iLIDS-VID_ReID_dataset.html"
     CITATION = "Wang et al., Person Re-Identification by Video Ranking, ECCV 2014"
-    BUILDER_CONFIGS = [
-        ReIDConfig(name=config_name(size, k), size=size, split=k)
-        for size in STANDARD_SIZES
-        for k in range(NUM_SPLITS)
-    ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Download iLIDS-VID.tar from the homepage and extract it so that the manual dir holds
     i-LIDS-VID/sequences/cam{1,2}/<person>/*.png and
@@ -28,4 +24,7 @@ class Builder(TrackletBuilder):
         return f"cam{camid + 1}"
 
     def splits(self, manual_dir):
-        return ilidsvid.load(manual_dir, split_id=self.builder_config.split)
+        return ilidsvid.load(manual_dir, split_id=0)
+
+    def folds(self, manual_dir):
+        return [ilidsvid.load(manual_dir, split_id=k) for k in range(NUM_SPLITS)]

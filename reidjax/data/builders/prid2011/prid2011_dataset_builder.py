@@ -1,14 +1,15 @@
-"""PRID2011 (multi-shot) as a tensorflow-datasets builder, one config per split (see
-`reidjax.data.builders`)."""
+"""PRID2011 (multi-shot) as a tensorflow-datasets builder, the ten train/test splits in one
+config (see `reidjax.data.builders`)."""
 
-from reidjax.data.builders import STANDARD_SIZES, ReIDConfig, TrackletBuilder, config_name
+from reidjax.data.builders import TrackletBuilder
 from reidjax.data.datasets import prid2011
 from reidjax.data.registry import NUM_SPLITS
 
 
 class Builder(TrackletBuilder):
-    """PRID2011: the 200 persons seen by both cameras; split K (configs `splitK_HxW`) trains
-    on 100 and tests on the other 100 (queries cam_a, gallery cam_b)."""
+    """PRID2011: the 200 persons seen by both cameras; each frame is stored once and split K
+    (`ReIDDataset(..., fold=K)`, `config.dataset.split`) trains on 100 and tests on the
+    other 100 (queries cam_a, gallery cam_b)."""
 
     TITLE = "PRID2011"
     HOMEPAGE = "https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11"
@@ -16,11 +17,6 @@ class Builder(TrackletBuilder):
         "Hirzer et al., Person Re-Identification by Descriptive and Discriminative Classification, "
         "SCIA 2011"
     )
-    BUILDER_CONFIGS = [
-        ReIDConfig(name=config_name(size, k), size=size, split=k)
-        for size in STANDARD_SIZES
-        for k in range(NUM_SPLITS)
-    ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Download prid_2011.zip from the homepage and extract it so that the manual dir holds
     prid_2011/multi_shot/cam_a/person_NNNN/*.png and cam_b. To evaluate on the splits
@@ -32,4 +28,7 @@ class Builder(TrackletBuilder):
         return ("cam_a", "cam_b")[camid]
 
     def splits(self, manual_dir):
-        return prid2011.load(manual_dir, split_id=self.builder_config.split)
+        return prid2011.load(manual_dir, split_id=0)
+
+    def folds(self, manual_dir):
+        return [prid2011.load(manual_dir, split_id=k) for k in range(NUM_SPLITS)]
