@@ -30,6 +30,7 @@ import optax
 from absl import app, flags
 from common import frame_size, time_eager
 
+from reidjax import cli
 from reidjax.models import VideoReIDNet
 
 _BATCH = flags.DEFINE_integer("batch", 4, "Clips per step.")
@@ -178,4 +179,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -26,6 +26,7 @@ import numpy as np
 from absl import app, flags
 from common import frame_size, header, time_eager
 
+from reidjax import cli
 from reidjax.features import accumulate
 from reidjax.models import VideoReIDNet
 from reidjax.models.factory import normalize
@@ -134,4 +135,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -34,6 +34,7 @@ import simplejpeg
 from absl import app, flags
 from common import frame_size
 
+from reidjax import cli
 from reidjax.data.build import build_dataset
 from reidjax.data.pipelines import TrainSpec, eval_dataset, iterate, train_dataset
 from reidjax.data.records import ReIDDataset
@@ -268,4 +269,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 from absl import app, flags
 
-from reidjax import metrics
+from reidjax import cli, metrics
 
 _LARGE = flags.DEFINE_bool("large", False, "Also a 10^4 x 10^5 problem.")
 _RERANK = flags.DEFINE_bool("rerank", False, "Also time re-ranking (MARS).")
@@ -117,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from common import frame_size
 
+from reidjax import cli
 from reidjax.config_lib import base_config
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
@@ -111,4 +112,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -117,15 +117,18 @@ class Embedder:
     extract: FeatureExtractor | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
-    def from_workdir(cls, workdir: str, checkpoint: str | int = "latest") -> Embedder:
+    def from_workdir(
+        cls, workdir: str, checkpoint: str | int = "latest", overrides: Sequence[str] = ()
+    ) -> Embedder:
         """The model of a training run: `checkpoint` is "latest", "best" (the best-mAP
-        checkpoint training kept) or a step number.
+        checkpoint training kept) or a step number; `overrides` (`KEY=VALUE`, as
+        `--config.KEY=VALUE`) change the run's config, e.g. `eval.batch_size=64`.
 
         Raises:
             ConfigError: no `config.json` in `workdir`.
             CheckpointNotFoundError: no such checkpoint.
         """
-        config = config_lib.load_run_config(workdir)
+        config = config_lib.load_run_config(workdir, overrides)
         devices = jax.local_device_count()
         with config.unlocked():  # any local device count: round the batch up to it
             config.mesh.data = devices

@@ -15,7 +15,8 @@ query's top matches and writes to `--out` (default WORKDIR/search):
 `--ids` is a text file of lines `<tracklet> <identity> [<camera>]`, where `<tracklet>` is a
 sub-folder name (or `query/<name>`, `gallery/<name>` when both folders use it). Without
 cameras, queries count as camera 0 and the gallery as camera 1, so no gallery item is
-discarded as a same-camera match. Exit status: 0, or 1 with one `error:` line.
+discarded as a same-camera match. `--config.KEY=VALUE` changes the run's config (e.g.
+`--config.eval.batch_size=64`). Exit status: 0, or 1 with one `error:` line.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def main(argv: list[str]) -> int:
     def run() -> int:
         q_names, q_tracklets = tracklet_folders(args.query)
         g_names, g_tracklets = tracklet_folders(args.gallery)
-        embedder = Embedder.from_workdir(args.workdir, args.checkpoint)
+        embedder = Embedder.from_workdir(args.workdir, args.checkpoint, cli.overrides())
         print(
             f"{embedder.config.model.name} of {args.workdir} (step {embedder.step}); "
             f"{len(q_names)} query and {len(g_names)} gallery tracklets",

@@ -13,48 +13,20 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax import checkpoint, config_lib, eval_lib, experiment, restore, sharding, train_lib
+from reidjax import checkpoint, eval_lib, experiment, sharding, train_lib
 from reidjax.checkpoint import CheckpointNotFoundError
-from reidjax.config_lib import load_config
 from reidjax.data.batch import TRAIN_FIELDS
 from reidjax.data.pipelines import to_device
 from reidjax.errors import ConfigError, UserError
 from reidjax.optim import build_optimizer
 from reidjax.state import create_state, init_variables
+from tests.runs import assert_bitwise_equal, logged_steps, synthetic_config, variables_of
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Parameters after one SGD step at lr 0.1 on two device layouts: 26x the largest rounding
 # effect measured (1.9e-4), 350x below a wiring error (1.76). Derived in the docstring of
 # test_trainer_step_on_8_devices_equals_1_device.
 CROSS_LAYOUT_ATOL = 5e-3
-
-
-def synthetic_config(tmp_path, **overrides):
-    config = load_config("synthetic", "smoke")
-    with config.unlocked():
-        config.dataset.data_dir = str(tmp_path / "data")
-        for key, value in overrides.items():
-            section, name = key.split(".")
-            config[section][name] = value
-    return config
-
-
-def variables_of(workdir, config, devices=1, folder="checkpoints"):
-    """The latest checkpoint's step and flat model variables, restored on `devices`."""
-    model = experiment.setup(config, train=False).model
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:devices]), ("data",))
-    variables, step = restore.restore_variables(model, config, os.path.join(workdir, folder), mesh)
-    return step, traverse_util.flatten_dict(jax.device_get(variables), sep="/")
-
-
-def assert_bitwise_equal(a, b):
-    assert a.keys() == b.keys()
-    for key, value in a.items():
-        np.testing.assert_array_equal(b[key], value, err_msg=key)
-
-
-def logged_steps(workdir):
-    return [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").open()]
 
 
 @pytest.mark.slow
@@ -374,34 +346,3 @@ def test_fine_tuning_from_another_run_with_frozen_layers(tmp_path, capsys):
         config.optim.freeze = ("backbone/nothing",)
     with pytest.raises(ConfigError, match="name no parameter"):
         train_lib.train_and_evaluate(config, str(tmp_path / "bad"))
-
-
-@pytest.mark.slow
-def test_bucket_workdir_code_path_on_a_local_disk(tmp_path, monkeypatch):
-    """Every workdir file of a run (config.json, metrics.jsonl rewritten whole, the report,
-    its pictures, features.npz) written and read through the bucket code path of
-    `reidjax.workdir_io` (etils.epath, no local temp-and-rename, no file lock), here on a
-    local disk: a real gs:// bucket was not reachable from the test machines. The run, its
-    resume and eval.py's workdir-only evaluation behave as on a plain path."""
-    from reidjax import workdir_io
-
-    monkeypatch.setattr(workdir_io, "is_local", lambda path: False)
-    workdir = tmp_path / "bucket" / "run"
-    config = synthetic_config(tmp_path, **{"train.num_steps": 3, "train.log_every": 1})
-    with config.unlocked():
-        config.train.checkpoint_every = 2
-    train_lib.train_and_evaluate(config, str(workdir))
-    assert logged_steps(workdir) == [1, 2, 3, 3]  # three steps and the final evaluation
-    assert not list(workdir.rglob("*.tmp")) and not (workdir / ".lock").exists()
-    with config.unlocked():
-        config.train.num_steps = 4
-    train_lib.train_and_evaluate(config, str(workdir))  # resumes from step 3
-    assert logged_steps(workdir) == [1, 2, 3, 3, 4, 4]
-    numbers = eval_lib.evaluate_workdir(
-        config_lib.load_run_config(str(workdir)), str(workdir), save_features=True
-    )
-    report = workdir / "eval" / "step4"
-    assert json.loads((report / "results.json").read_text())["mAP"] == numbers["mAP"]
-    assert (report / "retrieval.png").stat().st_size > 10_000
-    with np.load(report / "features.npz") as saved:
-        assert saved["query_features"].shape[0] == numbers["num_queries"]

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 from absl import app, flags
 
-from reidjax import weights
+from reidjax import cli, weights
 
 _INPUT = flags.DEFINE_string("input", None, "torchvision ResNet-50 weights (.pth/.npz/...).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file: .npz or .safetensors.")
@@ -88,4 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

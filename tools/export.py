@@ -40,12 +40,14 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best or a ste
 _BATCH = flags.DEFINE_integer("batch", 0, "Clips per call (0: the run's eval batch).")
 
 
-def export(workdir: str, out: str, platforms=("cpu",), checkpoint="latest", batch=None) -> dict:
+def export(
+    workdir: str, out: str, platforms=("cpu",), checkpoint="latest", batch=None, overrides=()
+) -> dict:
     """Exports the run's inference function to `out`; returns the header written."""
     unknown = [p for p in platforms if p not in PLATFORMS]
     if unknown:
         raise UserError(f"unknown platforms {unknown}; valid: {list(PLATFORMS)}")
-    embedder = Embedder.from_workdir(workdir, checkpoint)
+    embedder = Embedder.from_workdir(workdir, checkpoint, overrides)
     config = embedder.config
     b = batch or config.eval.batch_size
     t, (h, w) = config.input.num_frames, embedder.frame_size

@@ -24,6 +24,7 @@ import sys
 
 from absl import app, flags
 
+from reidjax import cli
 from reidjax.data import registry
 from reidjax.data.builders import config_name
 from reidjax.data.datasets.tracklets import DatasetError
@@ -125,4 +126,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

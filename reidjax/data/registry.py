@@ -82,7 +82,7 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             "lsvid", "LS-VID", 842, 15, "lsvid", "lsvid", ("dense_train",),
-            homepage="https://github.com/ArrowLuo/LS-VID",
+            homepage="https://github.com/jinxu-iie/LS-VID",
         ),
         # 150 of the 300 people train in each of the ten splits.
         DatasetSpec(
@@ -96,9 +96,9 @@ DATASETS: dict[str, DatasetSpec] = {
             NUM_SPLITS, "https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11",
         ),
         # The built-in procedural dataset at its defaults (200 ids, half of them training).
-        DatasetSpec("synthetic", "synthetic", 100, 4, "reid_synthetic"),
+        DatasetSpec("synthetic", "reidjax synthetic", 100, 4, "reid_synthetic"),
         # Your own tracklets in the folder layout (docs/data.md); sizes come from the data.
-        DatasetSpec("folder", "your own", 0, 0, "reid_folder", "folder", ("name",)),
+        DatasetSpec("folder", "reidjax folder dataset", 0, 0, "reid_folder", "folder", ("name",)),
     )
 }  # fmt: skip
 

@@ -1,5 +1,6 @@
 """DukeMTMC-VideoReID as a tensorflow-datasets builder (see `reidjax.data.builders`)."""
 
+from reidjax.data import registry
 from reidjax.data.builders import TrackletBuilder
 from reidjax.data.datasets import dukev
 
@@ -7,8 +8,8 @@ from reidjax.data.datasets import dukev
 class Builder(TrackletBuilder):
     """DukeMTMC-VideoReID: 702 training ids / 2,196 tracklets; 702 queries; 2,636 gallery."""
 
-    TITLE = "DukeMTMC-VideoReID"
-    HOMEPAGE = "https://github.com/Yu-Wu/DukeMTMC-VideoReID"
+    TITLE = registry.get("dukev").title
+    HOMEPAGE = registry.get("dukev").homepage
     CITATION = (
         "Wu et al., Exploit the Unknown Gradually: One-Shot Video-Based Person Re-Identification, "
         "CVPR 2018"

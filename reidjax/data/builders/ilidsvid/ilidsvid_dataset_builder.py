@@ -1,6 +1,7 @@
 """iLIDS-VID as a tensorflow-datasets builder, the ten train/test splits in one config (see
 `reidjax.data.builders`)."""
 
+from reidjax.data import registry
 from reidjax.data.builders import TrackletBuilder
 from reidjax.data.datasets import ilidsvid
 from reidjax.data.registry import NUM_SPLITS
@@ -11,8 +12,8 @@ class Builder(TrackletBuilder):
     (`ReIDDataset(..., fold=K)`, `config.dataset.split`, K = 0..9) trains on
     150 people and tests on the other 150 (queries cam1, gallery cam2)."""
 
-    TITLE = "iLIDS-VID"
-    HOMEPAGE = "https://xiatian-zhu.github.io/downloads_qmul_iLIDS-VID_ReID_dataset.html"
+    TITLE = registry.get("ilidsvid").title
+    HOMEPAGE = registry.get("ilidsvid").homepage
     CITATION = "Wang et al., Person Re-Identification by Video Ranking, ECCV 2014"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Download iLIDS-VID.tar from the homepage and extract it so that the manual dir holds

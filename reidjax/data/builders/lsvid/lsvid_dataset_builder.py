@@ -1,5 +1,6 @@
 """LS-VID as a tensorflow-datasets builder (see `reidjax.data.builders`)."""
 
+from reidjax.data import registry
 from reidjax.data.builders import TrackletBuilder
 from reidjax.data.datasets import lsvid
 
@@ -7,8 +8,8 @@ from reidjax.data.datasets import lsvid
 class Builder(TrackletBuilder):
     """LS-VID: 842 training ids; the gallery is every test tracklet, queries included."""
 
-    TITLE = "LS-VID"
-    HOMEPAGE = "https://github.com/jinxu-iie/LS-VID"
+    TITLE = registry.get("lsvid").title
+    HOMEPAGE = registry.get("lsvid").homepage
     CITATION = (
         "Li et al., Global-Local Temporal Representations for Video Person Re-Identification, "
         "ICCV 2019"

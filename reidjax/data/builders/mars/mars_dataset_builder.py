@@ -1,5 +1,6 @@
 """MARS as a tensorflow-datasets builder (see `reidjax.data.builders`)."""
 
+from reidjax.data import registry
 from reidjax.data.builders import TrackletBuilder
 from reidjax.data.datasets import mars
 
@@ -8,8 +9,8 @@ class Builder(TrackletBuilder):
     """MARS: 625 training ids / 8,298 tracklets; 1,980 queries; 11,310 gallery tracklets
     (queries included, the lineage protocol; pid 0 distractors kept, junk dropped)."""
 
-    TITLE = "MARS"
-    HOMEPAGE = "http://zheng-lab.cecs.anu.edu.au/Project/project_mars.html"
+    TITLE = registry.get("mars").title
+    HOMEPAGE = registry.get("mars").homepage
     CITATION = (
         "Zheng et al., MARS: A Video Benchmark for Large-Scale Person Re-identification, ECCV 2016"
     )

@@ -1,6 +1,7 @@
 """PRID2011 (multi-shot) as a tensorflow-datasets builder, the ten train/test splits in one
 config (see `reidjax.data.builders`)."""
 
+from reidjax.data import registry
 from reidjax.data.builders import TrackletBuilder
 from reidjax.data.datasets import prid2011
 from reidjax.data.registry import NUM_SPLITS
@@ -11,8 +12,8 @@ class Builder(TrackletBuilder):
     (`ReIDDataset(..., fold=K)`, `config.dataset.split`) trains on 100 and tests on the
     other 100 (queries cam_a, gallery cam_b)."""
 
-    TITLE = "PRID2011"
-    HOMEPAGE = "https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11"
+    TITLE = registry.get("prid2011").title
+    HOMEPAGE = registry.get("prid2011").homepage
     CITATION = (
         "Hirzer et al., Person Re-Identification by Descriptive and Discriminative Classification, "
         "SCIA 2011"

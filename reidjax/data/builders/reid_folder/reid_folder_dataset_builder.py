@@ -3,6 +3,7 @@
 being yours: `python -m reidjax.data build --dataset folder --name shop --manual_dir DIR`.
 """
 
+from reidjax.data import registry
 from reidjax.data.builders import TrackletBuilder
 from reidjax.data.datasets import folder
 
@@ -10,7 +11,7 @@ from reidjax.data.datasets import folder
 class Builder(TrackletBuilder):
     """Tracklets in `<root>/{train,query,gallery}/<identity>/<camera>_<tracklet>/*.jpg`."""
 
-    TITLE = "reidjax folder dataset"
+    TITLE = registry.get("folder").title
     BUILDER_CONFIGS = []
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
     Put your tracklets in the manual dir as {folder.LAYOUT}.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from reidjax.data import registry
 from reidjax.data.builders import (
     ReIDConfig,
     TrackletBuilder,
@@ -33,7 +34,7 @@ def _render(job) -> list[tuple[bytes, str]]:
 class Builder(TrackletBuilder):
     """Procedural people walking past cameras (`reidjax.data.synthetic`)."""
 
-    TITLE = "reidjax synthetic"
+    TITLE = registry.get("synthetic").title
     BUILDER_CONFIGS = [
         ReIDConfig(name=synthetic_config(200, 4, 0, (128, 64)), size=(128, 64)),
     ]
