@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from reidjax.errors import ConfigError
+
 Array = jax.Array
 DISTANCES = ("cosine", "euclidean")
 
@@ -52,7 +54,7 @@ def pairwise_distance(x: Array, y: Array, distance: str = "cosine") -> Array:
     1e-12 so that identical rows have a finite gradient.
     """
     if distance not in DISTANCES:
-        raise ValueError(f"Unknown distance {distance!r}; valid: {list(DISTANCES)}")
+        raise ConfigError(f"Unknown distance {distance!r}; valid: {list(DISTANCES)}")
     x = x.astype(jnp.float32)
     y = y.astype(jnp.float32)
     if distance == "cosine":

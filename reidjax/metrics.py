@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from reidjax.errors import UserError
+from reidjax.errors import ConfigError, UserError
 
 # Elements of distance matrix handled at once (a few hundred MiB of temporaries).
 CHUNK_ELEMENTS = 1 << 23
@@ -189,7 +189,7 @@ def distance_chunks(
     Chunks have a fixed row count (the last is padded), so one compilation serves them all.
     """
     if metric not in DISTANCES:
-        raise ValueError(f"unknown distance {metric!r}; valid: {list(DISTANCES)}")
+        raise ConfigError(f"unknown distance {metric!r}; valid: {list(DISTANCES)}")
     fn = DISTANCES[metric]
     qf = np.asarray(qf, np.float32)
     gf = jnp.asarray(gf, jnp.float32)

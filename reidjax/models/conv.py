@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from reidjax.errors import ConfigError
+
 Array = jax.Array
 IMPLS = ("auto", "native", "phase")
 _DIMS = ("NDHWC", "DHWIO", "NDHWC")
@@ -32,7 +34,7 @@ _DIMS = ("NDHWC", "DHWIO", "NDHWC")
 
 def _use_phase(impl: str, strides: Sequence[int]) -> bool:
     if impl not in IMPLS:
-        raise ValueError(f"Unknown strided-window impl {impl!r}; valid: {list(IMPLS)}")
+        raise ConfigError(f"Unknown strided-window impl {impl!r}; valid: {list(IMPLS)}")
     if strides[0] != 1 or all(s == 1 for s in strides[1:]):
         return False
     return impl == "phase" or (impl == "auto" and jax.default_backend() == "cpu")

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from reidjax.errors import ConfigError
 from reidjax.losses import l2_normalize
 from reidjax.models.conv import Conv3D
 from reidjax.models.heads import bn1d_scale_init
@@ -65,13 +66,15 @@ class DSANetConfig:
 
     def __post_init__(self):
         if self.loss_lr and not self.tlm:
-            raise ValueError("DSANet loss_lr (L_L/R) needs tlm=True")
+            raise ConfigError("DSANet loss_lr (L_L/R) needs tlm=True (set loss_lr=false too)")
         if self.loss_w and not self.fwg:
-            raise ValueError("DSANet loss_w (L_w) needs fwg=True")
+            raise ConfigError("DSANet loss_w (L_w) needs fwg=True (set loss_w=false too)")
         if self.sao and not self.disentangle:
-            raise ValueError("DSANet sao needs disentangle=True (it switches f_cam)")
+            raise ConfigError(
+                "DSANet sao needs disentangle=True (it switches f_cam; set sao=false too)"
+            )
         if self.test_feature not in TEST_FEATURES:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown DSANet test_feature {self.test_feature!r}; valid: {list(TEST_FEATURES)}"
             )
 

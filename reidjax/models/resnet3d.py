@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reidjax.errors import ConfigError
 from reidjax.models.conv import Conv3D, max_pool3d
 from reidjax.models.norm import BatchNorm
 from reidjax.models.strf import STRF, STRFConfig
@@ -72,13 +73,13 @@ ARCHS = {
 def get_arch(name: str) -> Arch:
     """Returns the architecture called `name`, or raises listing the valid names."""
     if name not in ARCHS:
-        raise ValueError(f"Unknown backbone arch {name!r}; valid: {sorted(ARCHS)}")
+        raise ConfigError(f"Unknown backbone arch {name!r}; valid: {sorted(ARCHS)}")
     return ARCHS[name]
 
 
 def check_variant(variant: str) -> str:
     if variant not in VARIANTS:
-        raise ValueError(f"Unknown backbone variant {variant!r}; valid: {list(VARIANTS)}")
+        raise ConfigError(f"Unknown backbone variant {variant!r}; valid: {list(VARIANTS)}")
     return variant
 
 
@@ -167,7 +168,7 @@ class Bottleneck(nn.Module):
         s = (1, self.stride, self.stride)
         variant = self.temporal
         if self.strf is not None and variant == "c2d":
-            raise ValueError("STRF needs a temporal block (i3d, p3da, p3db or p3dc), not c2d")
+            raise ConfigError("STRF needs a temporal block (i3d, p3da, p3db or p3dc), not c2d")
         if variant == "i3d":
             conv = self._conv(self.planes, (3, 3, 3), s, name="conv2", init=centre_init())
             return conv(self._strf(x))
@@ -185,7 +186,7 @@ class Bottleneck(nn.Module):
             t = self._conv(self.planes, (3, 1, 1), name="conv2_t", init=zeros)
             y = spatial(x)
             return y + t(self._strf(y))
-        raise ValueError(f"Unknown temporal variant {variant!r}; valid: {list(VARIANTS)}")
+        raise ConfigError(f"Unknown temporal variant {variant!r}; valid: {list(VARIANTS)}")
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -235,22 +236,22 @@ class ResNet3D(nn.Module):
         blocks = spec.temporal_blocks if self.temporal_blocks is None else self.temporal_blocks
         blocks = tuple(tuple(int(i) for i in stage) for stage in blocks)
         if len(blocks) != len(spec.stage_sizes):
-            raise ValueError(
+            raise ConfigError(
                 f"temporal_blocks needs one entry per stage ({len(spec.stage_sizes)}), got {blocks}"
             )
         for stage, (indices, size) in enumerate(zip(blocks, spec.stage_sizes, strict=True)):
             bad = [i for i in indices if not 0 <= i < size]
             if bad:
-                raise ValueError(
+                raise ConfigError(
                     f"temporal_blocks for layer{stage + 1} has indices {bad} but arch "
                     f"{self.arch!r} has {size} block(s) there"
                 )
         if self.strf is not None:
             if self.variant == "c2d":
-                raise ValueError("STRF needs temporal blocks: set model.variant to i3d or p3d*")
+                raise ConfigError("STRF needs temporal blocks: set model.variant to i3d or p3d*")
             for stage in self.strf.stages:
                 if not blocks[int(stage[-1]) - 1]:
-                    raise ValueError(
+                    raise ConfigError(
                         f"STRF stage {stage} has no temporal block; add its indices to "
                         f"model.temporal_blocks (now {blocks})"
                     )

@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from reidjax.errors import ConfigError
 from reidjax.losses import l2_normalize
 from reidjax.models.conv import Conv3D
 
@@ -75,15 +76,15 @@ class STRFConfig:
 
     def __post_init__(self):
         def fail(what, value, valid):
-            raise ValueError(f"Unknown STRF {what} {value!r}; valid: {list(valid)}")
+            raise ConfigError(f"Unknown STRF {what} {value!r}; valid: {list(valid)}")
 
         for r in self.resolutions:
             if r < 1 or r % 2 == 0:
-                raise ValueError(f"STRF resolutions must be odd and >= 1, got {self.resolutions}")
+                raise ConfigError(f"STRF resolutions must be odd and >= 1, got {self.resolutions}")
         if len(self.resolutions) != 2:
-            raise ValueError(f"STRF resolutions is (r_tau, r_sig), got {self.resolutions}")
+            raise ConfigError(f"STRF resolutions is (r_tau, r_sig), got {self.resolutions}")
         if len(self.pools) != len(FACTORS):
-            raise ValueError(f"STRF pools needs one entry per factor {FACTORS}, got {self.pools}")
+            raise ConfigError(f"STRF pools needs one entry per factor {FACTORS}, got {self.pools}")
         for p in self.pools:
             if p not in POOLS:
                 fail("pool", p, POOLS)
@@ -96,7 +97,7 @@ class STRFConfig:
             if s not in STAGES:
                 fail("stage", s, STAGES)
         if self.reduction < 1:
-            raise ValueError(f"STRF reduction must be >= 1, got {self.reduction}")
+            raise ConfigError(f"STRF reduction must be >= 1, got {self.reduction}")
 
 
 def pool_same(x: Array, window: tuple[int, int, int], kind: str) -> Array:
