@@ -26,7 +26,8 @@ _OVERRIDES: list[str] = []
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flags parser with `--config.KEY=VALUE` (or `--config.KEY VALUE`, or a bare
-    `--config.KEY` for a boolean) taken out first; `config()` applies them."""
+    `--config.KEY` for a boolean) taken out first; `config()` applies them. A flag absl
+    does not know (or cannot parse) is one `error:` line and exit status 1."""
     asked = {"--help", "-h", "-?", "--helpshort", "--helpfull"} & set(argv[1:])
     if asked:  # absl's own --help exits 1; asking for help is not an error
         flags.FLAGS.mark_as_parsed()
@@ -43,7 +44,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         else:
             rest.append(arg)
         i += 1
-    return flags.FLAGS(rest)
+    try:
+        return flags.FLAGS(rest)
+    except flags.Error as e:  # an unknown or malformed flag: one line, as every UserError
+        print(f"error: {e} (see {os.path.basename(argv[0])} --help)", file=sys.stderr)
+        sys.exit(1)
 
 
 def overrides() -> list[str]:

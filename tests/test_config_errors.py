@@ -82,9 +82,14 @@ def test_bad_config_is_one_line_before_any_data(tmp_path):
     assert not data_dir.exists()  # no dataset was opened, built or written
 
 
-@pytest.mark.parametrize("args", [BAD[0][0], BAD[-1][0]], ids=["key typo", "workdir file"])
+@pytest.mark.parametrize(
+    "args",
+    [BAD[0][0], BAD[-1][0], [*SYNTHETIC, "--save-features"]],
+    ids=["key typo", "workdir file", "unknown flag"],
+)
 def test_bad_config_exits_1_from_the_command_line(args, tmp_path):
-    """The same, end to end through the interpreter: exit status 1, one line, no traceback."""
+    """The same, end to end through the interpreter: exit status 1, one line, no traceback
+    (an unknown flag too: absl's parser error becomes the one line)."""
     command = [sys.executable, "train.py", *args, f"--config.dataset.data_dir={tmp_path}/d"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr

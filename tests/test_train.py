@@ -213,7 +213,7 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
         "--workdir", str(workdir), f"--config.dataset.data_dir={tmp_path / 'data'}",
     ]  # fmt: skip
     result = subprocess.run(
-        [*args, "--output", str(out), "--save-features"], cwd=ROOT, capture_output=True,
+        [*args, "--output", str(out), "--save_features"], cwd=ROOT, capture_output=True,
         text=True, check=False, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

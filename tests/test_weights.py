@@ -243,7 +243,7 @@ def test_startup_inflation_into_configured_backbone(state_dict, tmp_path):
     model = build_module(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_clips(config)))
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    variables, report = weights.load_imagenet(path, target)
+    variables, report = inflation.load_imagenet(path, target)
     assert len(report.inflated) == 5  # conv2 of layer2 {0, 2} and layer3 {0, 2, 4}
     assert report.kept_init == []
     assert report.unused == ["params/fc/bias", "params/fc/kernel"]
