@@ -54,16 +54,9 @@ def unique_tracklets(query: TrackletIndex, gallery: TrackletIndex):
 
 
 class Evaluator:
-    """Tracklet features and retrieval metrics of a model on a prepared dataset.
-
-    Args:
-        predict_fn: `(variables, uint8 clips) -> features [B, D]` (`ReIDModel.predict`);
-            `variables` are passed per call (train state or checkpoint).
-        config: `config.input` (T, frame size), `config.eval` (batch, distance, re-ranking).
-        data: the prepared dataset (its `query` and `gallery` splits).
-        mesh: the data mesh; `config.eval.batch_size` must be a multiple of its size.
-        progress: called with a progress line (process 0); None for silence.
-    """
+    """Tracklet features and retrieval metrics of a model on a prepared dataset: its
+    `query` and `gallery` splits through `FeatureExtractor(predict_fn, config, mesh,
+    progress)` (same arguments), then `config.eval`'s distance and re-ranking."""
 
     def __init__(
         self,
