@@ -198,10 +198,8 @@ def apply_variant(
         elif item in variants:
             variants[item](config)
         else:
-            raise ConfigError(
-                f"Unknown config variant {item!r}; valid: {sorted(variants)} or "
-                f"{' / '.join(k + '=...' for k in sorted(keys))}"
-            )
+            valid = [*sorted(variants), *(k + "=..." for k in sorted(keys))]
+            raise ConfigError(f"Unknown config variant {item!r}; valid: {', '.join(valid)}")
 
 
 def smoke(config: ml_collections.ConfigDict) -> None:
