@@ -14,7 +14,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # any folder, and `python -m reidjax.data` / `python -m reidjax.search` from anywhere.
 install:
 	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) install -q --no-deps -e .
 
 install-dev: install
 	$(PIP) install -q -r requirements-dev.txt
