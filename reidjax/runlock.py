@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import stat
 import time
 
 import jax
@@ -39,11 +40,23 @@ class WorkdirLock:
 
         Raises:
             WorkdirBusyError: another live trainer holds it (the message names it).
+            UserError: the lock path is a symbolic link or not a regular file (it is never
+                followed: the trainer would truncate whatever it points at).
         """
         if jax.process_index() != 0 or self.fd is not None or not workdir_io.is_local(self.path):
             return
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if os.path.islink(self.path):
+                raise UserError(
+                    f"{self.path} is a symbolic link; the workdir lock is never followed: remove it"
+                ) from None
+            raise UserError(f"cannot open the workdir lock {self.path}: {e.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"{self.path} is not a regular file; remove it (the workdir lock)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,11 +1,13 @@
-"""Workdirs on buckets: every file of a run through the `gs://` code path."""
+"""Workdirs: every file of a run through the `gs://` code path; the lock never follows a
+link."""
 
 import json
 
 import numpy as np
 import pytest
 
-from reidjax import config_lib, eval_lib, train_lib
+from reidjax import config_lib, eval_lib, runlock, train_lib
+from reidjax.errors import UserError
 from tests.runs import logged_steps, synthetic_config
 
 
@@ -38,3 +40,20 @@ def test_bucket_workdir_code_path_on_a_local_disk(tmp_path, monkeypatch):
     assert (report / "retrieval.png").stat().st_size > 10_000
     with np.load(report / "features.npz") as saved:
         assert saved["query_features"].shape[0] == numbers["num_queries"]
+
+
+def test_the_lock_never_follows_a_symlink(tmp_path):
+    """`WORKDIR/.lock` planted as a link to another file: refused in one line, and the
+    file it points at is left exactly as it was (it was truncated and overwritten)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / ".lock").symlink_to(victim)
+    with pytest.raises(UserError, match=r"\.lock is a symbolic link"):
+        runlock.WorkdirLock(str(workdir)).acquire()
+    assert victim.read_text() == "precious\n"
+    (workdir / ".lock").unlink()
+    (workdir / ".lock").mkdir()  # not a regular file
+    with pytest.raises(UserError, match="lock"):
+        runlock.WorkdirLock(str(workdir)).acquire()
