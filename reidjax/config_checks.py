@@ -120,14 +120,12 @@ def _check_ranges(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_training(config: ml_collections.ConfigDict) -> None:
-    t, d = config.train, config.dataset
+    d = config.dataset
     if d.name == "folder" and not d.folder_name:
         raise ConfigError(
             "config.dataset.folder_name is empty: set it to the --name the dataset was built "
             "with (python -m reidjax.data build --dataset folder --name NAME ...)"
         )
-    if t.num_steps == 0 and t.epochs < 1:
-        raise ConfigError("config.train.epochs must be >= 1 (or set config.train.num_steps)")
     for prefix in config.optim.freeze:
         if not isinstance(prefix, str) or not prefix:
             raise ConfigError(

@@ -42,7 +42,6 @@ class EvalBatch(TypedDict):
 
 TRAIN_FIELDS = tuple(TrainBatch.__annotations__)
 EVAL_FIELDS = tuple(EvalBatch.__annotations__)
-# debug=True adds: training, `step` (int64, the global batch's step); evaluation,
-# `frame_index` (int32 `[B, T]`, each frame's index in its tracklet; -1 for padding).
-TRAIN_DEBUG_FIELDS = ("step",)
-EVAL_DEBUG_FIELDS = ("frame_index",)
+# debug=True adds, on the host only: training, `step` (int64, the global batch's step);
+# evaluation, `frame_index` (int32 `[B, T]`, each frame's index in its tracklet; -1 for
+# padding).

@@ -61,7 +61,7 @@ class TrainBatches:
         spec: batch composition and augmentation.
         process_index, process_count: this host and the number of hosts; each host gets
             clips [i·B/H, (i+1)·B/H) of the global batch B.
-        debug: add `step` to every batch (`batch.TRAIN_DEBUG_FIELDS`).
+        debug: add `step` to every batch (host only, for tests and debugging).
 
     Raises:
         ConfigError: a global batch not divisible by the number of hosts.

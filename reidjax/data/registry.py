@@ -121,8 +121,3 @@ def load_dataset(name: str, root: str, **options) -> Splits:
         DatasetError: an unknown name (listing the valid ones), or as `DatasetSpec.load`.
     """
     return get(name).load(root, **options)
-
-
-def parsed() -> tuple[str, ...]:
-    """The datasets read from a folder (all but the generated one)."""
-    return tuple(sorted(name for name, spec in DATASETS.items() if spec.parser))
