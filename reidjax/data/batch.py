@@ -45,3 +45,23 @@ EVAL_FIELDS = tuple(EvalBatch.__annotations__)
 # debug=True adds, on the host only: training, `step` (int64, the global batch's step);
 # evaluation, `frame_index` (int32 `[B, T]`, each frame's index in its tracklet; -1 for
 # padding).
+
+
+def train_batch_spec(b: int, t: int, h: int, w: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """`{field: (shape, dtype)}` of a `TrainBatch` of b clips of t frames of h×w."""
+    return {
+        "clips": ((b, t, h, w, 3), np.dtype(np.uint8)),
+        "flip": ((b,), np.dtype(bool)),
+        "erase": ((b, 4), np.dtype(np.int32)),
+        "labels": ((b,), np.dtype(np.int32)),
+        "cameras": ((b,), np.dtype(np.int32)),
+    }
+
+
+def eval_batch_spec(b: int, t: int, h: int, w: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """`{field: (shape, dtype)}` of an `EvalBatch` of b clips of t frames of h×w."""
+    return {
+        "clips": ((b, t, h, w, 3), np.dtype(np.uint8)),
+        "frame_mask": ((b, t), np.dtype(bool)),
+        "tracklet": ((b,), np.dtype(np.int32)),
+    }

@@ -36,6 +36,9 @@ class DatasetSpec:
             train/test splits (all in one builder config, each frame stored once;
             `config.dataset.split` picks one).
         homepage: where to download it.
+        train_tracklets: tracklets of the published training split (whole tracklets, per
+            split where there are ten); 0 where not published. Estimates the steps per
+            epoch before the data is prepared (`reidjax.aot`).
     """
 
     name: str
@@ -47,6 +50,7 @@ class DatasetSpec:
     options: tuple[str, ...] = ()
     splits: int = 1
     homepage: str = ""
+    train_tracklets: int = 0
 
     def load(self, root: str, **options) -> Splits:
         """Parses the dataset at `root` (its distributed layout) into train/query/gallery.
@@ -75,10 +79,11 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "mars", "MARS", 625, 6, "mars", "mars", ("query_in_gallery",),
             homepage="http://zheng-lab.cecs.anu.edu.au/Project/project_mars.html",
+            train_tracklets=8298,
         ),
         DatasetSpec(
             "dukev", "DukeMTMC-VideoReID", 702, 8, "dukev", "dukev", ("dense_train",),
-            homepage="https://github.com/Yu-Wu/DukeMTMC-VideoReID",
+            homepage="https://github.com/Yu-Wu/DukeMTMC-VideoReID", train_tracklets=2196,
         ),
         DatasetSpec(
             "lsvid", "LS-VID", 842, 15, "lsvid", "lsvid", ("dense_train",),
@@ -88,12 +93,13 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "ilidsvid", "iLIDS-VID", 150, 2, "ilidsvid", "ilidsvid",
             ("split_id", "dense_train"), NUM_SPLITS,
-            "https://xiatian-zhu.github.io/downloads_qmul_iLIDS-VID_ReID_dataset.html",
+            "https://xiatian-zhu.github.io/downloads_qmul_iLIDS-VID_ReID_dataset.html", 300,
         ),
         # 100 of the 200 people seen by both cameras train in each of the ten splits.
         DatasetSpec(
             "prid2011", "PRID2011", 100, 2, "prid2011", "prid2011", ("split_id",),
             NUM_SPLITS, "https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11",
+            200,
         ),
         # The built-in procedural dataset at its defaults (200 ids, half of them training).
         DatasetSpec("synthetic", "reidjax synthetic", 100, 4, "reid_synthetic"),

@@ -29,6 +29,7 @@ class VideoReIDNet(nn.Module):
         dtype: compute dtype; parameters stay float32.
         strided_impl: strided conv/max-pool implementation (`auto`, `native`, `phase`).
         strf: STRF units in the temporal blocks (None: the plain baseline).
+        remat: rematerialise each trunk block in the backward pass (`ResNet3D.remat`).
     """
 
     num_classes: int
@@ -39,6 +40,7 @@ class VideoReIDNet(nn.Module):
     dtype: Any = jnp.float32
     strided_impl: str = "auto"
     strf: STRFConfig | None = None
+    remat: bool = False
 
     def setup(self):
         self.backbone = ResNet3D(
@@ -49,6 +51,7 @@ class VideoReIDNet(nn.Module):
             dtype=self.dtype,
             strided_impl=self.strided_impl,
             strf=self.strf,
+            remat=self.remat,
         )
         self.head = ReIDHead(self.num_classes, dtype=self.dtype)
 

@@ -128,7 +128,7 @@ class DSANet(nn.Module):
         num_classes: training identities.
         num_cameras: cameras (camera classifier width).
         switches: `DSANetConfig`.
-        arch, last_stride, dtype, strided_impl: as for `ResNet3D`.
+        arch, last_stride, dtype, strided_impl, remat: as for `ResNet3D`.
     """
 
     num_classes: int
@@ -138,6 +138,7 @@ class DSANet(nn.Module):
     last_stride: int = 1
     dtype: Any = jnp.float32
     strided_impl: str = "auto"
+    remat: bool = False
 
     @nn.compact
     def __call__(self, clips: Array, train: bool = False) -> dict[str, Array]:
@@ -160,6 +161,7 @@ class DSANet(nn.Module):
             last_stride=self.last_stride,
             dtype=self.dtype,
             strided_impl=self.strided_impl,
+            remat=self.remat,
             name="backbone",
         )(clips, train=train)
         f_id_map = stages["layer4"].astype(jnp.float32)  # F_ID

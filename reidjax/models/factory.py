@@ -179,6 +179,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_cameras
         last_stride=m.last_stride,
         dtype=compute_dtype(m.dtype),
         strided_impl=m.strided_conv,
+        remat=m.remat,
     )
     if m.name == "dsanet":
         if m.variant != "c2d":

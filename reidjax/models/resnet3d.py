@@ -218,6 +218,9 @@ class ResNet3D(nn.Module):
         strided_impl: `auto` (polyphase strided convs/max pool on CPU, where XLA's strided
             backward is slow; native elsewhere), `native` or `phase`. Same function.
         strf: STRF units in the temporal blocks of `strf.stages` (None: no STRF).
+        remat: rematerialise each bottleneck block in the backward pass (`nn.remat`): only
+            the blocks' inputs are kept from the forward pass, the rest is recomputed. The
+            same function and gradients, less activation memory, one more forward's FLOPs.
     """
 
     arch: str = "resnet50"
@@ -229,6 +232,7 @@ class ResNet3D(nn.Module):
     bn_epsilon: float = 1e-5
     strided_impl: str = "auto"
     strf: STRFConfig | None = None
+    remat: bool = False
 
     def resolved_temporal_blocks(self) -> tuple[tuple[int, ...], ...]:
         """The temporal block indices per stage, validated against the arch."""
@@ -300,13 +304,15 @@ class ResNet3D(nn.Module):
         # torchvision pads the max pool with -inf, as max_pool3d does.
         x = max_pool3d(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), self.strided_impl)
         outputs = {}
+        # `train` (argument 2, counting the module) is a Python bool: static under remat.
+        block_cls = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
         for stage, num_blocks in enumerate(spec.stage_sizes):
             planes = spec.width * 2**stage
             for block in range(num_blocks):
                 stride = 1
                 if block == 0 and stage > 0:
                     stride = self.last_stride if stage == len(spec.stage_sizes) - 1 else 2
-                x = Bottleneck(
+                x = block_cls(
                     planes,
                     stride=stride,
                     temporal=self.variant if block in temporal[stage] else "c2d",
@@ -317,7 +323,7 @@ class ResNet3D(nn.Module):
                     strided_impl=self.strided_impl,
                     strf=self._block_strf(stage, block in temporal[stage]),
                     name=f"layer{stage + 1}_{block}",
-                )(x, train=train)
+                )(x, train)
             outputs[f"layer{stage + 1}"] = x
         return outputs
 

@@ -1,0 +1,327 @@
+"""Compiling for accelerators one does not have: the real steps, the real compiler.
+
+`libtpu` (installed by `pip install "jax[tpu]"`) carries the XLA TPU compiler, and
+`jax.experimental.topologies.get_topology_desc` gives compile-only TPU devices on any host,
+CPU included. `compile_run` builds a config's train step exactly as the training loop does
+(`train_lib.compile_train_step`: the same shardings, donation and divergence guard) and its
+evaluation step (`features.FeatureExtractor.step`), lowers both against a mesh of those
+devices from shapes only (nothing is allocated or run) and returns what the TPU compiler
+says: per-device memory (`memory_analysis()`) and FLOPs and bytes accessed
+(`cost_analysis()`). From the chip's published peaks follows a roofline lower bound on the
+step time: max(FLOPs / peak FLOP/s, bytes / HBM bandwidth).
+
+The config is resolved as the accelerator would resolve it: `model.dtype="auto"` is
+bfloat16 and `model.strided_conv="auto"` is XLA's native strided convolution (the CPU-only
+polyphase form is for the CPU backend). `tools/aot_compile.py` is the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from reidjax import experiment, sharding, train_lib
+from reidjax.data import registry
+from reidjax.data.batch import eval_batch_spec, train_batch_spec
+from reidjax.data.open import registry_meta
+from reidjax.errors import ConfigError, UserError
+from reidjax.features import FeatureExtractor
+from reidjax.optim import build_optimizer
+from reidjax.state import abstract_state, abstract_variables, with_sharding
+
+GiB = 1 << 30
+
+
+class AOTError(UserError):
+    """The TPU compiler is missing, or a topology it does not know was asked for."""
+
+
+class OutOfMemory(AOTError):
+    """The compiler found that the step does not fit in the device's memory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """Published per-chip peaks of one TPU generation.
+
+    Attributes:
+        name: the generation's short name (v5e).
+        bf16_flops: peak dense bfloat16 FLOP/s of the chip.
+        hbm_bytes: HBM capacity of the chip.
+        hbm_bandwidth: HBM bandwidth of the chip, bytes/s.
+        cores: TensorCores per chip (a compile-only device may be one of them: v4).
+        source: where the figures are published.
+    """
+
+    name: str
+    bf16_flops: float
+    hbm_bytes: int
+    hbm_bandwidth: float
+    cores: int
+    source: str
+
+
+# Keyed by `device.device_kind`. Figures from Google Cloud's TPU system-architecture pages.
+CHIPS: dict[str, Chip] = {
+    "TPU v4": Chip("v4", 275e12, 32 * GiB, 1228e9, 2, "https://cloud.google.com/tpu/docs/v4"),
+    "TPU v5 lite": Chip("v5e", 197e12, 16 * GiB, 819e9, 1, "https://cloud.google.com/tpu/docs/v5e"),
+    "TPU v5": Chip("v5p", 459e12, 95 * GiB, 2765e9, 2, "https://cloud.google.com/tpu/docs/v5p"),
+    "TPU v6 lite": Chip("v6e", 918e12, 32 * GiB, 1640e9, 1, "https://cloud.google.com/tpu/docs/v6e"),
+}  # fmt: skip
+
+# Cloud TPU's accelerator-type names (cores or chips, as Cloud counts them) -> JAX topology.
+ALIASES = {
+    "v4-8": "v4:2x2x1",
+    "v4-16": "v4:2x2x2",
+    "v5e-4": "v5e:2x2",
+    "v5e-8": "v5e:2x4",
+    "v5litepod-8": "v5e:2x4",
+    "v5e-16": "v5e:4x4",
+    "v5p-8": "v5p:2x2x1",
+    "v5p-16": "v5p:2x2x2",
+    "v6e-8": "v6e:2x4",
+}
+
+# Query + gallery tracklets of the largest test set (MARS: 11,310, LS-VID: 12,112), rounded
+# up to a power of two as the feature extractor rounds them: the eval step's sums.
+EVAL_TRACKLETS = 16384
+
+INSTALL = (
+    'the TPU compiler (libtpu) is not installed; `pip install "jax[tpu]=={v}"` installs it '
+    "beside jax {v}; it compiles on this host and needs no TPU"
+)
+
+
+def tpu_devices(topology: str) -> list:
+    """The compile-only devices of a TPU topology (`v5e:2x4`, or an alias as `v5e-8`).
+
+    Raises:
+        AOTError: libtpu is not installed, or the topology is not one it knows.
+    """
+    if importlib.util.find_spec("libtpu") is None:
+        raise AOTError(INSTALL.format(v=jax.__version__))
+    name = ALIASES.get(topology, topology)
+    from jax._src import hardware_utils
+    from jax.experimental import topologies
+
+    if hardware_utils.num_available_tpu_chips_and_device_id()[0] == 0:
+        # No TPU here: tell libtpu so, or it prints a page of warnings looking for one.
+        os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+        os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-8")
+        # Compiling needs no chip to own: several compiling processes may load libtpu.
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    try:
+        devices = topologies.get_topology_desc(topology_name=name, platform="tpu").devices
+    except Exception as e:  # libtpu's message names the problem
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "INVALID_ARGUMENT" not in first and "nvalid" not in first:
+            raise AOTError(f"libtpu could not describe {name!r}: {first}") from None
+        raise AOTError(
+            f"libtpu does not know the topology {topology!r} ({first}); use "
+            f"GENERATION:AxB[xC] as v5e:2x4, v4:2x2x1, v5p:2x2x1, or one of {sorted(ALIASES)}"
+        ) from None
+    return list(devices)
+
+
+def chip_of(device) -> tuple[Chip, float]:
+    """The chip of a device and the share of it one device is (0.5: a v4 TensorCore)."""
+    kind = device.device_kind
+    if kind not in CHIPS:
+        raise AOTError(f"no published peaks for {kind!r}; known: {sorted(CHIPS)}")
+    chip = CHIPS[kind]
+    return chip, getattr(device, "num_cores", chip.cores) / chip.cores
+
+
+def target_config(
+    config: ml_collections.ConfigDict, devices: int, per_device_batch: int | None = None
+) -> ml_collections.ConfigDict:
+    """The config as an accelerator run resolves it: bfloat16 for `auto`, native strided
+    convs for `auto`, the mesh over `devices`, and optionally `per_device_batch` clips per
+    device (`train.ids_per_batch` scaled, `train.clips_per_id` kept).
+
+    Raises:
+        ConfigError: the batch does not split into whole identities.
+    """
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+        if c.model.dtype == "auto":
+            c.model.dtype = "bfloat16"
+        if c.model.strided_conv == "auto":
+            c.model.strided_conv = "native"
+        c.mesh.data = devices
+        if per_device_batch:
+            clips = per_device_batch * devices
+            if clips % c.train.clips_per_id:
+                raise ConfigError(
+                    f"{per_device_batch} clips per device x {devices} devices = {clips} clips "
+                    f"is not a whole number of identities of {c.train.clips_per_id} clips"
+                )
+            c.train.ids_per_batch = clips // c.train.clips_per_id
+    return c
+
+
+def estimated_steps_per_epoch(config: ml_collections.ConfigDict) -> int | None:
+    """Steps per epoch of the tracklet-chunk sampler from the published training split,
+    without the data: (tracklets − ids·(K−1)/2) / (P·K), each id's remainder below K
+    dropped (on average (K−1)/2). None where the split's size is not published."""
+    spec = registry.get(config.dataset.name)
+    if not spec.train_tracklets:
+        return None
+    k = config.train.clips_per_id
+    if config.train.batch_sampler == "identities":
+        return spec.num_train_ids // config.train.ids_per_batch
+    kept = spec.train_tracklets - spec.num_train_ids * (k - 1) / 2
+    return max(1, int(kept // (config.train.ids_per_batch * k)))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+    """What the compiler says of one compiled step, per device.
+
+    Attributes:
+        compile_s: wall time of `.compile()`.
+        argument_bytes, output_bytes, alias_bytes, temp_bytes, code_bytes: from
+            `memory_analysis()` (alias: outputs that reuse a donated argument's buffer).
+        flops, bytes_accessed: from `cost_analysis()`.
+        hlo: the compiled module's text (for the bytes attribution).
+    """
+
+    compile_s: float
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    code_bytes: int
+    flops: float
+    bytes_accessed: float
+    hlo: str = dataclasses.field(repr=False, default="")
+
+    @property
+    def hbm_bytes(self) -> int:
+        """Peak HBM of the step: arguments, outputs not aliased to them, temporaries, code."""
+        return (
+            self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+            + self.code_bytes
+        )  # fmt: skip
+
+
+def step_cost(lowered) -> StepCost:
+    """Compiles a lowered step and reads the compiler's memory and cost analyses."""
+    begin = time.perf_counter()
+    try:
+        compiled = lowered.compile()
+    except Exception as e:  # the compiler's own out-of-memory verdict
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        raise OutOfMemory(" ".join(lines[:2])[:400]) from None
+    seconds = time.perf_counter() - begin
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return StepCost(
+        compile_s=seconds,
+        argument_bytes=int(memory.argument_size_in_bytes),
+        output_bytes=int(memory.output_size_in_bytes),
+        alias_bytes=int(memory.alias_size_in_bytes),
+        temp_bytes=int(memory.temp_size_in_bytes),
+        code_bytes=int(memory.generated_code_size_in_bytes),
+        flops=float(cost.get("flops", 0.0)),
+        bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+        hlo=compiled.as_text(),
+    )
+
+
+def abstract_batch(spec: dict, mesh: jax.sharding.Mesh) -> dict:
+    data = sharding.data_sharded(mesh)
+    return {k: jax.ShapeDtypeStruct(s, d, sharding=data) for k, (s, d) in spec.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """A config compiled for a topology: what was compiled and what it costs."""
+
+    config: ml_collections.ConfigDict
+    devices: list
+    train: StepCost | None
+    eval: StepCost | None
+
+    @property
+    def chip(self) -> Chip:
+        return chip_of(self.devices[0])[0]
+
+    @property
+    def share(self) -> float:
+        """The share of a chip one device is."""
+        return chip_of(self.devices[0])[1]
+
+    @property
+    def chips(self) -> int:
+        return round(len(self.devices) * self.share)
+
+    def bound_s(self, cost: StepCost) -> tuple[float, float, float]:
+        """(bound, compute time, memory time) of a step on one device, in seconds."""
+        compute = cost.flops / (self.chip.bf16_flops * self.share)
+        memory = cost.bytes_accessed / (self.chip.hbm_bandwidth * self.share)
+        return max(compute, memory), compute, memory
+
+    @property
+    def hbm_capacity(self) -> int:
+        """HBM of one device (a v4 TensorCore has half its chip's)."""
+        return int(self.chip.hbm_bytes * self.share)
+
+
+def compile_run(
+    config: ml_collections.ConfigDict,
+    devices: list,
+    *,
+    per_device_batch: int | None = None,
+    train: bool = True,
+    evaluate: bool = True,
+    steps_per_epoch: int = 100,
+    eval_tracklets: int = EVAL_TRACKLETS,
+) -> Compiled:
+    """Compiles the train step and the evaluation step of `config` for `devices`.
+
+    Args:
+        config: an experiment config (resolved here by `target_config`).
+        devices: compile-only devices (`tpu_devices`), or real ones.
+        per_device_batch: training clips per device (default: the config's global batch).
+        steps_per_epoch: only sets the learning-rate schedule's decay steps (constants).
+        eval_tracklets: rows of the evaluation step's per-tracklet sums.
+
+    Raises:
+        ConfigError: the batches do not split over the devices.
+    """
+    config = target_config(config, len(devices), per_device_batch)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+    model = experiment.build(config, registry_meta(config))
+    h, w, t = config.input.height, config.input.width, config.input.num_frames
+    train_cost = eval_cost = None
+    if train:
+        spec = experiment.train_spec(config)
+        sharding.check_batch(spec.global_batch, mesh)
+        tx, schedule = build_optimizer(config.optim, steps_per_epoch, config.train.epochs)
+        state = abstract_state(model, config, tx, mesh)
+        batch = abstract_batch(train_batch_spec(spec.global_batch, t, h, w), mesh)
+        key = with_sharding(jax.eval_shape(lambda: jax.random.key(0)), sharding.replicated(mesh))
+        step = train_lib.compile_train_step(model, tx, schedule, mesh)
+        train_cost = step_cost(step.lower(state, batch, key))
+    if evaluate:
+        extractor = FeatureExtractor(model.predict, config, mesh, progress=None)
+        repl = sharding.replicated(mesh)
+        variables = abstract_variables(model, config, mesh)
+        clip = jax.ShapeDtypeStruct((1, t, h, w, 3), jnp.uint8)
+        dim = jax.eval_shape(model.predict, variables, clip).shape[-1]
+        sums = jax.ShapeDtypeStruct((eval_tracklets, dim), jnp.float32, sharding=repl)
+        weights = jax.ShapeDtypeStruct((eval_tracklets,), jnp.float32, sharding=repl)
+        batch = abstract_batch(eval_batch_spec(config.eval.batch_size, t, h, w), mesh)
+        eval_cost = step_cost(extractor.step.lower(sums, weights, variables, batch))
+    return Compiled(config, devices, train_cost, eval_cost)
