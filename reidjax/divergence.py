@@ -1,11 +1,12 @@
 """Stopping a run at its first non-finite step, without a host sync per step.
 
-The train step checks its loss terms and its gradient and parameter norms on the device
-and applies no update when any is not finite, so the state in memory stays the last finite
-one. `DivergenceGuard` keeps, on the device, the first such step and which values were not
-finite; the loop reads it (one scalar copy) only before a checkpoint is written and at
-logging steps. A non-finite state is therefore never saved, and the run stops naming the
-step and the values.
+The train step checks its loss terms and gradient norm on the device before the update and
+applies no update when any is not finite (the check is folded into the update's own
+elementwise pass over the state). `DivergenceGuard` keeps, on the device, the first step
+whose loss terms, gradient norm or parameter norm were not finite, and which; the loop
+reads it (one scalar copy) only before a checkpoint is written and at logging steps. A
+non-finite state is therefore never saved, and the run stops naming the step and the
+values.
 """
 
 from __future__ import annotations

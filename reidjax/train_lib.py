@@ -42,7 +42,9 @@ def make_train_step(model: ReIDModel, tx: optax.GradientTransformation, schedule
     The loss is the model family's objective, with every term in the metrics, plus
     accuracy, gradient and parameter norms, the learning rate and the new step. The step's
     randomness (DSANet's SAO permutation) is `fold_in(key, step)`. A step whose loss terms
-    or norms are not finite returns the state unchanged.
+    or gradient norm are not finite leaves the parameters, BN statistics and optimizer
+    state unchanged (the step counter advances); a parameter norm that stops being finite
+    stops the run at the loop's next check, before anything is saved.
     """
 
     def loss_fn(params, batch_stats, batch, key):
@@ -59,12 +61,20 @@ def make_train_step(model: ReIDModel, tx: optax.GradientTransformation, schedule
         (_, (terms, batch_stats, accuracy)), grads = grad_fn(
             state.params, state.batch_stats, batch, step_key
         )
+        metrics = {f"loss/{k}": v for k, v in terms.items()}
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        # A step whose loss terms or gradient are not finite changes nothing: the guard is
+        # decided before the update and applied inside its elementwise pass (no extra
+        # pass over the state); the loop stops at its next check (reidjax.divergence).
+        finite = divergence.all_finite(metrics)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {f"loss/{k}": v for k, v in terms.items()}
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        params = keep(params, state.params)
+        opt_state = keep(opt_state, state.opt_state)
+        batch_stats = keep(batch_stats, state.batch_stats)
         metrics.update(
             accuracy=accuracy,
-            grad_norm=optax.tree.norm(grads),
             param_norm=optax.tree.norm(params),
             lr=schedule(state.step),
             step=state.step + 1,
@@ -72,10 +82,6 @@ def make_train_step(model: ReIDModel, tx: optax.GradientTransformation, schedule
         new = state.replace(
             step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
         )
-        # A non-finite step changes nothing: the state stays the last finite one, and the
-        # loop stops at its next check (reidjax.divergence).
-        finite = divergence.all_finite(metrics)
-        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
         return new, metrics
 
     return train_step
