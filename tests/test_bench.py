@@ -22,6 +22,7 @@ except ImportError:  # the PyTorch sides need requirements-dev.txt
 BENCHES = {
     "train_step.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                       "strf"),
+    "accelerator.py": ([], "train_step"),
     "backbone_step.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                          "jax_f32"),
     "eval.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
