@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from reidjax import experiment, sharding, train_lib
+from reidjax import experiment, hlo_bytes, sharding, train_lib
 from reidjax.data import registry
 from reidjax.data.batch import eval_batch_spec, train_batch_spec
 from reidjax.data.open import registry_meta
@@ -74,7 +74,39 @@ CHIPS: dict[str, Chip] = {
     "TPU v5 lite": Chip("v5e", 197e12, 16 * GiB, 819e9, 1, "https://cloud.google.com/tpu/docs/v5e"),
     "TPU v5": Chip("v5p", 459e12, 95 * GiB, 2765e9, 2, "https://cloud.google.com/tpu/docs/v5p"),
     "TPU v6 lite": Chip("v6e", 918e12, 32 * GiB, 1640e9, 1, "https://cloud.google.com/tpu/docs/v6e"),
+    # Dense bf16 tensor-core peak; HBM3 as the device reports it (80 GB, 79.1 GiB usable).
+    "NVIDIA H100 80GB HBM3": Chip("h100", 989e12, 84942979072, 3.35e12, 1,
+                                  "https://www.nvidia.com/en-us/data-center/h100/"),
 }  # fmt: skip
+
+# What XLA's GPU compiler needs to know of a GPU it cannot see (its GpuTargetConfig): the
+# H100 SXM's properties from NVIDIA's data sheet and CUDA's device query (sm_90, 132 SMs).
+H100_TARGET = """\
+gpu_device_info {
+  threads_per_block_limit: 1024
+  threads_per_warp: 32
+  shared_memory_per_block: 49152
+  shared_memory_per_core: 233472
+  threads_per_core_limit: 2048
+  core_count: 132
+  fpus_per_core: 128
+  block_dim_limit_x: 2147483647
+  block_dim_limit_y: 65535
+  block_dim_limit_z: 65535
+  memory_bandwidth: 3352320000000
+  l2_cache_size: 52428800
+  clock_rate_ghz: 1.98
+  device_memory_size: 84942979072
+  shared_memory_per_block_optin: 232448
+  cuda_compute_capability { major: 9 }
+  registers_per_core_limit: 65536
+  registers_per_block_limit: 65536
+}
+platform_name: "CUDA"
+dnn_version_info { major: 9 minor: 10 }
+device_description_str: "NVIDIA H100 80GB HBM3"
+"""
+GPU_TARGETS = {"h100": H100_TARGET}
 
 # Cloud TPU's accelerator-type names (cores or chips, as Cloud counts them) -> JAX topology.
 ALIASES = {
@@ -97,6 +129,40 @@ INSTALL = (
     'the TPU compiler (libtpu) is not installed; `pip install "jax[tpu]=={v}"` installs it '
     "beside jax {v}; it compiles on this host and needs no TPU"
 )
+INSTALL_CUDA = (
+    'the GPU compiler (jax\'s CUDA plugin) is not installed; `pip install "jax[cuda12]=={v}"` '
+    "installs it beside jax {v} (about 5 GB with NVIDIA's libraries); it compiles on this "
+    "host and needs no GPU"
+)
+
+
+def devices(topology: str) -> list:
+    """Compile-only devices of a TPU topology (`tpu_devices`) or of a GPU host
+    (`gpu_devices`: `h100-8`)."""
+    if topology.split("-")[0].split(":")[0] in GPU_TARGETS:
+        return gpu_devices(topology)
+    return tpu_devices(topology)
+
+
+def gpu_devices(host: str) -> list:
+    """The compile-only devices of a GPU host, `MODEL-N` (`h100-8`: 8 H100s).
+
+    Raises:
+        AOTError: the CUDA plugin is not installed, or the model is not one described here.
+    """
+    model, _, count = host.replace(":", "-").partition("-")
+    if model not in GPU_TARGETS or not count.isdigit():
+        raise AOTError(
+            f"unknown GPU host {host!r}; give MODEL-N with MODEL in {sorted(GPU_TARGETS)}"
+        )
+    if importlib.util.find_spec("jax_plugins.xla_cuda12") is None:
+        raise AOTError(INSTALL_CUDA.format(v=jax.__version__))
+    from jax.experimental import topologies
+
+    topology = topologies.get_topology_desc(
+        platform="cuda", target_config=GPU_TARGETS[model], topology=f"1x1x{count}"
+    )
+    return list(topology.devices)
 
 
 def tpu_devices(topology: str) -> list:
@@ -199,7 +265,7 @@ class StepCost:
     alias_bytes: int
     temp_bytes: int
     code_bytes: int
-    flops: float
+    flops: float | None
     bytes_accessed: float
     hlo: str = dataclasses.field(repr=False, default="")
 
@@ -224,8 +290,15 @@ def step_cost(lowered) -> StepCost:
         raise OutOfMemory(" ".join(lines[:2])[:400]) from None
     seconds = time.perf_counter() - begin
     memory = compiled.memory_analysis()
+    hlo = compiled.as_text()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
+    if cost:
+        flops, accessed = cost.get("flops", 0.0), cost.get("bytes accessed", 0.0)
+    else:
+        # The GPU compiler gives no cost analysis: FLOPs come from `per_device_flops`, bytes
+        # as the compiled module's top-level ops read and write them.
+        flops, accessed = None, hlo_bytes.attribute(hlo)["total"]
     return StepCost(
         compile_s=seconds,
         argument_bytes=int(memory.argument_size_in_bytes),
@@ -233,9 +306,9 @@ def step_cost(lowered) -> StepCost:
         alias_bytes=int(memory.alias_size_in_bytes),
         temp_bytes=int(memory.temp_size_in_bytes),
         code_bytes=int(memory.generated_code_size_in_bytes),
-        flops=float(cost.get("flops", 0.0)),
-        bytes_accessed=float(cost.get("bytes accessed", 0.0)),
-        hlo=compiled.as_text(),
+        flops=None if flops is None else float(flops),
+        bytes_accessed=float(accessed),
+        hlo=hlo,
     )
 
 
@@ -267,8 +340,9 @@ class Compiled:
         return round(len(self.devices) * self.share)
 
     def bound_s(self, cost: StepCost) -> tuple[float, float, float]:
-        """(bound, compute time, memory time) of a step on one device, in seconds."""
-        compute = cost.flops / (self.chip.bf16_flops * self.share)
+        """(bound, compute time, memory time) of a step on one device, in seconds (compute
+        time 0 where the FLOPs are unknown)."""
+        compute = (cost.flops or 0.0) / (self.chip.bf16_flops * self.share)
         memory = cost.bytes_accessed / (self.chip.hbm_bandwidth * self.share)
         return max(compute, memory), compute, memory
 
@@ -276,6 +350,61 @@ class Compiled:
     def hbm_capacity(self) -> int:
         """HBM of one device (a v4 TensorCore has half its chip's)."""
         return int(self.chip.hbm_bytes * self.share)
+
+
+def lower_steps(
+    config: ml_collections.ConfigDict,
+    mesh: jax.sharding.Mesh,
+    *,
+    train: bool = True,
+    evaluate: bool = True,
+    steps_per_epoch: int = 100,
+    eval_tracklets: int = EVAL_TRACKLETS,
+) -> tuple:
+    """(train step, eval step) of a resolved `config` lowered for `mesh` from shapes only
+    (None for a step not asked for)."""
+    model = experiment.build(config, registry_meta(config))
+    h, w, t = config.input.height, config.input.width, config.input.num_frames
+    train_step = eval_step = None
+    if train:
+        spec = experiment.train_spec(config)
+        sharding.check_batch(spec.global_batch, mesh)
+        tx, schedule = build_optimizer(config.optim, steps_per_epoch, config.train.epochs)
+        state = abstract_state(model, config, tx, mesh)
+        batch = abstract_batch(train_batch_spec(spec.global_batch, t, h, w), mesh)
+        key = with_sharding(jax.eval_shape(lambda: jax.random.key(0)), sharding.replicated(mesh))
+        step = train_lib.compile_train_step(model, tx, schedule, mesh)
+        train_step = step.lower(state, batch, key)
+    if evaluate:
+        extractor = FeatureExtractor(model.predict, config, mesh, progress=None)
+        repl = sharding.replicated(mesh)
+        variables = abstract_variables(model, config, mesh)
+        clip = jax.ShapeDtypeStruct((1, t, h, w, 3), jnp.uint8)
+        dim = jax.eval_shape(model.predict, variables, clip).shape[-1]
+        sums = jax.ShapeDtypeStruct((eval_tracklets, dim), jnp.float32, sharding=repl)
+        weights = jax.ShapeDtypeStruct((eval_tracklets,), jnp.float32, sharding=repl)
+        batch = abstract_batch(eval_batch_spec(config.eval.batch_size, t, h, w), mesh)
+        eval_step = extractor.step.lower(sums, weights, variables, batch)
+    return train_step, eval_step
+
+
+def per_device_flops(config: ml_collections.ConfigDict, devices: int) -> tuple:
+    """FLOPs of one device's share of the (train, eval) steps of a resolved `config`, from
+    XLA's analysis of the same program lowered for one CPU device with one device's batch
+    (for compilers that report no cost analysis: the GPU's). None where a device's share
+    is not a whole batch."""
+    per_device = config.train.ids_per_batch * config.train.clips_per_id // devices
+    try:
+        one = target_config(config, 1, per_device)
+    except ConfigError:
+        return None, None
+    with one.unlocked():
+        one.eval.batch_size = config.eval.batch_size // devices
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices("cpu")[:1]), ("data",))
+    return tuple(
+        None if lowered is None else (lowered.cost_analysis() or {}).get("flops")
+        for lowered in lower_steps(one, mesh)
+    )
 
 
 def compile_run(
@@ -292,36 +421,26 @@ def compile_run(
 
     Args:
         config: an experiment config (resolved here by `target_config`).
-        devices: compile-only devices (`tpu_devices`), or real ones.
+        devices: compile-only devices (`tpu_devices`, `gpu_devices`), or real ones.
         per_device_batch: training clips per device (default: the config's global batch).
         steps_per_epoch: only sets the learning-rate schedule's decay steps (constants).
         eval_tracklets: rows of the evaluation step's per-tracklet sums.
 
     Raises:
         ConfigError: the batches do not split over the devices.
+        OutOfMemory: a step does not fit in a device's memory.
     """
     config = target_config(config, len(devices), per_device_batch)
     mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
-    model = experiment.build(config, registry_meta(config))
-    h, w, t = config.input.height, config.input.width, config.input.num_frames
-    train_cost = eval_cost = None
-    if train:
-        spec = experiment.train_spec(config)
-        sharding.check_batch(spec.global_batch, mesh)
-        tx, schedule = build_optimizer(config.optim, steps_per_epoch, config.train.epochs)
-        state = abstract_state(model, config, tx, mesh)
-        batch = abstract_batch(train_batch_spec(spec.global_batch, t, h, w), mesh)
-        key = with_sharding(jax.eval_shape(lambda: jax.random.key(0)), sharding.replicated(mesh))
-        step = train_lib.compile_train_step(model, tx, schedule, mesh)
-        train_cost = step_cost(step.lower(state, batch, key))
-    if evaluate:
-        extractor = FeatureExtractor(model.predict, config, mesh, progress=None)
-        repl = sharding.replicated(mesh)
-        variables = abstract_variables(model, config, mesh)
-        clip = jax.ShapeDtypeStruct((1, t, h, w, 3), jnp.uint8)
-        dim = jax.eval_shape(model.predict, variables, clip).shape[-1]
-        sums = jax.ShapeDtypeStruct((eval_tracklets, dim), jnp.float32, sharding=repl)
-        weights = jax.ShapeDtypeStruct((eval_tracklets,), jnp.float32, sharding=repl)
-        batch = abstract_batch(eval_batch_spec(config.eval.batch_size, t, h, w), mesh)
-        eval_cost = step_cost(extractor.step.lower(sums, weights, variables, batch))
-    return Compiled(config, devices, train_cost, eval_cost)
+    steps = lower_steps(
+        config, mesh, train=train, evaluate=evaluate, steps_per_epoch=steps_per_epoch,
+        eval_tracklets=eval_tracklets,
+    )  # fmt: skip
+    costs = [None if lowered is None else step_cost(lowered) for lowered in steps]
+    if any(c is not None and c.flops is None for c in costs):
+        flops = per_device_flops(config, len(devices))
+        costs = [
+            c if c is None or c.flops is not None else dataclasses.replace(c, flops=f)
+            for c, f in zip(costs, flops, strict=True)
+        ]
+    return Compiled(config, devices, *costs)

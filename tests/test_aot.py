@@ -162,3 +162,11 @@ def test_aot_compile_tool_prints_the_json_line():
     np.testing.assert_allclose(numbers["step_time_bound_s"], expect, rtol=1e-12)
     assert any(line.startswith("  by model part:") for line in lines)
     assert "Traceback" not in run.stderr
+
+
+def test_gpu_host_without_the_cuda_plugin_is_one_line(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(aot.AOTError, match=r'pip install "jax\[cuda12\]=='):
+        aot.devices("h100-8")
+    with pytest.raises(aot.AOTError, match="unknown GPU host"):
+        aot.gpu_devices("h100-eight")

@@ -17,7 +17,11 @@ and by primitive. The last line is one JSON object.
 
 Topologies as JAX spells them (`v4:2x2x1`, `v5e:2x4`, `v5p:2x2x1`, `v6e:2x4`) or Cloud
 TPU's names (`v4-8`, `v5e-8`, `v5p-8`, `v6e-8`). On v4 the compiler's devices are single
-TensorCores (two per chip); figures are given per chip.
+TensorCores (two per chip); figures are given per chip. A GPU host, `h100-8` (eight H100
+SXM), compiles with XLA's GPU compiler and no GPU when jax's CUDA plugin is installed
+(`pip install "jax[cuda12]==<jax version>"`); that compiler gives memory but no cost
+analysis, so FLOPs come from XLA's analysis of one device's share of the same program and
+bytes from the compiled module's ops (`reidjax.hlo_bytes`).
 """
 
 import json
@@ -72,6 +76,7 @@ def steps_per_epoch(config) -> tuple[int | None, str]:
 def step_lines(label: str, r: aot.Compiled, cost: aot.StepCost) -> list[str]:
     per_chip = 1 / r.share
     bound, compute, memory = r.bound_s(cost)
+    flops = cost.flops or float("nan")
     capacity = r.chip.hbm_bytes
     hbm = cost.hbm_bytes * per_chip
     return [
@@ -80,9 +85,9 @@ def step_lines(label: str, r: aot.Compiled, cost: aot.StepCost) -> list[str]:
         f"temporaries {gib(cost.temp_bytes * per_chip)}, outputs "
         f"{gib(cost.output_bytes * per_chip)} ({gib(cost.alias_bytes * per_chip)} of them in "
         f"donated buffers)",
-        f"{label}: {cost.flops * per_chip / G:,.1f} GFLOP and "
+        f"{label}: {flops * per_chip / G:,.1f} GFLOP and "
         f"{cost.bytes_accessed * per_chip / G:,.2f} GB accessed per chip per step "
-        f"({cost.flops / max(cost.bytes_accessed, 1):.1f} FLOP/byte); bound "
+        f"({flops / max(cost.bytes_accessed, 1):.1f} FLOP/byte); bound "
         f"{bound * 1e3:.2f} ms ({'memory' if memory >= compute else 'compute'}-bound: "
         f"{compute * 1e3:.2f} ms at {r.chip.bf16_flops / 1e12:g} TFLOP/s, {memory * 1e3:.2f} ms "
         f"at {r.chip.hbm_bandwidth / 1e9:g} GB/s)",
@@ -108,7 +113,7 @@ def main(argv):
 
     def run() -> int:
         config = cli.config()
-        devices = aot.tpu_devices(_TOPOLOGY.value)
+        devices = aot.devices(_TOPOLOGY.value)
         _, share = aot.chip_of(devices[0])
         per_device = None
         if _BATCH.value:
@@ -168,7 +173,7 @@ def main(argv):
                 hbm_bytes_per_chip=int(r.train.hbm_bytes / r.share),
                 temp_bytes_per_chip=int(r.train.temp_bytes / r.share),
                 argument_bytes_per_chip=int(r.train.argument_bytes / r.share),
-                flops_per_step_per_chip=r.train.flops / r.share,
+                flops_per_step_per_chip=r.train.flops and r.train.flops / r.share,
                 bytes_per_step_per_chip=r.train.bytes_accessed / r.share,
                 step_time_bound_s=bound,
                 compile_s=round(r.train.compile_s, 1),
@@ -179,7 +184,7 @@ def main(argv):
         if r.eval is not None:
             numbers.update(
                 eval_hbm_bytes_per_chip=int(r.eval.hbm_bytes / r.share),
-                eval_flops_per_step_per_chip=r.eval.flops / r.share,
+                eval_flops_per_step_per_chip=r.eval.flops and r.eval.flops / r.share,
                 eval_bytes_per_step_per_chip=r.eval.bytes_accessed / r.share,
                 eval_step_time_bound_s=r.bound_s(r.eval)[0],
                 eval_compile_s=round(r.eval.compile_s, 1),
