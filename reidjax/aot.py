@@ -255,7 +255,11 @@ class StepCost:
         compile_s: wall time of `.compile()`.
         argument_bytes, output_bytes, alias_bytes, temp_bytes, code_bytes: from
             `memory_analysis()` (alias: outputs that reuse a donated argument's buffer).
-        flops, bytes_accessed: from `cost_analysis()`.
+        flops, bytes_accessed: from `cost_analysis()`. Its bytes count every memory an op
+            reads or writes, the TPU's on-chip VMEM included.
+        hbm_accessed: the bytes the compiled module's ops read from and write to HBM (their
+            operands' and outputs' memory spaces, `reidjax.hlo_bytes`): what the HBM
+            bandwidth limits.
         hlo: the compiled module's text (for the bytes attribution).
     """
 
@@ -267,6 +271,7 @@ class StepCost:
     code_bytes: int
     flops: float | None
     bytes_accessed: float
+    hbm_accessed: float
     hlo: str = dataclasses.field(repr=False, default="")
 
     @property
@@ -293,12 +298,13 @@ def step_cost(lowered) -> StepCost:
     hlo = compiled.as_text()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
+    traffic = hlo_bytes.attribute(hlo)
     if cost:
         flops, accessed = cost.get("flops", 0.0), cost.get("bytes accessed", 0.0)
     else:
         # The GPU compiler gives no cost analysis: FLOPs come from `per_device_flops`, bytes
         # as the compiled module's top-level ops read and write them.
-        flops, accessed = None, hlo_bytes.attribute(hlo)["total"]
+        flops, accessed = None, traffic["total"]
     return StepCost(
         compile_s=seconds,
         argument_bytes=int(memory.argument_size_in_bytes),
@@ -308,6 +314,7 @@ def step_cost(lowered) -> StepCost:
         code_bytes=int(memory.generated_code_size_in_bytes),
         flops=None if flops is None else float(flops),
         bytes_accessed=float(accessed),
+        hbm_accessed=float(traffic["hbm"]),
         hlo=hlo,
     )
 
@@ -340,10 +347,11 @@ class Compiled:
         return round(len(self.devices) * self.share)
 
     def bound_s(self, cost: StepCost) -> tuple[float, float, float]:
-        """(bound, compute time, memory time) of a step on one device, in seconds (compute
-        time 0 where the FLOPs are unknown)."""
+        """(bound, compute time, memory time) of a step on one device, in seconds: the
+        roofline lower bound max(FLOPs at peak, HBM traffic at HBM bandwidth); compute
+        time 0 where the FLOPs are unknown."""
         compute = (cost.flops or 0.0) / (self.chip.bf16_flops * self.share)
-        memory = cost.bytes_accessed / (self.chip.hbm_bandwidth * self.share)
+        memory = cost.hbm_accessed / (self.chip.hbm_bandwidth * self.share)
         return max(compute, memory), compute, memory
 
     @property

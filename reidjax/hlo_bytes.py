@@ -167,16 +167,18 @@ def part_of(op_name: str, depth: int = 3) -> tuple[str, str, str]:
 
 def attribute(hlo_text: str, depth: int = 3) -> dict:
     """Bytes grouped four ways: by (direction, part), by part, by primitive and by opcode;
-    each a list of (key, bytes) largest first; with `total` (all memory spaces, as XLA's
+    each a list of (key, bytes) largest first, and the same of HBM bytes (`hbm_part`, ...);
+    with `total` (all memory spaces, as XLA's
     cost analysis counts), `hbm` (the part in HBM) and the number of `ops`."""
     ops = parse(hlo_text)
-    groups = {k: collections.Counter() for k in ("direction_part", "part", "primitive", "opcode")}
+    kinds = ("direction_part", "part", "primitive", "opcode")
+    groups = {k: collections.Counter() for k in kinds + tuple(f"hbm_{k}" for k in kinds)}
     for op in ops:
         direction, part, primitive = part_of(op.op_name, depth)
-        groups["direction_part"][f"{direction}: {part}"] += op.bytes
-        groups["part"][part] += op.bytes
-        groups["primitive"][f"{direction}: {primitive}"] += op.bytes
-        groups["opcode"][op.opcode] += op.bytes
+        keys = (f"{direction}: {part}", part, f"{direction}: {primitive}", op.opcode)
+        for kind, key in zip(kinds, keys, strict=True):
+            groups[kind][key] += op.bytes
+            groups[f"hbm_{kind}"][key] += op.hbm
     out = {k: v.most_common() for k, v in groups.items()}
     out["total"] = sum(op.bytes for op in ops)
     out["hbm"] = sum(op.hbm for op in ops)

@@ -50,6 +50,7 @@ _STEPS = flags.DEFINE_integer(
 _ONLY = flags.DEFINE_enum("only", "both", ["both", "train", "eval"], "Which steps to compile.")
 _ATTRIBUTE = flags.DEFINE_integer("attribute", 0, "Print the N largest byte groups.")
 _DEPTH = flags.DEFINE_integer("depth", 3, "Module depth of the byte groups.")
+_SAVE_HLO = flags.DEFINE_string("save_hlo", "", "Write the compiled steps' HLO text here.")
 
 G = 1e9
 
@@ -85,9 +86,10 @@ def step_lines(label: str, r: aot.Compiled, cost: aot.StepCost) -> list[str]:
         f"temporaries {gib(cost.temp_bytes * per_chip)}, outputs "
         f"{gib(cost.output_bytes * per_chip)} ({gib(cost.alias_bytes * per_chip)} of them in "
         f"donated buffers)",
-        f"{label}: {flops * per_chip / G:,.1f} GFLOP and "
-        f"{cost.bytes_accessed * per_chip / G:,.2f} GB accessed per chip per step "
-        f"({flops / max(cost.bytes_accessed, 1):.1f} FLOP/byte); bound "
+        f"{label}: {flops * per_chip / G:,.1f} GFLOP, {cost.bytes_accessed * per_chip / G:,.2f} "
+        f"GB accessed (cost analysis, on-chip memory included), "
+        f"{cost.hbm_accessed * per_chip / G:,.2f} GB of it in HBM per chip per step "
+        f"({flops / max(cost.hbm_accessed, 1):.1f} FLOP per HBM byte); bound "
         f"{bound * 1e3:.2f} ms ({'memory' if memory >= compute else 'compute'}-bound: "
         f"{compute * 1e3:.2f} ms at {r.chip.bf16_flops / 1e12:g} TFLOP/s, {memory * 1e3:.2f} ms "
         f"at {r.chip.hbm_bandwidth / 1e9:g} GB/s)",
@@ -97,14 +99,14 @@ def step_lines(label: str, r: aot.Compiled, cost: aot.StepCost) -> list[str]:
 def attribution_lines(cost: aot.StepCost, n: int, depth: int) -> list[str]:
     a = hlo_bytes.attribute(cost.hlo, depth)
     lines = [
-        f"bytes of the train step's {a['ops']} top-level ops: {a['total'] / G:.2f} GB per "
-        f"device (operands + outputs; the cost analysis counts "
-        f"{cost.bytes_accessed / G:.2f} GB)"
+        f"bytes of the train step's {a['ops']} top-level ops per device: {a['hbm'] / G:.2f} "
+        f"GB in HBM of {a['total'] / G:.2f} GB read and written (operands + outputs, on-chip "
+        f"memory included; the cost analysis counts {cost.bytes_accessed / G:.2f} GB)"
     ]
     for key, title in (("direction_part", "model part"), ("primitive", "primitive"),
                        ("opcode", "HLO opcode")):  # fmt: skip
-        lines.append(f"  by {title}:")
-        lines += [f"    {b / G:8.3f} GB {b / a['total']:6.1%}  {k}" for k, b in a[key][:n]]
+        lines.append(f"  HBM bytes by {title}:")
+        lines += [f"    {b / G:8.3f} GB {b / a['hbm']:6.1%}  {k}" for k, b in a[f"hbm_{key}"][:n]]
     return lines
 
 
@@ -175,6 +177,7 @@ def main(argv):
                 argument_bytes_per_chip=int(r.train.argument_bytes / r.share),
                 flops_per_step_per_chip=r.train.flops and r.train.flops / r.share,
                 bytes_per_step_per_chip=r.train.bytes_accessed / r.share,
+                hbm_bytes_per_step_per_chip=r.train.hbm_accessed / r.share,
                 step_time_bound_s=bound,
                 compile_s=round(r.train.compile_s, 1),
                 steps_per_epoch=spe,
@@ -186,9 +189,16 @@ def main(argv):
                 eval_hbm_bytes_per_chip=int(r.eval.hbm_bytes / r.share),
                 eval_flops_per_step_per_chip=r.eval.flops and r.eval.flops / r.share,
                 eval_bytes_per_step_per_chip=r.eval.bytes_accessed / r.share,
+                eval_hbm_bytes_per_step_per_chip=r.eval.hbm_accessed / r.share,
                 eval_step_time_bound_s=r.bound_s(r.eval)[0],
                 eval_compile_s=round(r.eval.compile_s, 1),
             )
+        if _SAVE_HLO.value:
+            os.makedirs(_SAVE_HLO.value, exist_ok=True)
+            for label, cost in (("train", r.train), ("eval", r.eval)):
+                if cost is not None:
+                    with open(os.path.join(_SAVE_HLO.value, f"{label}.hlo"), "w") as f:
+                        f.write(cost.hlo)
         if _ATTRIBUTE.value and r.train is not None:
             print("\n".join(attribution_lines(r.train, _ATTRIBUTE.value, _DEPTH.value)))
         print(json.dumps(numbers))
