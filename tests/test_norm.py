@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reidjax.models.norm import BatchNorm, relu
+from reidjax.models.norm import BatchNorm
 
 try:
     import torch
@@ -105,8 +105,8 @@ def _ours_grads(x, dy, scale, bias, dtype=jnp.float32):
 
 @pytest.mark.parametrize("shape", [(32, 16), (2, 3, 4, 5, 6)])
 def test_training_gradients_equal_the_formula_in_float64(shape):
-    """The hand-written backward (it keeps x, μ and 1/σ only) against the textbook BN
-    gradients in float64, for x, γ and β; channel means far from 0 as in the trunk."""
+    """Training-mode gradients for x, γ and β against the textbook BN gradients in
+    float64; channel means far from 0 as in the trunk."""
     rng = np.random.default_rng(1)
     x = (rng.normal(size=shape) * 3 + 5).astype(np.float32)
     dy = rng.normal(size=shape).astype(np.float32)
@@ -118,32 +118,6 @@ def test_training_gradients_equal_the_formula_in_float64(shape):
         a = np.asarray(a, np.float64).reshape(b.shape)
         # float32 sums of n ≤ 360 terms: relative error ~ n·2⁻²⁴ ≈ 2e-5 of the largest term.
         np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max(), rtol=0)
-
-
-def test_training_gradients_equal_autodiff_of_the_forward():
-    """Against JAX's own autodiff of the same forward expression (float32 and bfloat16
-    input): the custom backward changes rounding only."""
-    rng = np.random.default_rng(2)
-    shape = (4, 2, 6, 5, 8)
-    x = (rng.normal(size=shape) * 2 + 3).astype(np.float32)
-    dy = rng.normal(size=shape).astype(np.float32)
-    scale = rng.uniform(0.5, 2, 8).astype(np.float32)
-    bias = rng.normal(size=8).astype(np.float32)
-
-    def plain(x, scale, bias):
-        xf = x.astype(jnp.float32)
-        mean = jnp.mean(xf, axis=(0, 1, 2, 3))
-        var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2, 3))
-        y = (xf - mean) * (scale * jax.lax.rsqrt(var + 1e-5)) + bias
-        return jnp.sum(y.astype(x.dtype).astype(jnp.float32) * dy)
-
-    for dtype, tol in ((jnp.float32, 2e-5), (jnp.bfloat16, 2e-2)):
-        xd = jnp.asarray(x, dtype)
-        ref = jax.grad(plain, argnums=(0, 1, 2))(xd, scale, bias)
-        ours = _ours_grads(xd, dy, scale, bias, dtype)
-        for a, b in zip(ours, ref, strict=True):
-            a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-            np.testing.assert_allclose(a, b, atol=tol * np.abs(b).max(), rtol=0)
 
 
 @pytest.mark.torch
@@ -158,11 +132,3 @@ def test_training_gradients_equal_torch():
     expect = (np.moveaxis(t.grad.numpy(), 1, -1), ref.weight.grad.numpy(), ref.bias.grad.numpy())
     for a, b in zip(ours, expect, strict=True):
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-5 * np.abs(b).max(), rtol=0)
-
-
-def test_relu_gradient_from_its_output():
-    x = jnp.asarray([-2.0, -0.0, 0.0, 1e-30, 3.0, jnp.nan])
-    g = jax.grad(lambda x: jnp.sum(relu(x) * jnp.arange(1.0, 7.0)))(x)
-    ref = jax.grad(lambda x: jnp.sum(jax.nn.relu(x) * jnp.arange(1.0, 7.0)))(x)
-    np.testing.assert_array_equal(np.asarray(g), np.asarray(ref))  # 0 at 0, as jax.nn.relu
-    np.testing.assert_array_equal(np.asarray(relu(x)), np.asarray(jax.nn.relu(x)))

@@ -19,6 +19,7 @@ def _model(name: str, remat: bool):
     return config, experiment.build(config, registry_meta(config))
 
 
+@pytest.mark.slow
 # STRF-P3D-C covers every block kind of the trunk DSANet and the baselines share.
 @pytest.mark.parametrize("name", ["strf_mars"])
 def test_remat_changes_no_parameter_output_or_gradient(name):

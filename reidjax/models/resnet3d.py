@@ -33,7 +33,7 @@ import numpy as np
 
 from reidjax.errors import ConfigError
 from reidjax.models.conv import Conv3D, max_pool3d
-from reidjax.models.norm import BatchNorm, relu
+from reidjax.models.norm import BatchNorm
 from reidjax.models.strf import STRF, STRFConfig
 
 VARIANTS = ("c2d", "i3d", "p3da", "p3db", "p3dc")
@@ -192,9 +192,9 @@ class Bottleneck(nn.Module):
     def __call__(self, x: Array, train: bool = False) -> Array:
         """Applies the block to `x` `[B, T, H, W, C]`; returns `[B, T, H/s, W/s, 4*planes]`."""
         y = self._conv(self.planes, (1, 1, 1), name="conv1")(x)
-        y = relu(self._bn(train, "bn1")(y))
+        y = nn.relu(self._bn(train, "bn1")(y))
         y = self.temporal_conv2(y)
-        y = relu(self._bn(train, "bn2")(y))
+        y = nn.relu(self._bn(train, "bn2")(y))
         y = self._conv(4 * self.planes, (1, 1, 1), name="conv3")(y)
         y = self._bn(train, "bn3")(y)
         shortcut = x
@@ -202,7 +202,7 @@ class Bottleneck(nn.Module):
             s = (1, self.stride, self.stride)
             shortcut = self._conv(4 * self.planes, (1, 1, 1), s, name="downsample_conv")(x)
             shortcut = self._bn(train, "downsample_bn")(shortcut)
-        return relu(y + shortcut)
+        return nn.relu(y + shortcut)
 
 
 class ResNet3D(nn.Module):
@@ -300,7 +300,7 @@ class ResNet3D(nn.Module):
             dtype=self.dtype,
             name="bn1",
         )(x)
-        x = relu(x)
+        x = nn.relu(x)
         # torchvision pads the max pool with -inf, as max_pool3d does.
         x = max_pool3d(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), self.strided_impl)
         outputs = {}
