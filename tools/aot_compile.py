@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags
 
-from reidjax import aot, cli, experiment, hlo_bytes
+from reidjax import aot, chips, cli, experiment, hlo_bytes
 from reidjax.errors import UserError
 
 _CONFIG, _PRINT = cli.define_config_flags("Experiment config file")
@@ -115,7 +115,7 @@ def main(argv):
 
     def run() -> int:
         config = cli.config()
-        devices = aot.devices(_TOPOLOGY.value)
+        devices = chips.devices(_TOPOLOGY.value)
         _, share = aot.chip_of(devices[0])
         per_device = None
         if _BATCH.value:
