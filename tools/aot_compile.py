@@ -126,7 +126,6 @@ def main(argv):
                     f"{round(1 / share)} devices here; give a multiple of {round(1 / share)}"
                 )
             per_device = int(per_device)
-        spe, spe_source = steps_per_epoch(config)
         print(f"compiling {cli.config_path()} for {_TOPOLOGY.value}: {len(devices)} "
               f"{devices[0].device_kind} devices...", flush=True)  # fmt: skip
         r = aot.compile_run(
@@ -135,9 +134,9 @@ def main(argv):
             per_device_batch=per_device,
             train=_ONLY.value != "eval",
             evaluate=_ONLY.value != "train",
-            steps_per_epoch=spe or 100,
         )
         c = r.config
+        spe, spe_source = steps_per_epoch(c)  # of the batch as compiled
         global_batch = c.train.ids_per_batch * c.train.clips_per_id
         print(
             f"{c.model.name} ({c.model.variant}), {c.model.dtype} compute, "
