@@ -69,10 +69,11 @@ def make_train_step(model: ReIDModel, tx: optax.GradientTransformation, schedule
         finite = divergence.all_finite(metrics)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-        params = keep(params, state.params)
-        opt_state = keep(opt_state, state.opt_state)
-        batch_stats = keep(batch_stats, state.batch_stats)
+        params, opt_state, batch_stats = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt_state, batch_stats),
+            (state.params, state.opt_state, state.batch_stats),
+        )
         metrics.update(
             accuracy=accuracy,
             param_norm=optax.tree.norm(params),
