@@ -10,8 +10,9 @@ metrics go to WORKDIR/metrics.jsonl and WORKDIR/tensorboard. The built-in defaul
 data or weights: `python train.py --config configs/synthetic.py`.
 
 Exit status: 0 trained to the last step; 1 an error (one `error: ...` line for what the
-user can fix, a traceback otherwise); 75 preempted (SIGTERM): the step reached was saved
-and the same command resumes from it.
+user can fix, a traceback otherwise); 75 preempted (SIGTERM, to any process of a
+multi-process run, also during start-up): every process stopped at the same step, saved
+it, and the same command resumes from it.
 """
 
 import os
@@ -19,7 +20,7 @@ import sys
 
 from absl import app, flags
 
-from reidjax import cli, train_lib
+from reidjax import cli, hosts, train_lib
 from reidjax.checkpoint import CheckpointSaveError
 from reidjax.errors import ConfigError
 from reidjax.workdir import Workdir
@@ -38,6 +39,7 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def main(argv):
+    hosts.stop_at_startup()  # first thing: SIGTERM while starting up is a preemption too
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_logging()
@@ -62,6 +64,7 @@ def main(argv):
             # After a failed save the checkpoint writer's threads keep printing tracebacks
             # until the interpreter's teardown. Every file of ours is closed by now: mute
             # stderr for them, write this line last, and exit without the teardown.
+            hosts.PeerWatch.finish(hosts.FAILED)  # several processes: the others stop too
             sys.stdout.flush()
             sys.stderr.flush()
             stderr = os.dup(2)
@@ -71,7 +74,14 @@ def main(argv):
         print(f"trained to step {int(state.step)}; checkpoints in {workdir}/checkpoints")
         return 0
 
-    return cli.run_or_explain(run)
+    def run_unless_stopped() -> int:
+        try:
+            return run()
+        except hosts.StoppedAtStartup as stop:
+            print(stop, file=sys.stderr, flush=True)
+            return PREEMPTED
+
+    return cli.run_or_explain(run_unless_stopped)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
 
 import ml_collections
 from absl import app, flags, logging
 
-from reidjax import config_lib
+from reidjax import config_lib, hosts
 from reidjax.errors import ConfigError, UserError
 
 RUNS_DIR = "runs"
@@ -116,9 +117,30 @@ def quiet_logging() -> None:
 
 def run_or_explain(fn: Callable[[], int]) -> int:
     """Runs `fn`; a `UserError` becomes one line on stderr and exit code 1. Any other
-    exception keeps its traceback (it is a bug)."""
+    exception keeps its traceback (it is a bug), except, with several processes, a
+    collective that failed because another process went away (one line).
+
+    With several processes an error ends this process at once and tells the others
+    (`hosts.abort`): JAX's orderly shutdown would wait for processes still training.
+    """
     try:
         return fn()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        hosts.abort(1)
         return 1
+    except Exception as e:
+        if not hosts.several_processes():
+            raise
+        if hosts.peer_gone(e):
+            print(
+                f"error: a collective failed on process {hosts.process_index()}: another "
+                f"process went away ({hosts.first_line(e)}); rerun the same command on every "
+                "host to resume from the last checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            traceback.print_exc()
+        hosts.abort(1)
+        raise

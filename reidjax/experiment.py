@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from reidjax import sharding, workdir_io
+from reidjax import hosts, sharding, workdir_io
 from reidjax.data.open import DataMeta, open_data, registry_meta
 from reidjax.data.pipelines import TrainBatches, TrainSpec
 from reidjax.data.records import ReIDDataset
@@ -177,7 +177,7 @@ def setup(config: ml_collections.ConfigDict, *, train: bool = True) -> Run:
         UserError: (subclasses) the batch does not split over the devices, the dataset is
             not prepared, or the config does not fit the data.
     """
-    sharding.maybe_initialize_distributed()
+    hosts.initialize()
     mesh = sharding.make_mesh(config)
     spec = train_spec(config)
     if train:

@@ -1,9 +1,7 @@
-"""Device mesh, shardings (data parallelism over a `jax.sharding.Mesh`) and the
-multi-process start-up."""
+"""Device mesh and shardings (data parallelism over a `jax.sharding.Mesh`); the
+multi-process start-up is `reidjax.hosts`."""
 
 from __future__ import annotations
-
-import os
 
 import jax
 import ml_collections
@@ -52,20 +50,3 @@ def check_eval_batch(batch_size: int, mesh: Mesh) -> None:
             f"(and {hosts} processes) of the data mesh; set --config.eval.batch_size to a "
             "multiple of it"
         )
-
-
-def maybe_initialize_distributed() -> None:
-    """`jax.distributed.initialize()` for multi-process runs (a no-op on one process).
-
-    Driven by the environment: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-    JAX_PROCESS_ID (or a cluster JAX auto-detects, such as a Cloud TPU slice, with
-    REIDJAX_DISTRIBUTED=1).
-    """
-    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize(
-            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["JAX_PROCESS_ID"]),
-        )
-    elif os.environ.get("REIDJAX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import signal
 import time
 
 import jax
@@ -18,7 +17,16 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from reidjax import checkpoint, divergence, eval_lib, experiment, restore, runlock, sharding
+from reidjax import (
+    checkpoint,
+    divergence,
+    eval_lib,
+    experiment,
+    hosts,
+    restore,
+    runlock,
+    sharding,
+)
 from reidjax.data.augment import apply_augmentation
 from reidjax.data.batch import TRAIN_FIELDS
 from reidjax.data.pipelines import iterate, to_device
@@ -115,7 +123,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     non-finite state is saved.
 
     Raises:
-        Preempted: SIGTERM arrived; the step reached was saved.
+        Preempted: SIGTERM arrived (on any process); the step reached was saved.
+        hosts.StoppedAtStartup: SIGTERM arrived before the loop, with `hosts.stop_at_startup`
+            installed (train.py).
         UserError: (subclasses) the data, weights, checkpoint or config cannot work, the
             workdir is in use by another trainer, a save failed, or training diverged.
     """
@@ -167,9 +177,9 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
             resources.callback(evaluation.close)
         log = MetricsLog(workdir, total, run.batches.spec.global_batch, start)
         resources.callback(log.close)
-        stop = {"requested": False}
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
-        resources.callback(signal.signal, signal.SIGTERM, previous)
+        # SIGTERM from here on is a request to stop after a step (on several processes:
+        # the same step on all of them).
+        stops = resources.enter_context(hosts.StopRequests())
 
         # ---------------------------------------------------------------- compile
         key = jax.random.key(config.seed + 1)
@@ -185,6 +195,9 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
             step_fn = step_fn.lower(state, first, key).compile()
             if jax.process_index() == 0:
                 print(f"{time.perf_counter() - begin:.1f} s", flush=True)
+            # All processes start stepping together: a fast one (a warm compilation cache)
+            # would otherwise time out in the first collective's set-up.
+            hosts.barrier("compiled")
             log.restart_clock()
 
         # ---------------------------------------------------------------- the loop
@@ -194,7 +207,7 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
             step += 1
             guard = guard or divergence.DivergenceGuard(metrics)
             guard.update(metrics)
-            stopping = stop["requested"]  # read once: SIGTERM may arrive at any line
+            stopping = stops.requested()  # read once per step: SIGTERM may arrive at any line
             force = step == total or stopping
             logging_step = step % config.train.log_every == 0 or step == total
             if logging_step or ckpt.due(step, force):

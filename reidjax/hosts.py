@@ -1,0 +1,276 @@
+"""Several processes as one run: start-up, one stop that every process agrees on, a lost
+process noticed by the others, and processes that meet before their first step.
+
+On one process everything here is a no-op except SIGTERM: a request to stop that the
+training loop reads once per step (`StopRequests`), and during start-up (before the loop
+reads it) an immediate `StoppedAtStartup`.
+
+With several processes (`initialize()`: `jax.distributed`):
+
+- **Stopping is collective.** JAX's preemption service owns SIGTERM: a notice reaching any
+  process is shared with all of them, and `StopRequests.requested` becomes true on every
+  process at the same step (`multihost_utils.reached_preemption_sync_point`), so that all
+  save that step and exit 75 together, however far apart the notices arrived.
+- **A lost process ends the run.** Each process writes a beat to the coordination
+  service's key-value store every second and watches the others' (`PeerWatch`). A process
+  that stops beating for `REIDJAX_PEER_TIMEOUT` seconds (60 by default; killed, host lost,
+  hung) or that reports an error (`abort`) makes every other process print one line and
+  exit 1. JAX's own heartbeat timeout is set above it, so the line comes first. When
+  process 0 is lost, the coordination service goes with it and JAX ends the others at once
+  with its own message ("the JAX distributed service detected fatal errors").
+- **Processes meet after compiling** (`barrier`), so that a fast process (a warm
+  compilation cache) does not time out a slow one in the first collective's set-up.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+
+import jax
+from jax.experimental import multihost_utils
+
+from reidjax.errors import UserError
+
+# Seconds without a beat after which a process counts as lost (REIDJAX_PEER_TIMEOUT).
+PEER_TIMEOUT_S = 60.0
+# How long a process waits for the others at a barrier (a slow compile, a slow restore).
+BARRIER_TIMEOUT_S = 3600
+_BEAT_S = 1.0
+_KEY = "reidjax/alive/"
+DONE, FAILED = "done", "failed"
+
+
+class StoppedAtStartup(Exception):
+    """SIGTERM arrived before the first step; nothing new to save."""
+
+    def __init__(self):
+        super().__init__(
+            "preempted during start-up, before any step: nothing new to save; run the same "
+            "command to resume"
+        )
+
+
+def _raise_at_startup(signum, frame):
+    raise StoppedAtStartup()
+
+
+def stop_at_startup() -> None:
+    """SIGTERM raises `StoppedAtStartup` until the training loop takes it over (train.py
+    installs this first thing, so that a stop while the data, model or checkpoint load
+    ends with the preempted status and one line, not status 143)."""
+    signal.signal(signal.SIGTERM, _raise_at_startup)
+
+
+def peer_timeout() -> float:
+    """`REIDJAX_PEER_TIMEOUT` (seconds) or the default."""
+    value = os.environ.get("REIDJAX_PEER_TIMEOUT", "")
+    try:
+        timeout = float(value) if value else PEER_TIMEOUT_S
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0:
+        raise UserError(f"REIDJAX_PEER_TIMEOUT={value!r}: give a number of seconds > 0")
+    return timeout
+
+
+def initialize() -> None:
+    """`jax.distributed.initialize()` for multi-process runs, then the watch over the other
+    processes; a no-op on one process.
+
+    Driven by the environment: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID, or a cluster JAX detects itself (a Cloud TPU slice) with
+    REIDJAX_DISTRIBUTED=1; REIDJAX_PEER_TIMEOUT as in the module docstring.
+    """
+    if jax.distributed.is_initialized():
+        return
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        kwargs = dict(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+    elif os.environ.get("REIDJAX_DISTRIBUTED") == "1":
+        kwargs = {}
+    else:
+        return
+    timeout = peer_timeout()
+    jax.distributed.initialize(heartbeat_timeout_seconds=max(100, int(2 * timeout)), **kwargs)
+    if jax.process_count() > 1:
+        PeerWatch.start(timeout)
+
+
+def _client():
+    from jax._src import distributed  # the coordination service's client; no public name
+
+    return distributed.global_state.client
+
+
+class PeerWatch:
+    """The beats of this process and the watch over the others' (module docstring)."""
+
+    _thread: threading.Thread | None = None
+    _stop = threading.Event()
+    _status = DONE  # what this process reports when it exits normally
+
+    @classmethod
+    def start(cls, timeout: float) -> None:
+        if cls._thread is not None:
+            return
+        cls._thread = threading.Thread(
+            target=cls._run, args=(_client(), jax.process_index(), jax.process_count(), timeout),
+            name="reidjax-peer-watch", daemon=True,
+        )  # fmt: skip
+        cls._thread.start()
+        atexit.register(cls.finish)  # before jax.distributed's own shutdown (LIFO)
+
+    @classmethod
+    def finish(cls, status: str = DONE) -> None:
+        """Stops beating and tells the others this process ended (`done`: the others may
+        go on without it; `failed`: they stop too)."""
+        if cls._thread is None or cls._stop.is_set():
+            return
+        cls._stop.set()
+        cls._thread.join(timeout=5)
+        with contextlib.suppress(Exception):  # the coordinator is gone: nothing to tell
+            _client().key_value_set(f"{_KEY}{jax.process_index()}", status, allow_overwrite=True)
+
+    @classmethod
+    def _run(cls, client, me: int, count: int, timeout: float) -> None:
+        peers = [p for p in range(count) if p != me]
+        seen: dict[int, str] = {}
+        last = {p: time.monotonic() for p in peers}
+        beat = 0
+        while not cls._stop.wait(_BEAT_S):
+            beat += 1
+            try:
+                client.key_value_set(f"{_KEY}{me}", str(beat), allow_overwrite=True)
+                values = {k.rsplit("/", 1)[-1]: v for k, v in client.key_value_dir_get(_KEY)}
+            except Exception as e:
+                if cls._stop.is_set():
+                    return
+                _die(
+                    f"lost the coordination service (process 0) while process {me} of {count} "
+                    f"was running ({first_line(e)}): process 0 is gone or unreachable"
+                )
+            now = time.monotonic()
+            for p in peers:
+                value = values.get(str(p))
+                if value == FAILED:
+                    _die(f"process {p} of {count} stopped with an error (its output says why)")
+                if value != seen.get(p):
+                    seen[p], last[p] = value, now
+            lost = [p for p in peers if seen.get(p) != DONE and now - last[p] > timeout]
+            if lost:
+                names = ", ".join(map(str, lost))
+                _die(
+                    f"process {names} of {count} gave no sign of life for {timeout:.0f} s "
+                    "(killed, its host lost, or hung)"
+                )
+
+
+def several_processes() -> bool:
+    """Whether this is one process of a multi-process run (initialized)."""
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def process_index() -> int:
+    return jax.process_index()
+
+
+def peer_gone(e: BaseException) -> bool:
+    """Whether `e` is a collective that failed because another process went away (a
+    closed connection: killed, or its host lost)."""
+    text = str(e)
+    return isinstance(e, jax.errors.JaxRuntimeError) and any(
+        s in text for s in ("Connection closed by peer", "Connection reset", "Socket closed")
+    )
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _die(reason: str) -> None:
+    """One line, then exit 1 at once: waiting would only hang in the next collective."""
+    PeerWatch._stop.set()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    message = (
+        f"\nerror: {reason}; stopping process {jax.process_index()} too. Rerun the same command "
+        "on every host to resume from the last checkpoint\n"
+    )
+    os.write(2, message.encode())
+    os._exit(1)
+
+
+def abort(status: int) -> None:
+    """Ends this process of a multi-process run with `status` after an error it has
+    already reported: tells the others (they stop with one line) and exits at once, since
+    JAX's orderly shutdown would wait for processes that are still training."""
+    if not several_processes():
+        return
+    PeerWatch.finish(FAILED)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+    """Every process waits here until all have arrived (a no-op on one process).
+
+    Raises:
+        UserError: the others did not all arrive within `timeout_s`.
+    """
+    if jax.process_count() <= 1:
+        return
+    try:
+        _client().wait_at_barrier(f"reidjax/{name}", int(timeout_s * 1000))
+    except Exception as e:
+        raise UserError(
+            f"process {jax.process_index()} waited {timeout_s:.0f} s for the other processes "
+            f"at '{name}' and not all came ({first_line(e)})"
+        ) from None
+
+
+class StopRequests:
+    """SIGTERM as a request to stop, read by the training loop once per step.
+
+    One process: a flag set by a SIGTERM handler installed for the loop's lifetime (the
+    previous handler comes back on exit). Several processes: JAX's preemption service
+    (which owns SIGTERM once `jax.distributed` is initialized) decides a step every process
+    stops at. `requested()` must be called at every step, on every process.
+    """
+
+    def __init__(self):
+        self.calls = 0
+        self.flag = False
+        self.collective = jax.process_count() > 1
+        self.previous = None
+
+    def __enter__(self) -> StopRequests:
+        if not self.collective:
+            self.previous = signal.signal(signal.SIGTERM, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.collective:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.flag = True
+
+    def requested(self) -> bool:
+        """Whether to stop after the step just taken (the same answer on every process)."""
+        self.calls += 1
+        if self.collective:
+            # Counted from 1 in this process: a notice that arrived before the first call
+            # then stops at the first step (the service's safe step is max(calls) + 1).
+            return multihost_utils.reached_preemption_sync_point(self.calls)
+        return self.flag

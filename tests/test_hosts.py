@@ -1,0 +1,236 @@
+"""Faults of a multi-process run: one process preempted, one killed, processes starting
+apart; SIGTERM during start-up. Real `jax.distributed` runs of train.py on this machine
+(two processes, 2 CPU devices each, gloo collectives on 127.0.0.1), as docs/training.md's
+recipe, and each interrupted chain resumed to the end must equal the uninterrupted
+two-process run bitwise (same program, same devices, same gloo reduction order)."""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from reidjax import hosts
+from reidjax.errors import UserError
+from tests.runs import assert_bitwise_equal, synthetic_config, variables_of
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STEPS = 24  # long enough that a stop lands well before the end
+PEER_TIMEOUT = 10  # seconds (REIDJAX_PEER_TIMEOUT): a lost process is noticed after this
+# Every process must have exited this long after the fault: the peer timeout, one step,
+# a checkpoint save and the interpreter's exit, with a wide margin for a loaded 2-core
+# machine (measured: under 20 s).
+EXIT_BOUND = 90
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TwoProcesses:
+    """`train.py` on two processes of one jax.distributed run."""
+
+    def __init__(self, tmp_path, workdir, *extra, peer_timeout=PEER_TIMEOUT, env_of=None):
+        port = free_port()
+        self.procs, self.logs = [], []
+        for rank in (0, 1):
+            env = dict(os.environ)
+            env.update(
+                XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                JAX_PLATFORMS="cpu",
+                JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(rank),
+                REIDJAX_PEER_TIMEOUT=str(peer_timeout),
+                **(env_of or {}).get(rank, {}),
+            )
+            args = [
+                sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
+                "--workdir", str(workdir), f"--config.dataset.data_dir={tmp_path / 'data'}",
+                f"--config.train.num_steps={STEPS}", "--config.train.eval_every=-1",
+                "--config.train.log_every=1", *extra,
+            ]  # fmt: skip
+            err = open(tmp_path / f"{workdir.name}.{rank}.{time.monotonic_ns()}.err", "w+")  # noqa: SIM115
+            self.logs.append((rank, err))
+            self.procs.append(
+                (rank, subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err,
+                                        text=True, env=env))
+            )  # fmt: skip
+
+    def wait_for(self, start: str) -> None:
+        """Until process 0 printed a line starting with `start` (process 0 prints the
+        start-up report and the progress lines)."""
+        for line in self.procs[0][1].stdout:
+            if line.startswith(start):
+                return
+        raise AssertionError(f"process 0 ended before {start!r}: {self.stderr(0)[-2000:]}")
+
+    def wait_for_step(self, step: int) -> None:
+        self.wait_for(f"step {step}/")
+
+    def signal(self, rank: int, sig: int) -> float:
+        self.procs[rank][1].send_signal(sig)
+        return time.monotonic()
+
+    def wait(self, since: float | None = None) -> list[int]:
+        """Exit statuses; every process must end within EXIT_BOUND of `since`."""
+        since = time.monotonic() if since is None else since
+        try:
+            for _, p in self.procs:
+                p.communicate(timeout=max(1.0, since + EXIT_BOUND - time.monotonic()))
+        finally:
+            for _, p in self.procs:
+                p.kill()
+        return [p.returncode for _, p in self.procs]
+
+    def stderr(self, rank: int) -> str:
+        err = self.logs[rank][1]
+        err.flush()
+        err.seek(0)
+        return err.read()
+
+    def last_line(self, rank: int) -> str:
+        """The last line of stderr, which must be the only one that tells the user what
+        happened (no traceback, no JAX fatal log)."""
+        text = self.stderr(rank)
+        assert "Traceback" not in text and "Check failure" not in text, text[-3000:]
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert lines, f"process {rank} said nothing"
+        return lines[-1]
+
+
+def stopped_step(line: str) -> int:
+    assert line.startswith("preempted: saved step "), line
+    return int(line.split("preempted: saved step ")[1].split(";")[0])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The two-process run of STEPS steps, uninterrupted: the reference."""
+    tmp_path = tmp_path_factory.mktemp("hosts")
+    workdir = tmp_path / "whole"
+    run = TwoProcesses(tmp_path, workdir)
+    assert run.wait(time.monotonic() + 600) == [0, 0], run.stderr(0)[-3000:]
+    return tmp_path, variables_of(workdir, synthetic_config(tmp_path))
+
+
+def resume_to_the_end(tmp_path, workdir, expected, *extra, run=None):
+    run = run or TwoProcesses(tmp_path, workdir, *extra)
+    assert run.wait(time.monotonic() + 600) == [0, 0], run.stderr(0)[-3000:] + run.stderr(1)
+    step, got = variables_of(workdir, synthetic_config(tmp_path))
+    assert step == STEPS == expected[0]
+    assert_bitwise_equal(expected[1], got)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes_bitwise(uninterrupted):
+    """Checkpoints at every step: SIGTERM to process 1 only, then (resumed) to process 0
+    only. Both processes stop at the same step, save it, exit 75 with one line each; the
+    resumed run ends equal to the uninterrupted one."""
+    tmp_path, expected = uninterrupted
+    workdir = tmp_path / "every_step"
+    every = "--config.train.checkpoint_every=1"
+    stops = []
+    for victim, after in ((1, 3), (0, 2)):
+        run = TwoProcesses(tmp_path, workdir, every)
+        run.wait_for_step(stops[-1] + after if stops else after)
+        since = run.signal(victim, signal.SIGTERM)
+        assert run.wait(since) == [75, 75], run.stderr(0)[-3000:] + run.stderr(1)[-3000:]
+        steps = {stopped_step(run.last_line(rank)) for rank in (0, 1)}
+        assert len(steps) == 1, steps  # the same step on both processes
+        stops.append(steps.pop())
+        assert (workdir / "checkpoints" / str(stops[-1])).is_dir()
+    assert 3 <= stops[0] < stops[1] < STEPS
+    resume_to_the_end(tmp_path, workdir, expected, every)
+
+
+@pytest.mark.slow
+def test_sigterm_between_checkpoints_then_kill_then_skewed_start(uninterrupted):
+    """No checkpoint due: SIGTERM to process 1 makes both save the step they stop at (not
+    only the signalled one). Then kill -9 of process 1 in the resumed run: process 0 says
+    in one line that its peer is gone and exits 1 within the bound (freeing the workdir
+    lock: the next run takes it). Then a resume in which process 1 reaches its first step 40 s after process 0 (a
+    cold compilation cache where process 0's is warm, and the process paused for 40 s while
+    compiling), past the 30 s in which the first collective's set-up times out: the
+    barrier after compiling holds process 0, and the run trains to the end, equal to the
+    uninterrupted run."""
+    tmp_path, expected = uninterrupted
+    workdir = tmp_path / "between"
+    rare = "--config.train.checkpoint_every=1000"
+    run = TwoProcesses(tmp_path, workdir, rare)
+    run.wait_for_step(3)
+    since = run.signal(1, signal.SIGTERM)
+    assert run.wait(since) == [75, 75], run.stderr(0)[-3000:] + run.stderr(1)[-3000:]
+    (stop,) = {stopped_step(run.last_line(rank)) for rank in (0, 1)}
+    assert stop % 1000 and (workdir / "checkpoints" / str(stop)).is_dir()
+
+    run = TwoProcesses(tmp_path, workdir, rare)
+    run.wait_for_step(stop + 2)
+    since = run.signal(1, signal.SIGKILL)
+    statuses = run.wait(since)
+    assert statuses[1] == -signal.SIGKILL
+    assert statuses[0] == 1, run.stderr(0)[-3000:]
+    line = run.last_line(0)
+    # Whichever notices first: the collective with the dead process fails (a closed
+    # connection), or the watch finds no beat for PEER_TIMEOUT seconds.
+    assert line.startswith("error: "), line
+    assert "another process went away" in line or "process 1 of 2 gave no sign" in line, line
+    assert "rerun the same command" in line.lower(), line
+
+    cold = {1: {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cold_cache")}}
+    run = TwoProcesses(tmp_path, workdir, rare, peer_timeout=80, env_of=cold)
+    run.wait_for("compiling the train step")
+    run.signal(1, signal.SIGSTOP)
+    time.sleep(40)
+    run.signal(1, signal.SIGCONT)
+    resume_to_the_end(tmp_path, workdir, expected, run=run)
+
+
+def test_peer_timeout_from_the_environment(monkeypatch):
+    monkeypatch.setenv("REIDJAX_PEER_TIMEOUT", "12.5")
+    assert hosts.peer_timeout() == 12.5
+    monkeypatch.delenv("REIDJAX_PEER_TIMEOUT")
+    assert hosts.peer_timeout() == hosts.PEER_TIMEOUT_S
+    for bad in ("0", "-3", "soon"):
+        monkeypatch.setenv("REIDJAX_PEER_TIMEOUT", bad)
+        with pytest.raises(UserError, match="REIDJAX_PEER_TIMEOUT"):
+            hosts.peer_timeout()
+
+
+def test_one_process_needs_no_coordination():
+    """On one process the barrier is a no-op and a stop is this process's own SIGTERM."""
+    hosts.barrier("anything", timeout_s=0.001)
+    with hosts.StopRequests() as stops:
+        assert not stops.requested()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stops.requested()
+    assert signal.getsignal(signal.SIGTERM) is not stops._on_signal  # handler restored
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_exits_75_with_one_line(tmp_path):
+    """A stop while the data, model and checkpoint load (before the loop): status 75 (the
+    documented preempted status, not 143) and one line."""
+    process = subprocess.Popen(
+        [sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
+         "--workdir", str(tmp_path / "run"), f"--config.dataset.data_dir={tmp_path / 'data'}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for line in process.stdout:
+            if line.startswith("workdir: "):
+                process.send_signal(signal.SIGTERM)
+                break
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 75, err[-3000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("preempted during start-up"), err[-2000:]
