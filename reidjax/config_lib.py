@@ -364,13 +364,22 @@ def load_run_config(workdir: str, overrides: Sequence[str] = ()) -> ml_collectio
         for key, value in values.items():
             if key not in target:
                 unknown.append(prefix + key)
-            elif isinstance(value, dict) and isinstance(target[key], ml_collections.ConfigDict):
+            elif isinstance(target[key], ml_collections.ConfigDict):
+                if not isinstance(value, dict):
+                    raise ConfigError(
+                        f"{path}: {prefix}{key}={value!r} must be a section (a JSON object); "
+                        "restore the file or use --config"
+                    )
                 merge(target[key], value, f"{prefix}{key}.")
             else:
                 try:
                     target[key] = value
-                except TypeError as e:
-                    raise ConfigError(f"{path}: {prefix}{key}={value!r}: {e}") from None
+                except TypeError:
+                    expected = type(target[key]).__name__
+                    raise ConfigError(
+                        f"{path}: {prefix}{key}={value!r} must be of type {expected}, not "
+                        f"{type(value).__name__}"
+                    ) from None
 
     with config.unlocked():
         merge(config, tuples(saved), "")

@@ -23,6 +23,7 @@ the set-up. The config is never mutated: what the data decides travels in `DataM
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import flax.linen as nn
 import jax
@@ -34,6 +35,7 @@ from reidjax import hosts, sharding, workdir_io
 from reidjax.data.open import DataMeta, open_data, registry_meta
 from reidjax.data.pipelines import TrainBatches, TrainSpec
 from reidjax.data.records import ReIDDataset
+from reidjax.errors import ConfigError
 from reidjax.models import ReIDModel, build_model
 from reidjax.models.factory import dummy_clips
 from reidjax.optim import build_optimizer, decay_steps
@@ -68,6 +70,62 @@ def write_config(workdir: Workdir, config: ml_collections.ConfigDict, meta: Data
     """`WORKDIR/config.json`: the config as run (process 0; written atomically)."""
     if jax.process_index() == 0:
         workdir_io.write_text(workdir.config, resolved_config(config, meta).to_json(indent=2))
+
+
+# Keys a resumed run may change: where things are and how they are run, not what is
+# trained (train.num_steps only moves the stop; the schedule follows train.epochs).
+# `init.*` and `resume` only choose a fresh run's start; a workdir's checkpoint wins.
+MAY_CHANGE_ON_RESUME = (
+    "dataset.data_dir", "eval.", "init.", "input.workers", "input.worker_kind", "mesh.",
+    "model.remat", "resume", "train.checkpoint_every", "train.eval_every",
+    "train.keep_checkpoints", "train.log_every", "train.num_steps",
+)  # fmt: skip
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def check_resume(
+    workdir: Workdir, config: ml_collections.ConfigDict, meta: DataMeta, step: int
+) -> None:
+    """A resume must train what the run trained: the config as run now against the
+    workdir's `config.json`, every key but `MAY_CHANGE_ON_RESUME`.
+
+    Raises:
+        ConfigError: values differ (the message names them and how to start a new run
+            from the checkpoint instead), or config.json cannot be read.
+    """
+    path = workdir.config
+    if not workdir_io.exists(path):
+        return
+    try:
+        saved = _flat(json.loads(workdir_io.read_text(path)))
+    except (ValueError, AttributeError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"{path} is damaged ({type(e).__name__}); it records the config of the checkpoints "
+            "in that workdir: restore it, or remove it to resume without the check"
+        ) from None
+    now = _flat(json.loads(resolved_config(config, meta).to_json()))
+    changed = [
+        f"{key} {saved[key]!r} -> {now[key]!r}"
+        for key in sorted(saved.keys() & now.keys())
+        if saved[key] != now[key] and not key.startswith(MAY_CHANGE_ON_RESUME)
+    ]
+    if changed:
+        more = f"; and {len(changed) - 6} more" if len(changed) > 6 else ""
+        shown = "; ".join(changed[:6]) + more
+        raise ConfigError(
+            f"{workdir} holds a run trained with other values ({shown}): resuming would mix "
+            f"them. Rerun with the run's values, or start a new run from its step {step}: "
+            f"--workdir NEW --config.resume={workdir.checkpoints()}/{step}"
+        )
 
 
 def train_spec(config: ml_collections.ConfigDict) -> TrainSpec:

@@ -152,11 +152,13 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
         lock = runlock.WorkdirLock(workdir)  # one trainer per workdir (process 0)
         lock.acquire()
         resources.callback(lock.release)
-        experiment.write_config(workdir, config, run.meta)
         ckpt = checkpoint.Checkpointer(
             workdir.checkpoints(), config.train.keep_checkpoints, config.train.checkpoint_every
         )
         resources.callback(ckpt.close)
+        if ckpt.latest_step() is not None:  # a resume: the same run, or a clear refusal
+            experiment.check_resume(workdir, config, run.meta, ckpt.latest_step())
+        experiment.write_config(workdir, config, run.meta)
         state, origin = restore.restore_or_init(run, ckpt)
         if jax.process_index() == 0:
             print("\n".join(start_lines(run, workdir, origin)), flush=True)
@@ -217,6 +219,7 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
             ckpt.save(step, state, force=force)
             if evaluation is not None and evaluation.due(step, total):
                 guard.check(ckpt.latest_step())
+                hosts.barrier(f"evaluate-{step}")  # its collectives start together too
                 evaluation.run(state, step, final=step == total, log=log)
             if stopping and step < total:
                 ckpt.wait()

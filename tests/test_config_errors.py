@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from reidjax.errors import ConfigError
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SYNTHETIC = ["--config", "configs/synthetic.py"]
 
@@ -121,6 +123,32 @@ def test_help_exits_zero_and_eval_takes_overrides_without_config(tmp_path):
     )  # fmt: skip
     assert done.returncode == 1 and done.stderr.startswith("error: ")
     assert "config.json is not valid JSON" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda c: c["train"].update(num_steps="ten"), "train.num_steps='ten' must be of type int"),
+        (lambda c: c["train"].update(num_steps=2.5), "train.num_steps=2.5 must be of type int"),
+        (lambda c: c["train"].update(num_steps=None), "train.num_steps=None must be a number"),
+        (lambda c: c.update(train=None), "train=None must be a section"),
+        (lambda c: c["eval"].update(batch_size=-4), "eval.batch_size=-4 must be >= 1"),
+        (lambda c: c["model"].update(name=[1]), "model.name=(1,) must be of type str"),
+    ],
+)
+def test_a_damaged_run_config_names_the_file_and_the_key(tmp_path, edit, key):
+    """eval.py --workdir reads WORKDIR/config.json: an edited or damaged value is one
+    ConfigError naming the file and the key, never a traceback."""
+    from reidjax import config_lib
+
+    saved = json.loads(config_lib.load_config("synthetic", "smoke").to_json())
+    edit(saved)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError) as caught:
+        config_lib.load_run_config(str(tmp_path))
+    message = str(caught.value)
+    assert message.startswith(str(tmp_path / "config.json")) and key in message, message
+    assert "\n" not in message
 
 
 def test_overrides_parse_by_type():

@@ -156,11 +156,11 @@ def test_sigterm_between_checkpoints_then_kill_then_skewed_start(uninterrupted):
     """No checkpoint due: SIGTERM to process 1 makes both save the step they stop at (not
     only the signalled one). Then kill -9 of process 1 in the resumed run: process 0 says
     in one line that its peer is gone and exits 1 within the bound (freeing the workdir
-    lock: the next run takes it). Then a resume in which process 1 reaches its first step 40 s after process 0 (a
-    cold compilation cache where process 0's is warm, and the process paused for 40 s while
-    compiling), past the 30 s in which the first collective's set-up times out: the
-    barrier after compiling holds process 0, and the run trains to the end, equal to the
-    uninterrupted run."""
+    lock: the next run takes it). Then a resume in which process 1 reaches its first step
+    40 s after process 0 (a cold compilation cache where process 0's is warm, and the
+    process paused for 40 s while compiling), past the 30 s in which the first
+    collective's set-up times out: the barrier after compiling holds process 0, and the
+    run trains to the end, equal to the uninterrupted run."""
     tmp_path, expected = uninterrupted
     workdir = tmp_path / "between"
     rare = "--config.train.checkpoint_every=1000"

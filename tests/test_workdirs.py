@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reidjax import config_lib, eval_lib, runlock, train_lib
-from reidjax.errors import UserError
+from reidjax.errors import ConfigError, UserError
 from tests.runs import logged_steps, synthetic_config
 
 
@@ -57,3 +57,27 @@ def test_the_lock_never_follows_a_symlink(tmp_path):
     (workdir / ".lock").mkdir()  # not a regular file
     with pytest.raises(UserError, match="lock"):
         runlock.WorkdirLock(str(workdir)).acquire()
+
+
+@pytest.mark.slow
+def test_a_resume_with_other_hyper_parameters_is_refused_by_name(tmp_path):
+    """Resuming a workdir with a changed training value stops before anything is read or
+    written, naming each changed key and the way to start a new run from the checkpoint;
+    config.json still records the run's values. Keys that do not change what is trained
+    (the stop step, logging, data location) resume."""
+    workdir = tmp_path / "run"
+    no_eval = {"train.eval_every": -1, "train.num_steps": 2}
+    train_lib.train_and_evaluate(synthetic_config(tmp_path, **no_eval), str(workdir))
+    saved = (workdir / "config.json").read_text()
+    steps = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    changed = synthetic_config(tmp_path, **no_eval, **{"optim.lr": 0.5, "loss.triplet_margin": 1.0})
+    with pytest.raises(ConfigError) as caught:
+        train_lib.train_and_evaluate(changed, str(workdir))
+    message = str(caught.value)
+    assert "loss.triplet_margin 0.3 -> 1.0" in message and "optim.lr 0.001 -> 0.5" in message
+    assert f"--config.resume={workdir}/checkpoints/2" in message
+    assert (workdir / "config.json").read_text() == saved
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == steps
+    extended = synthetic_config(tmp_path, **{**no_eval, "train.num_steps": 3, "train.log_every": 1})
+    train_lib.train_and_evaluate(extended, str(workdir))
+    assert logged_steps(workdir)[-1] == 3
