@@ -6,17 +6,26 @@ elementwise pass over the state). `DivergenceGuard` keeps, on the device, the fi
 whose loss terms, gradient norm or parameter norm were not finite, and which; the loop
 reads it (one scalar copy) only before a checkpoint is written and at logging steps. A
 non-finite state is therefore never saved, and the run stops naming the step and the
-values.
+values, and the newest kept checkpoint from before the blow-up: a state can be finite and
+already ruined (parameters grown by orders of magnitude), and resuming from it diverges
+again. "Before the blow-up" is judged by the parameter norm: within `BLOW_UP_FACTOR` of
+the norm the run started from (a healthy run moves it by a few per cent to a few times;
+a blow-up by orders of magnitude).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+import optax
 
 from reidjax.errors import UserError
 
 NORMS = ("grad_norm", "param_norm")
+BLOW_UP_FACTOR = 10.0
 
 
 class TrainingDivergedError(UserError, FloatingPointError):
@@ -60,20 +69,54 @@ class DivergenceGuard:
         """Records one step's metrics (asynchronous: nothing is copied to the host)."""
         self.first = self._track(self.first, metrics)
 
-    def check(self, last_checkpoint: int | None) -> None:
+    def check(self, advice: Callable[[], str]) -> None:
         """Raises `TrainingDivergedError` if a step so far was not finite.
 
         Args:
-            last_checkpoint: the newest checkpoint step on disk, for the message.
+            advice: what to do next (called only when the run diverged), e.g.
+                `rollback_advice`.
         """
         first = jax.device_get(self.first)
         step = int(first["step"])
         if step < 0:
             return
         names = [k for k, b in first["bad"].items() if b]
-        kept = "none" if last_checkpoint is None else f"step {last_checkpoint}"
         raise TrainingDivergedError(
             f"step {step}: {', '.join(names)} not finite; stopping before any non-finite "
-            f"state is saved (last checkpoint: {kept}). Lower config.optim.lr (or check the "
-            "data) and run again"
+            f"state is saved. {advice()}"
         )
+
+
+def newest_sound(norms: dict[int, float], start_norm: float) -> int | None:
+    """The newest step whose parameter norm is finite and within `BLOW_UP_FACTOR` of the
+    norm the run started from, or None."""
+    limit = BLOW_UP_FACTOR * start_norm
+    sound = [s for s, n in norms.items() if math.isfinite(n) and n <= limit]
+    return max(sound) if sound else None
+
+
+def rollback_advice(ckpt, abstract_state, start_norm: float) -> str:
+    """Where to go on from after a divergence: the newest kept checkpoint from before the
+    blow-up (`newest_sound`, reading each kept checkpoint's parameters) and the command
+    that continues from it at a lower learning rate, in a new workdir (a resume of this
+    one keeps the run's learning rate)."""
+    norms = {}
+    for step in ckpt.steps():
+        try:
+            norms[step] = float(optax.tree.norm(ckpt.restore(abstract_state, step).params))
+        except Exception:  # unreadable: not a place to go on from
+            continue
+    sound = newest_sound(norms, start_norm)
+    kept = ", ".join(f"step {s}: {n:.3g}" for s, n in sorted(norms.items())) or "none"
+    if sound is None:
+        return (
+            f"No kept checkpoint predates the blow-up (parameter norm {start_norm:.3g} at the "
+            f"start; {kept}): start a new run (a new --workdir) with a lower "
+            "config.optim.lr, or check the data"
+        )
+    return (
+        f"The newest checkpoint before the blow-up is step {sound} (parameter norm "
+        f"{norms[sound]:.3g}; {start_norm:.3g} at the start; {kept}): go on from it with a "
+        f"lower learning rate in a new workdir: --workdir NEW "
+        f"--config.resume={ckpt.directory}/{sound} --config.optim.lr=LOWER"
+    )

@@ -160,6 +160,13 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
             experiment.check_resume(workdir, config, run.meta, ckpt.latest_step())
         experiment.write_config(workdir, config, run.meta)
         state, origin = restore.restore_or_init(run, ckpt)
+        # What a divergence is judged against (divergence.rollback_advice): read once.
+        start_norm = float(jax.device_get(optax.tree.norm(state.params)))
+
+        def advice() -> str:
+            ckpt.wait()
+            return divergence.rollback_advice(ckpt, run.abstract_state, start_norm)
+
         if jax.process_index() == 0:
             print("\n".join(start_lines(run, workdir, origin)), flush=True)
 
@@ -213,12 +220,12 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
             force = step == total or stopping
             logging_step = step % config.train.log_every == 0 or step == total
             if logging_step or ckpt.due(step, force):
-                guard.check(ckpt.latest_step())  # before anything is written
+                guard.check(advice)  # before anything is written
             if logging_step:
                 log.write(step, jax.device_get(metrics))
             ckpt.save(step, state, force=force)
             if evaluation is not None and evaluation.due(step, total):
-                guard.check(ckpt.latest_step())
+                guard.check(advice)
                 hosts.barrier(f"evaluate-{step}")  # its collectives start together too
                 evaluation.run(state, step, final=step == total, log=log)
             if stopping and step < total:

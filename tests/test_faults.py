@@ -285,6 +285,9 @@ def test_divergence_stops_before_saving_a_non_finite_state(setup, tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
     message = last_line(run.stderr)
     assert message.startswith("error: step ") and "not finite" in message
+    # Every kept checkpoint is finite but already blown up (Adam at lr 1e30 moved each
+    # parameter by ~1e30 in one step): none is offered to go on from.
+    assert "No kept checkpoint predates the blow-up" in message, message
     bad_step = int(message.split("step ")[1].split(":")[0])
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert all(s < bad_step for s in saved)
@@ -292,3 +295,16 @@ def test_divergence_stops_before_saving_a_non_finite_state(setup, tmp_path):
         _, last = variables(tmp_path, data)
         assert all(np.all(np.isfinite(v)) for v in last.values())
     assert time.time() - started < 300
+
+
+def test_the_checkpoint_to_go_on_from_after_a_divergence_is_judged_by_its_norm():
+    """Hand-computed: the newest step whose parameter norm is finite and within 10x of the
+    start's."""
+    from reidjax.divergence import newest_sound
+
+    start = 50.0
+    assert newest_sound({10: 51.0, 20: 60.0, 30: 4e3, 40: 1e33}, start) == 20
+    assert newest_sound({10: 499.0, 20: 501.0}, start) == 10  # the limit is 10 x 50 = 500
+    assert newest_sound({10: float("nan"), 20: float("inf")}, start) is None
+    assert newest_sound({10: 1e30}, start) is None
+    assert newest_sound({}, start) is None
