@@ -9,6 +9,7 @@ restores on 1 (or on another mesh).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -38,6 +39,56 @@ class CheckpointSaveError(UserError, OSError):
 
 class DamagedCheckpointError(UserError, ValueError):
     """A checkpoint's files are unreadable (truncated, or parts missing)."""
+
+
+class CheckpointReadError(UserError, OSError):
+    """A checkpoint could not be read for a reason that is not damage (no permission, no
+    memory, storage that does not answer): nothing is moved."""
+
+
+# What a failed restore means, from the exception chain (types, then message text): the
+# first rule that matches wins. Not damage first: the step is fine and must not be moved.
+_READ_RULES = (
+    (False, (PermissionError,), ("PERMISSION_DENIED", "Permission denied"),
+     "no permission to read it: give this user read access and run the same command"),
+    (False, (MemoryError,), ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory"),
+     "out of memory while reading it: restore on a host with more memory"),
+    (False, (ConnectionError, TimeoutError), ("UNAVAILABLE", "DEADLINE_EXCEEDED"),
+     "the storage did not answer: run the same command again when it does"),
+    (True, (), ("'NoneType' object has no attribute 'tree'",),
+     "its list of arrays, default/_METADATA, is missing"),
+    (True, (), ("handler_registry", 'Item "default" was not found'),
+     "its data folder, default/, is missing"),
+    (True, (json.JSONDecodeError,), (),
+     "a metadata file is empty or cut short"),
+    (True, (), ("OUT_OF_RANGE", "DATA_LOSS", "Error reading"),
+     "a data file is cut short or corrupt"),
+    (True, (FileNotFoundError,), ("NOT_FOUND",),
+     "a file of it is missing"),
+    (True, (), ("tree structures do not match", "pytree structure error"),
+     "its list of arrays, default/_METADATA, does not match its data"),
+)  # fmt: skip
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    chain = []
+    while error is not None and len(chain) < 20:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def diagnose(error: BaseException) -> tuple[bool, str]:
+    """(damaged, plain words) for an exception raised while reading a checkpoint step.
+    Damaged: its files are missing, cut short or unparseable (the step may be moved
+    aside). Otherwise (no permission, no memory, unreachable storage, anything not
+    recognised) the step is left alone and the words say what to do."""
+    chain = _chain(error)
+    text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
+    for damaged, types, needles, words in _READ_RULES:
+        if any(isinstance(e, types) for e in chain) or any(n in text for n in needles):
+            return damaged, words
+    return False, cause_of(error)
 
 
 def cause_of(error: BaseException) -> str:
@@ -118,10 +169,15 @@ class Checkpointer:
             free = "free space unknown"
         done = [s for s in self.manager.all_steps() if s != step]
         last = f"step {max(done)}" if done else "none"
+        if "No space left" in text:
+            todo = "free some space (or move the workdir)"
+        elif any(isinstance(e, PermissionError) for e in _chain(error)) or "ermission" in text:
+            todo = "give this user write access to it (or move the workdir)"
+        else:
+            todo = "fix the cause (or move the workdir)"
         return CheckpointSaveError(
             f"saving checkpoint step {step} to {self.directory} failed ({cause}; {free}); the "
-            f"last complete checkpoint is {last}: free some space (or move the workdir) and "
-            "run the same command to resume"
+            f"last complete checkpoint is {last}: {todo} and run the same command to resume"
         )
 
     def restore(self, target, step: int | None = None):

@@ -6,7 +6,6 @@ evaluation and inference use (the optimizer state is neither built nor read).
 
 from __future__ import annotations
 
-import logging
 import os
 
 import jax
@@ -69,30 +68,50 @@ def restore_newest_readable(
             run does not start from scratch).
     """
     damaged = []
-    for step in reversed(ckpt.steps()):
+    steps = ckpt.steps()
+    for step in reversed(steps):
         try:
             ckpt.check_matches(abstract.params, step)
             state = ckpt.restore(abstract, step)
         except checkpoint.CheckpointMismatchError:
-            raise
-        except Exception as e:  # orbax/tensorstore raise many types for damaged files
-            damaged.append((step, checkpoint.cause_of(e)))
+            # Another model's checkpoints, or this step's list of arrays damaged: an older
+            # step of the same workdir that matches tells which.
+            if not any(_matches(ckpt, abstract, s) for s in steps if s < step):
+                raise
+            words = "its list of arrays, default/_METADATA, differs from the run's other steps"
+            damaged.append((step, words, words))
+            continue
+        except Exception as e:  # orbax/tensorstore raise many types
+            is_damage, words = checkpoint.diagnose(e)
+            if not is_damage:
+                raise checkpoint.CheckpointReadError(
+                    f"cannot read checkpoint step {step} in {ckpt.directory}: {words} "
+                    f"({checkpoint.cause_of(e)}); nothing was moved"
+                ) from None
+            damaged.append((step, words, checkpoint.cause_of(e)))
             continue
         notes = []
-        for bad, cause in damaged:
+        for bad, words, cause in damaged:
             where = ckpt.move_aside(bad, cause) if jax.process_index() == 0 else "(process 0)"
-            notes.append(f"checkpoint step {bad} is unreadable ({cause}); moved to {where}")
-            logging.warning("%s", notes[-1])
+            notes.append(f"checkpoint step {bad} is unreadable ({words}); moved to {where}")
         if jax.process_count() > 1 and damaged:
             multihost_utils.sync_global_devices("reidjax damaged checkpoints moved")
             ckpt.manager.reload()
         origin = f"resumed from {ckpt.directory}/{step}"
         return state, "; ".join([*notes, origin])
-    causes = "; ".join(f"step {s}: {c}" for s, c in damaged)
+    causes = "; ".join(f"step {s}: {words}" for s, words, _ in damaged)
     raise checkpoint.DamagedCheckpointError(
         f"no checkpoint in {ckpt.directory} can be read ({causes}); nothing was moved. Move "
         "the folder away to start from scratch, or point config.resume at another run"
     )
+
+
+def _matches(ckpt: checkpoint.Checkpointer, abstract: TrainState, step: int) -> bool:
+    try:
+        ckpt.check_matches(abstract.params, step)
+    except Exception:
+        return False
+    return True
 
 
 def initial_variables(model: ReIDModel, config: ml_collections.ConfigDict) -> tuple[dict, str]:

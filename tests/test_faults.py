@@ -3,6 +3,7 @@ pointed at another model, diverging. Each case checks the exit status, the one l
 user reads, and that after the documented recovery the final state equals the
 uninterrupted run's bitwise (same device count, same program)."""
 
+import json
 import os
 import pathlib
 import shutil
@@ -135,10 +136,33 @@ def _truncate_largest_data_file(step_dir):
     biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
 
 
+def _drop_one_metadata_entry(step_dir):
+    path = step_dir / "default" / "_METADATA"
+    metadata = json.loads(path.read_text())
+    entries = metadata["tree_metadata"]
+    del entries[next(k for k in entries if "params" in k and "conv1" in k)]
+    path.write_text(json.dumps(metadata))
+
+
+# Each damage and the plain words the start-up line gives for it.
 DAMAGE = {
-    "truncated_data": _truncate_largest_data_file,
-    "missing_metadata": lambda d: (d / "default" / "_METADATA").unlink(),
-    "missing_item": lambda d: shutil.rmtree(d / "default"),
+    "truncated_data": (_truncate_largest_data_file, "a data file is cut short or corrupt"),
+    "missing_metadata": (
+        lambda d: (d / "default" / "_METADATA").unlink(),
+        "its list of arrays, default/_METADATA, is missing",
+    ),
+    "empty_metadata": (
+        lambda d: (d / "default" / "_METADATA").write_text(""),
+        "a metadata file is empty or cut short",
+    ),
+    "metadata_missing_an_entry": (
+        _drop_one_metadata_entry,
+        "its list of arrays, default/_METADATA, differs from the run's other steps",
+    ),
+    "missing_item": (
+        lambda d: shutil.rmtree(d / "default"),
+        "its data folder, default/, is missing",
+    ),
 }
 
 
@@ -147,11 +171,13 @@ def test_damaged_latest_checkpoint_is_moved_aside_and_the_run_resumes(setup, tmp
     data, reference = setup
     first = train(tmp_path, data, "--config.train.checkpoint_every=2", steps=4)
     assert first.returncode == 0, first.stderr[-3000:]
-    DAMAGE[damage](tmp_path / "checkpoints" / "4")
+    damage_it, words = DAMAGE[damage]
+    damage_it(tmp_path / "checkpoints" / "4")
     again = train(tmp_path, data)
     assert again.returncode == 0, again.stderr[-3000:]
     note = next(line for line in again.stdout.splitlines() if line.startswith("start: "))
-    assert "checkpoint step 4 is unreadable (" in note
+    assert f"checkpoint step 4 is unreadable ({words})" in note
+    assert (again.stdout + again.stderr).count("is unreadable") == 1  # said once
     assert f"moved to {tmp_path}/checkpoints_damaged/4" in note
     assert f"resumed from {tmp_path}/checkpoints/2" in note
     assert (tmp_path / "checkpoints_damaged" / "4").is_dir()  # kept, not deleted
@@ -226,6 +252,17 @@ def test_failed_save_is_one_line(monkeypatch, tmp_path):
     message = str(info.value)
     assert "saving checkpoint step 1" in message and "No space left on device" in message
     assert "MiB free there" in message and "the last complete checkpoint is none" in message
+    assert "free some space" in message
+
+    def no_permission(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ckpt.manager, "save", no_permission)
+    with pytest.raises(checkpoint.CheckpointSaveError) as info:
+        ckpt.save(2, {"x": np.zeros(3)})
+    message = str(info.value)
+    assert "(PermissionError: [Errno 13] Permission denied; " in message, message
+    assert "give this user write access" in message and "free some space" not in message
     ckpt.close()
 
 
