@@ -10,6 +10,7 @@ without `--config`, to the run's own `WORKDIR/config.json`. Loading checks every
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 import traceback
@@ -109,10 +110,27 @@ def config_path() -> str:
     return flags.FLAGS["config"].value or ""
 
 
+class _OrbaxErrorsOnOneLine(std_logging.Filter):
+    """Orbax logs a failed background write once per thread involved, each with its full
+    traceback (a full disk: over 300 lines before reidjax's own one-line report): each such
+    record keeps its first line only."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.levelno >= std_logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname:
+            first = record.getMessage().strip().splitlines()
+            record.msg, record.args = (first[0][:400] if first else ""), ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def quiet_logging() -> None:
-    """WARNING level unless `--verbosity` was given: orbax/JAX INFO lines hide progress."""
+    """WARNING level unless `--verbosity` was given: orbax/JAX INFO lines hide progress.
+    Orbax's error records are cut to one line each (`_OrbaxErrorsOnOneLine`)."""
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    one_line = _OrbaxErrorsOnOneLine()
+    for handler in {logging.get_absl_handler(), *std_logging.getLogger().handlers}:
+        handler.addFilter(one_line)
 
 
 def run_or_explain(fn: Callable[[], int]) -> int:
