@@ -366,19 +366,15 @@ def load_run_config(workdir: str, overrides: Sequence[str] = ()) -> ml_collectio
                 unknown.append(prefix + key)
             elif isinstance(target[key], ml_collections.ConfigDict):
                 if not isinstance(value, dict):
-                    raise ConfigError(
-                        f"{path}: {prefix}{key}={value!r} must be a section (a JSON object); "
-                        "restore the file or use --config"
-                    )
+                    raise ConfigError(f"{path}: {prefix}{key}={value!r} must be a section")
                 merge(target[key], value, f"{prefix}{key}.")
             else:
                 try:
                     target[key] = value
                 except TypeError:
-                    expected = type(target[key]).__name__
+                    expected, got = type(target[key]).__name__, type(value).__name__
                     raise ConfigError(
-                        f"{path}: {prefix}{key}={value!r} must be of type {expected}, not "
-                        f"{type(value).__name__}"
+                        f"{path}: {prefix}{key}={value!r} must be of type {expected}, not {got}"
                     ) from None
 
     with config.unlocked():
