@@ -158,8 +158,8 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
         resources.callback(ckpt.close)
         if ckpt.latest_step() is not None:  # a resume: the same run, or a clear refusal
             experiment.check_resume(workdir, config, run.meta, ckpt.latest_step())
-        experiment.write_config(workdir, config, run.meta)
         state, origin = restore.restore_or_init(run, ckpt)
+        experiment.write_config(workdir, config, run.meta)  # once the state is known to fit
         # What a divergence is judged against (divergence.rollback_advice): read once.
         start_norm = float(jax.device_get(optax.tree.norm(state.params)))
 

@@ -308,10 +308,18 @@ def test_resume_with_another_model_is_one_line(setup, tmp_path):
     data, _ = setup
     first = train(tmp_path, data, steps=2)
     assert first.returncode == 0, first.stderr[-3000:]
+    saved = (tmp_path / "config.json").read_text()
+    other = train(tmp_path, data, "--config.model.dsanet.loss_w=False")
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    message = last_line(other.stderr)  # the run's record names the changed key
+    assert "model.dsanet.loss_w True -> False" in message, message
+    assert (tmp_path / "config.json").read_text() == saved
+    (tmp_path / "config.json").unlink()  # without the record, the checkpoint itself tells
     other = train(tmp_path, data, "--config.model.dsanet.loss_w=False")
     assert other.returncode == 1 and "Traceback" not in other.stderr
     message = last_line(other.stderr)
     assert "was written by a different model" in message and "unexpected fwg_classifier/" in message
+    assert not (tmp_path / "config.json").exists()  # nothing recorded for a run that did not start
     assert (tmp_path / "checkpoints" / "2").is_dir()  # nothing moved: it is not damaged
 
 
