@@ -116,7 +116,6 @@ class PeerWatch:
 
     _thread: threading.Thread | None = None
     _stop = threading.Event()
-    _status = DONE  # what this process reports when it exits normally
 
     @classmethod
     def start(cls, timeout: float) -> None:
