@@ -3,6 +3,7 @@ finished run left in its workdir."""
 
 import json
 import os
+import socket
 
 import jax
 import numpy as np
@@ -38,3 +39,25 @@ def assert_bitwise_equal(a, b):
 
 def logged_steps(workdir):
     return [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").open()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_process_env(port: int, rank: int, **extra) -> dict:
+    """The environment of process `rank` of a 2-process jax.distributed run on this
+    machine: 2 CPU devices each, gloo collectives, the coordinator on 127.0.0.1:`port`."""
+    env = dict(os.environ)
+    env.update(
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+        JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        JAX_NUM_PROCESSES="2",
+        JAX_PROCESS_ID=str(rank),
+        **extra,
+    )
+    return env

@@ -7,7 +7,6 @@ two-process run bitwise (same program, same devices, same gloo reduction order).
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,13 @@ import pytest
 
 from reidjax import hosts
 from reidjax.errors import UserError
-from tests.runs import assert_bitwise_equal, synthetic_config, variables_of
+from tests.runs import (
+    assert_bitwise_equal,
+    free_port,
+    synthetic_config,
+    two_process_env,
+    variables_of,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 24  # long enough that a stop lands well before the end
@@ -27,12 +32,6 @@ PEER_TIMEOUT = 10  # seconds (REIDJAX_PEER_TIMEOUT): a lost process is noticed a
 EXIT_BOUND = 90
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class TwoProcesses:
     """`train.py` on two processes of one jax.distributed run."""
 
@@ -40,16 +39,8 @@ class TwoProcesses:
         port = free_port()
         self.procs, self.logs = [], []
         for rank in (0, 1):
-            env = dict(os.environ)
-            env.update(
-                XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                JAX_PLATFORMS="cpu",
-                JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                JAX_NUM_PROCESSES="2",
-                JAX_PROCESS_ID=str(rank),
-                REIDJAX_PEER_TIMEOUT=str(peer_timeout),
-                **(env_of or {}).get(rank, {}),
+            env = two_process_env(
+                port, rank, REIDJAX_PEER_TIMEOUT=str(peer_timeout), **(env_of or {}).get(rank, {})
             )
             args = [
                 sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",

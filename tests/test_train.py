@@ -4,7 +4,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 
@@ -20,7 +19,14 @@ from reidjax.data.pipelines import to_device
 from reidjax.errors import ConfigError, UserError
 from reidjax.optim import build_optimizer
 from reidjax.state import create_state, init_variables
-from tests.runs import assert_bitwise_equal, logged_steps, synthetic_config, variables_of
+from tests.runs import (
+    assert_bitwise_equal,
+    free_port,
+    logged_steps,
+    synthetic_config,
+    two_process_env,
+    variables_of,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Parameters after one SGD step at lr 0.1 on two device layouts: 26x the largest rounding
@@ -250,12 +256,6 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
     assert "error: nothing to evaluate; train first" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_run_equals_one_process(tmp_path):
     """A real 2-process jax.distributed run (gloo CPU collectives on 127.0.0.1, 2 devices
@@ -276,15 +276,7 @@ def test_two_process_run_equals_one_process(tmp_path):
     workdir = tmp_path / "multi"
     processes = []
     for rank in range(2):
-        env = dict(os.environ)
-        env.update(
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
-            JAX_PLATFORMS="cpu",
-            JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-            JAX_NUM_PROCESSES="2",
-            JAX_PROCESS_ID=str(rank),
-        )
+        env = two_process_env(port, rank)
         args = [
             sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
             "--workdir", str(workdir), f"--config.dataset.data_dir={tmp_path / 'data'}",
