@@ -156,10 +156,14 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
             workdir.checkpoints(), config.train.keep_checkpoints, config.train.checkpoint_every
         )
         resources.callback(ckpt.close)
-        if ckpt.latest_step() is not None:  # a resume: the same run, or a clear refusal
+        resuming = ckpt.latest_step() is not None
+        if resuming:  # the same run, or a clear refusal
             experiment.check_resume(workdir, config, run.meta, ckpt.latest_step())
+        else:  # a fresh run records its config before anything can fail
+            experiment.write_config(workdir, config, run.meta)
         state, origin = restore.restore_or_init(run, ckpt)
-        experiment.write_config(workdir, config, run.meta)  # once the state is known to fit
+        if resuming:  # rewritten only once the restored state is known to fit
+            experiment.write_config(workdir, config, run.meta)
         # What a divergence is judged against (divergence.rollback_advice): read once.
         start_norm = float(jax.device_get(optax.tree.norm(state.params)))
 
