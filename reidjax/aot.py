@@ -81,9 +81,10 @@ def target_config(
 def estimated_steps_per_epoch(config: ml_collections.ConfigDict) -> int | None:
     """Steps per epoch of the tracklet-chunk sampler from the published training split,
     without the data: (tracklets − ids·(K−1)/2) / (P·K), each id's remainder below K
-    dropped (on average (K−1)/2). None where the split's size is not published."""
+    dropped (on average (K−1)/2). None where the split's size is not published, or where
+    `dataset.dense_train` cuts it into pieces (their number depends on the lengths)."""
     spec = registry.get(config.dataset.name)
-    if not spec.train_tracklets:
+    if not spec.train_tracklets or config.dataset.dense_train:
         return None
     k = config.train.clips_per_id
     if config.train.batch_sampler == "identities":

@@ -126,6 +126,12 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
             "config.dataset.folder_name is empty: set it to the --name the dataset was built "
             "with (python -m reidjax.data build --dataset folder --name NAME ...)"
         )
+    if d.dense_train and registry.get(d.name).dense_rule is None:
+        cut = sorted(n for n, s in registry.DATASETS.items() if s.dense_rule)
+        raise ConfigError(
+            f"config.dataset.dense_train=True: {d.name} has no dense rule (it trains on whole "
+            f"tracklets; defined for {', '.join(cut)}); set it to False"
+        )
     for prefix in config.optim.freeze:
         if not isinstance(prefix, str) or not prefix:
             raise ConfigError(

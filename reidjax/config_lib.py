@@ -47,6 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
     # "folder" datasets (your own): the --name given to python -m reidjax.data build.
     config.dataset.folder_name = ""
     config.dataset.num_cameras = 0  # 0: from the dataset registry (or the prepared data).
+    # Train on dense pieces of long tracklets instead of whole ones, cut when the data is
+    # opened (no rebuild): Duke-V, LS-VID and your own data in pieces of 64 frames (the
+    # remainder joins the last), iLIDS-VID in windows of 64 frames every 32; not for MARS
+    # or PRID2011. The lineage trains every dataset but MARS this way (docs/data.md).
+    config.dataset.dense_train = False
     config.dataset.synthetic_ids = 200  # synthetic: identities (half train, half test).
     config.dataset.synthetic_cameras = 4  # synthetic: cameras.
 

@@ -155,6 +155,7 @@ class Plan:
     decay_steps: tuple[int, ...]
     global_batch: int
     frames_per_clip: int
+    whole_tracklets: int = 0  # before a dense cut (`dataset.dense_train`); 0: not cut
 
     @property
     def frames_decoded(self) -> int:
@@ -163,8 +164,12 @@ class Plan:
     def lines(self) -> list[str]:
         epochs = self.total_steps / self.steps_per_epoch
         decays = ", ".join(f"{s:,}" for s in self.decay_steps if s < self.total_steps)
+        pieces = (
+            f" (dense pieces of {self.whole_tracklets:,} tracklets)" if self.whole_tracklets else ""
+        )
         return [
-            f"data: {self.tracklets:,} training tracklets of {self.identities:,} identities; "
+            f"data: {self.tracklets:,} training tracklets{pieces} of {self.identities:,} "
+            "identities; "
             f"{self.steps_per_epoch:,} steps per epoch of {self.global_batch} clips x "
             f"{self.frames_per_clip} frames",
             f"schedule: {self.total_steps:,} steps ({epochs:.1f} epochs); learning rate "
@@ -185,6 +190,7 @@ def plan(config: ml_collections.ConfigDict, batches: TrainBatches) -> Plan:
         decay_steps=tuple(decay_steps(config.optim, spe, config.train.epochs)),
         global_batch=batches.spec.global_batch,
         frames_per_clip=batches.spec.num_frames,
+        whole_tracklets=batches.data.whole_train_tracklets if config.dataset.dense_train else 0,
     )
 
 

@@ -21,6 +21,11 @@ DSANET_SWITCHES = tuple(
 )
 
 
+# Datasets the lineage trains on dense pieces (AP3D `train.py`: every dataset but MARS, on
+# `train_dense`; LS-VID as the same group's BiCnet-TKS cuts it). PRID2011 is not in AP3D.
+LINEAGE_DENSE = ("dukev", "ilidsvid", "lsvid")
+
+
 def set_step_adam(
     config: ml_collections.ConfigDict, lr: float, weight_decay: float, decay_every_epochs: int
 ) -> None:
@@ -46,6 +51,7 @@ def strf_recipe(dataset: str) -> ml_collections.ConfigDict:
     """STRF-P3D-C with the STRF supplementary §C recipe on `dataset`."""
     config = base_config()
     config.dataset.name = dataset
+    config.dataset.dense_train = dataset in LINEAGE_DENSE
     config.model.name = "strf"
     config.model.variant = "p3dc"
     config.input.num_frames = 4
@@ -67,6 +73,9 @@ def dsanet_recipe(dataset: str, lambda_cam: float = 0.1) -> ml_collections.Confi
     """
     config = base_config()
     config.dataset.name = dataset
+    # DSANet's text and code say nothing of it; its lineage trains these on dense pieces
+    # (docs/fidelity.md).
+    config.dataset.dense_train = dataset in LINEAGE_DENSE
     config.model.name = "dsanet"
     config.model.variant = "c2d"
     config.input.num_frames = 8

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reidjax.data.datasets import dukev, folder, ilidsvid, lsvid, mars, prid2011
-from reidjax.data.datasets.tracklets import DatasetError, dense_pieces, frame_number
+from reidjax.data.datasets.tracklets import DatasetError, frame_number
 from reidjax.data.registry import load_dataset
 from tests import fixtures
 
@@ -97,9 +97,6 @@ def test_dukev_counts_formats_and_numbering(tmp_path):
     assert {t.camid for t in splits.train} == {1, 4, 0, 7}
     assert dukev.camera_of("0001_C6_F0099_X30823.jpg") == 5
     assert dukev.camera_of("0001C6F0099X30823.jpg") == 5
-    pieces = dukev.load(str(tmp_path), dense_train=2)
-    assert len(pieces.train) == 3 + 2 + 2 + 3 + 1
-    assert max(len(t.frames) for t in pieces.train) == 2
 
 
 def test_dukev_empty_tracklet_folder(tmp_path):
@@ -152,8 +149,6 @@ def test_ilidsvid_splits_and_cameras(tmp_path, split_id):
     assert [t.pid for t in splits.query] == [t.pid for t in splits.gallery]
     folders = {os.path.basename(os.path.dirname(t.frames[0])) for t in splits.query}
     assert folders == test_people
-    dense = ilidsvid.load(str(tmp_path), split_id=split_id, dense_train=2)
-    assert max(len(t.frames) for t in dense.train) == 2
 
 
 def test_prid2011_splits_file_and_generated_splits(tmp_path):
@@ -207,7 +202,6 @@ def test_registry_and_errors(tmp_path):
         load_dataset("dukev", str(tmp_path))
     with pytest.raises(ValueError, match="split_id"):
         ilidsvid.load(str(tmp_path), split_id=10)
-    assert len(dense_pieces([], 4)) == 0
 
 
 def test_summary_cli(mars_root, tmp_path, capsys):

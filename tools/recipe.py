@@ -42,6 +42,7 @@ def main(argv):
         )
         numbers = {
             "tracklets": plan.tracklets,
+            "whole_tracklets": plan.whole_tracklets or plan.tracklets,
             "identities": plan.identities,
             "steps_per_epoch": plan.steps_per_epoch,
             "epochs": plan.total_steps / plan.steps_per_epoch,

@@ -41,7 +41,6 @@ _SPLIT = flags.DEFINE_integer(
     "split", 0, "inspect, iLIDS-VID / PRID2011: which of the ten train/test splits (0-9)."
 )
 _NAME = flags.DEFINE_string("name", "", "folder datasets: your dataset's name.")
-_DENSE_TRAIN = flags.DEFINE_integer("dense_train", 0, "inspect: cut training tracklets.")
 _NO_QUERY_IN_GALLERY = flags.DEFINE_bool(
     "no_query_in_gallery", False, "inspect, MARS: the 9,330-tracklet gallery."
 )
@@ -85,7 +84,6 @@ def inspect(spec: registry.DatasetSpec) -> None:
     asked = {
         "query_in_gallery": not _NO_QUERY_IN_GALLERY.value,
         "split_id": _SPLIT.value,
-        "dense_train": _DENSE_TRAIN.value,
         "name": _NAME.value,
     }
     options = {k: v for k, v in asked.items() if k in spec.options}

@@ -107,8 +107,12 @@ def open_dataset(config: ml_collections.ConfigDict) -> ReIDDataset:
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("reidjax synthetic dataset")
             _build_synthetic_once(config, name)  # hosts without a shared disk
-    fold = config.dataset.split if registry.get(config.dataset.name).splits > 1 else 0
-    return ReIDDataset(config.dataset.name, name, config.dataset.data_dir, fold)
+    spec = registry.get(config.dataset.name)
+    fold = config.dataset.split if spec.splits > 1 else 0
+    data = ReIDDataset(config.dataset.name, name, config.dataset.data_dir, fold)
+    if config.dataset.dense_train:
+        data.cut_train(spec.dense_rule)
+    return data
 
 
 def open_data(config: ml_collections.ConfigDict) -> tuple[ReIDDataset, DataMeta]:

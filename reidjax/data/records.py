@@ -105,7 +105,7 @@ class ReIDDataset:
             )
         table = {k: v[folds == fold] for k, v in table.items()}
         self.num_frames = len(self.source)
-        self.splits = {}
+        self.splits = {}  # split -> TrackletIndex (the training split possibly cut: cut_train)
         for split_id, split in enumerate(SPLITS):
             keep = table["split"] == split_id
             self.splits[split] = TrackletIndex(
@@ -115,6 +115,12 @@ class ReIDDataset:
                 table["count"][keep].astype(np.int64),
                 tuple(table["source"][keep].tolist()),
             )
+        self.whole_train_tracklets = len(self.splits["train"])
+
+    def cut_train(self, rule) -> None:
+        """Replaces the training split by its dense pieces (`reidjax.data.dense.DenseRule`);
+        `whole_train_tracklets` keeps the count before the cut."""
+        self.splits["train"] = rule.cut(self.splits["train"])
 
     @property
     def size(self) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 
 from reidjax.data.datasets.tracklets import DatasetError, Splits
+from reidjax.data.dense import DenseRule
 
 # iLIDS-VID and PRID2011 are evaluated as the mean over ten random train/test splits.
 NUM_SPLITS = 10
@@ -39,6 +40,9 @@ class DatasetSpec:
         train_tracklets: tracklets of the published training split (whole tracklets, per
             split where there are ten); 0 where not published. Estimates the steps per
             epoch before the data is prepared (`reidjax.aot`).
+        dense_rule: how `config.dataset.dense_train` cuts training tracklets
+            (`reidjax.data.dense`); None where the lineage trains on whole tracklets.
+        dense_source: where that rule comes from.
     """
 
     name: str
@@ -51,6 +55,8 @@ class DatasetSpec:
     splits: int = 1
     homepage: str = ""
     train_tracklets: int = 0
+    dense_rule: DenseRule | None = None
+    dense_source: str = ""
 
     def load(self, root: str, **options) -> Splits:
         """Parses the dataset at `root` (its distributed layout) into train/query/gallery.
@@ -73,6 +79,9 @@ class DatasetSpec:
         return importlib.import_module(module).Builder
 
 
+# The lineage's dense cut of DukeMTMC-VideoReID, also LS-VID's and the default for your own.
+_PIECES_64 = DenseRule(64)
+
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -82,18 +91,21 @@ DATASETS: dict[str, DatasetSpec] = {
             train_tracklets=8298,
         ),
         DatasetSpec(
-            "dukev", "DukeMTMC-VideoReID", 702, 8, "dukev", "dukev", ("dense_train",),
+            "dukev", "DukeMTMC-VideoReID", 702, 8, "dukev", "dukev",
             homepage="https://github.com/Yu-Wu/DukeMTMC-VideoReID", train_tracklets=2196,
+            dense_rule=_PIECES_64, dense_source="AP3D tools/data_manager.py, sampling_step=64",
         ),
         DatasetSpec(
-            "lsvid", "LS-VID", 842, 15, "lsvid", "lsvid", ("dense_train",),
-            homepage="https://github.com/jinxu-iie/LS-VID",
+            "lsvid", "LS-VID", 842, 15, "lsvid", "lsvid",
+            homepage="https://github.com/jinxu-iie/LS-VID", dense_rule=_PIECES_64,
+            dense_source="BiCnet-TKS data_manager/lsvid.py, sampling_step=64",
         ),
         # 150 of the 300 people train in each of the ten splits.
         DatasetSpec(
             "ilidsvid", "iLIDS-VID", 150, 2, "ilidsvid", "ilidsvid",
-            ("split_id", "dense_train"), NUM_SPLITS,
+            ("split_id",), NUM_SPLITS,
             "https://xiatian-zhu.github.io/downloads_qmul_iLIDS-VID_ReID_dataset.html", 300,
+            DenseRule(32, span=2), "AP3D tools/data_manager.py, sampling_step=32",
         ),
         # 100 of the 200 people seen by both cameras train in each of the ten splits.
         DatasetSpec(
@@ -102,9 +114,15 @@ DATASETS: dict[str, DatasetSpec] = {
             200,
         ),
         # The built-in procedural dataset at its defaults (200 ids, half of them training).
-        DatasetSpec("synthetic", "reidjax synthetic", 100, 4, "reid_synthetic"),
+        DatasetSpec(
+            "synthetic", "reidjax synthetic", 100, 4, "reid_synthetic", dense_rule=_PIECES_64,
+            dense_source="the DukeMTMC-VideoReID rule",
+        ),
         # Your own tracklets in the folder layout (docs/data.md); sizes come from the data.
-        DatasetSpec("folder", "reidjax folder dataset", 0, 0, "reid_folder", "folder", ("name",)),
+        DatasetSpec(
+            "folder", "reidjax folder dataset", 0, 0, "reid_folder", "folder", ("name",),
+            dense_rule=_PIECES_64, dense_source="the DukeMTMC-VideoReID rule",
+        ),
     )
 }  # fmt: skip
 

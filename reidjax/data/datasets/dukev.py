@@ -16,7 +16,6 @@ from reidjax.data.datasets.tracklets import (
     DatasetError,
     Splits,
     Tracklet,
-    dense_pieces,
     frame_number,
     list_images,
     relabel,
@@ -61,15 +60,13 @@ def _split(root: str, split: str) -> list[Tracklet]:
     return out
 
 
-def load(root: str, dense_train: int = 0) -> Splits:
+def load(root: str) -> Splits:
     """Parses DukeMTMC-VideoReID at `root` (the folder holding train/query/gallery).
 
-    Args:
-        dense_train: when > 0, cut training tracklets into pieces of this many frames.
+    Training tracklets are whole; `config.dataset.dense_train` cuts them when the prepared
+    data is opened (`reidjax.data.dense`).
     """
     train = _split(root, "train")
-    if dense_train:
-        train = dense_pieces(train, dense_train)
     return Splits(
         "DukeMTMC-VideoReID", relabel(train), _split(root, "query"), _split(root, "gallery")
     )

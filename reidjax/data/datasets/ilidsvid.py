@@ -19,7 +19,6 @@ from reidjax.data.datasets.tracklets import (
     DatasetError,
     Splits,
     Tracklet,
-    dense_pieces,
     list_images,
     relabel,
     require_dir,
@@ -50,12 +49,9 @@ def _tracklet(sequences: str, cam: int, person: str, pid: int) -> Tracklet:
     return Tracklet(tuple(frames), pid, cam)
 
 
-def load(root: str, split_id: int = 0, dense_train: int = 0) -> Splits:
-    """Parses split `split_id` (0-9) of iLIDS-VID at `root`.
-
-    Args:
-        dense_train: when > 0, cut training tracklets into pieces of this many frames.
-    """
+def load(root: str, split_id: int = 0) -> Splits:
+    """Parses split `split_id` (0-9) of iLIDS-VID at `root` (whole training tracklets;
+    `config.dataset.dense_train` cuts them when the prepared data is opened)."""
     if not 0 <= split_id < NUM_SPLITS:
         raise ValueError(f"iLIDS-VID split_id must be in 0..{NUM_SPLITS - 1}, got {split_id}")
     people, sequences = _person_dirs(root)
@@ -78,8 +74,6 @@ def load(root: str, split_id: int = 0, dense_train: int = 0) -> Splits:
     half = splits.shape[1] // 2
     test_idx, train_idx = splits[split_id, :half] - 1, splits[split_id, half:] - 1
     train = [_tracklet(sequences, cam, people[i], int(i)) for i in train_idx for cam in (0, 1)]
-    if dense_train:
-        train = dense_pieces(train, dense_train)
     query = [_tracklet(sequences, 0, people[i], int(i)) for i in test_idx]
     gallery = [_tracklet(sequences, 1, people[i], int(i)) for i in test_idx]
     return Splits(f"iLIDS-VID split {split_id}", relabel(train), query, gallery)

@@ -20,7 +20,6 @@ from reidjax.data.datasets.tracklets import (
     DatasetError,
     Splits,
     Tracklet,
-    dense_pieces,
     relabel,
     require_dir,
     require_file,
@@ -84,12 +83,9 @@ def _query_rows(path: str, num_test: int) -> np.ndarray:
     return rows
 
 
-def load(root: str, dense_train: int = 0) -> Splits:
-    """Parses LS-VID at `root`.
-
-    Args:
-        dense_train: when > 0, cut training tracklets into pieces of this many frames.
-    """
+def load(root: str) -> Splits:
+    """Parses LS-VID at `root` (whole training tracklets; `config.dataset.dense_train` cuts
+    them when the prepared data is opened)."""
     lists = require_dir(
         os.path.join(root, "list_sequence"), f"LS-VID tracklet lists ({LISTS_HINT})"
     )
@@ -107,6 +103,4 @@ def load(root: str, dense_train: int = 0) -> Splits:
     train = _read_list(root, train_list, listing)
     test = _read_list(root, test_list, listing)
     query = [test[i] for i in _query_rows(info, len(test))]
-    if dense_train:
-        train = dense_pieces(train, dense_train)
     return Splits("LS-VID", relabel(train), query, test)

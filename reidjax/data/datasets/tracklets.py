@@ -64,18 +64,6 @@ def relabel(tracklets: list[Tracklet]) -> list[Tracklet]:
     return [dataclasses.replace(t, pid=mapping[t.pid]) for t in tracklets]
 
 
-def dense_pieces(tracklets: list[Tracklet], length: int = 64) -> list[Tracklet]:
-    """Cuts tracklets into consecutive pieces of at most `length` frames (lineage: the dense
-    training splits of Duke-V, LS-VID and iLIDS-VID)."""
-    if length < 1:
-        raise ValueError(f"dense piece length must be >= 1, got {length}")
-    out = []
-    for t in tracklets:
-        for start in range(0, len(t.frames), length):
-            out.append(dataclasses.replace(t, frames=t.frames[start : start + length]))
-    return out
-
-
 def require_dir(path: str, what: str) -> str:
     """Returns `path` or raises a `DatasetError` naming it and where it comes from."""
     if not os.path.isdir(path):
