@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Per-stage 0-based temporal block indices; None = arch default (layer2 {0,2},
     # layer3 {0,2,4} for ResNet-50).
     config.model.temporal_blocks = config_dict.placeholder(tuple)
+    # Non-Local blocks (AP3D's embedded Gaussian, docs/models.md) after these 0-based blocks
+    # per stage, e.g. ((), (1, 3), (1, 3, 5), ()) as AP3D's NL ResNet; () = none. Not DSANet.
+    config.model.nonlocal_blocks = ()
     config.model.last_stride = 1  # layer4's stride (1: 16×8 maps for 256×128 input).
     config.model.num_classes = 0  # 0: the dataset's number of training identities.
     # Compute dtype (parameters stay float32): auto = bfloat16 on GPU/TPU, float32 on CPU;
@@ -217,6 +220,8 @@ def smoke(config: ml_collections.ConfigDict) -> None:
     DSANet's TLM the 4 feature-map columns it splits into halves and quarters)."""
     config.model.arch = "tiny"
     config.model.temporal_blocks = None
+    if any(config.model.nonlocal_blocks):  # the tiny trunk has one block per stage
+        config.model.nonlocal_blocks = ((), (0,), (0,), ())
     config.input.num_frames = 2
     config.input.height = 32
     config.input.width = 64

@@ -90,6 +90,17 @@ def dsanet_recipe(dataset: str, lambda_cam: float = 0.1) -> ml_collections.Confi
     return config
 
 
+# AP3D's `AP3DNLResNet50`: a Non-Local block after layer2 blocks 1, 3 and layer3 blocks 1, 3, 5.
+AP3D_NONLOCAL_BLOCKS = ((), (1, 3), (1, 3, 5), ())
+
+
+def set_nonlocal(config: ml_collections.ConfigDict) -> None:
+    """`nonlocal`: Non-Local blocks at AP3D's positions (on the tiny test trunk, after
+    layer2 and layer3 block 0): the STRF paper's §3.3 comparison "P3D-C + NL"."""
+    tiny = config.model.arch == "tiny"
+    config.model.nonlocal_blocks = ((), (0,), (0,), ()) if tiny else AP3D_NONLOCAL_BLOCKS
+
+
 def set_backbone(config: ml_collections.ConfigDict, value: str) -> None:
     """`backbone=NAME`: the temporal block kind (`model.variant`)."""
     config.model.variant = value

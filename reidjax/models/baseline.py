@@ -30,6 +30,7 @@ class VideoReIDNet(nn.Module):
         strided_impl: strided conv/max-pool implementation (`auto`, `native`, `phase`).
         strf: STRF units in the temporal blocks (None: the plain baseline).
         remat: rematerialise each trunk block in the backward pass (`ResNet3D.remat`).
+        nonlocal_blocks: Non-Local blocks after these blocks per stage (`ResNet3D`).
     """
 
     num_classes: int
@@ -41,6 +42,7 @@ class VideoReIDNet(nn.Module):
     strided_impl: str = "auto"
     strf: STRFConfig | None = None
     remat: bool = False
+    nonlocal_blocks: Sequence[Sequence[int]] = ()
 
     def setup(self):
         self.backbone = ResNet3D(
@@ -52,6 +54,7 @@ class VideoReIDNet(nn.Module):
             strided_impl=self.strided_impl,
             strf=self.strf,
             remat=self.remat,
+            nonlocal_blocks=self.nonlocal_blocks,
         )
         self.head = ReIDHead(self.num_classes, dtype=self.dtype)
 

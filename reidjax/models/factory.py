@@ -135,12 +135,23 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     try:
         strf = strf_config(config) if m.name == "strf" else None
         switches = dsanet_config(config)
-        ResNet3D(
-            arch=m.arch, variant=m.variant, temporal_blocks=m.temporal_blocks, strf=strf
-        ).resolved_temporal_blocks()
+        trunk = ResNet3D(
+            arch=m.arch,
+            variant=m.variant,
+            temporal_blocks=m.temporal_blocks,
+            strf=strf,
+            nonlocal_blocks=tuple(map(tuple, m.nonlocal_blocks)),
+        )
+        trunk.resolved_temporal_blocks()
+        trunk.resolved_nonlocal_blocks()
     except (TypeError, ValueError) as e:  # the dataclasses' and the trunk's own checks
         raise ConfigError(f"config.model: {e}") from None
     if m.name == "dsanet":
+        if any(m.nonlocal_blocks):
+            raise ConfigError(
+                "config.model.nonlocal_blocks: Non-Local blocks are for the baseline and STRF "
+                "models, not DSANet"
+            )
         if m.variant != "c2d":
             raise ConfigError(
                 f"config.model.variant={m.variant!r}: DSANet is built on the C2D backbone "
@@ -208,6 +219,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_cameras
         variant=m.variant,
         temporal_blocks=None if blocks is None else tuple(map(tuple, blocks)),
         strf=strf_config(config) if m.name == "strf" else None,
+        nonlocal_blocks=tuple(map(tuple, m.nonlocal_blocks)),
         **common,
     )
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from reidjax.errors import ConfigError
 from reidjax.models.conv import Conv3D, max_pool3d
+from reidjax.models.nonlocal_block import NonLocal
 from reidjax.models.norm import BatchNorm
 from reidjax.models.strf import STRF, STRFConfig
 
@@ -221,6 +222,8 @@ class ResNet3D(nn.Module):
         remat: rematerialise each bottleneck block in the backward pass (`nn.remat`): only
             the blocks' inputs are kept from the forward pass, the rest is recomputed. The
             same function and gradients, less activation memory, one more forward's FLOPs.
+        nonlocal_blocks: per stage, the 0-based blocks followed by a Non-Local block
+            (`reidjax.models.nonlocal_block`, named `layer<s>_<i>_nonlocal`); () = none.
     """
 
     arch: str = "resnet50"
@@ -233,6 +236,26 @@ class ResNet3D(nn.Module):
     strided_impl: str = "auto"
     strf: STRFConfig | None = None
     remat: bool = False
+    nonlocal_blocks: Sequence[Sequence[int]] = ()
+
+    def resolved_nonlocal_blocks(self) -> tuple[tuple[int, ...], ...]:
+        """The Non-Local block positions per stage, validated against the arch."""
+        spec = get_arch(self.arch)
+        if not self.nonlocal_blocks:
+            return ((),) * len(spec.stage_sizes)
+        blocks = tuple(tuple(int(i) for i in stage) for stage in self.nonlocal_blocks)
+        if len(blocks) != len(spec.stage_sizes):
+            raise ConfigError(
+                f"nonlocal_blocks needs one entry per stage ({len(spec.stage_sizes)}), got {blocks}"
+            )
+        for stage, (indices, size) in enumerate(zip(blocks, spec.stage_sizes, strict=True)):
+            bad = [i for i in indices if not 0 <= i < size]
+            if bad:
+                raise ConfigError(
+                    f"nonlocal_blocks for layer{stage + 1} has indices {bad} but arch "
+                    f"{self.arch!r} has {size} block(s) there"
+                )
+        return blocks
 
     def resolved_temporal_blocks(self) -> tuple[tuple[int, ...], ...]:
         """The temporal block indices per stage, validated against the arch."""
@@ -282,6 +305,7 @@ class ResNet3D(nn.Module):
         check_variant(self.variant)
         spec = get_arch(self.arch)
         temporal = self.resolved_temporal_blocks()
+        nonlocal_blocks = self.resolved_nonlocal_blocks()
         x = x.astype(self.dtype)
         x = Conv3D(
             spec.width,
@@ -324,6 +348,14 @@ class ResNet3D(nn.Module):
                     strf=self._block_strf(stage, block in temporal[stage]),
                     name=f"layer{stage + 1}_{block}",
                 )(x, train)
+                if block in nonlocal_blocks[stage]:
+                    x = NonLocal(
+                        dtype=self.dtype,
+                        bn_momentum=self.bn_momentum,
+                        bn_epsilon=self.bn_epsilon,
+                        strided_impl=self.strided_impl,
+                        name=f"layer{stage + 1}_{block}_nonlocal",
+                    )(x, train)
             outputs[f"layer{stage + 1}"] = x
         return outputs
 
