@@ -17,7 +17,14 @@ import ml_collections
 from reidjax import losses, metrics, optim
 from reidjax.data import registry
 from reidjax.data.pipelines import WORKER_KINDS
-from reidjax.data.sampling import BATCH_SAMPLERS, TEST_SAMPLERS, TRAIN_SAMPLERS
+from reidjax.data.sampling import (
+    BATCH_SAMPLERS,
+    CLIP_WEIGHTS,
+    STRIDE_THRESHOLDS,
+    TEST_PADDINGS,
+    TEST_SAMPLERS,
+    TRAIN_SAMPLERS,
+)
 from reidjax.errors import ConfigError
 from reidjax.models.conv import IMPLS
 from reidjax.models.dsanet import TEST_FEATURES
@@ -29,7 +36,10 @@ CHOICES = {
     "dataset.name": tuple(registry.DATASETS),
     "input.worker_kind": WORKER_KINDS,
     "input.train_sampler": TRAIN_SAMPLERS,
+    "input.stride_threshold": STRIDE_THRESHOLDS,
     "input.test_sampler": TEST_SAMPLERS,
+    "input.test_padding": TEST_PADDINGS,
+    "eval.clip_weights": CLIP_WEIGHTS,
     "model.name": MODELS,
     "model.arch": tuple(ARCHS),
     "model.variant": VARIANTS,

@@ -67,12 +67,19 @@ def base_config() -> ml_collections.ConfigDict:
     # "rrs" (restricted random sampling) or "evenly".
     config.input.train_sampler = "stride"
     config.input.frame_stride = 8  # frames between the T frames of a "stride" clip.
+    # A "stride" clip is strided in tracklets of T·frame_stride frames or more ("lineage":
+    # AP3D's rule) or of the (T−1)·frame_stride + 1 it spans ("span"); shorter ones give T
+    # sorted random frames.
+    config.input.stride_threshold = "lineage"
     config.input.flip_prob = 0.5  # one decision per clip.
     config.input.erasing_prob = 0.5  # random erasing, the same box on every frame.
     # Test: "dense" cuts every tracklet into consecutive clips of T frames (the last one
-    # loop-padded) and averages the clip features; "rrs" takes one clip per tracklet, the
-    # first frame of each of T equal chunks (DSANet Table 2's protocol).
+    # padded, see test_padding) and averages the clip features; "rrs" takes one clip per
+    # tracklet, the first frame of each of T equal chunks (DSANet Table 2's protocol).
     config.input.test_sampler = "dense"
+    # A "dense" tracklet's short last clip: "repeat" cycles through its own frames (4, 5,
+    # 4, 5: TCLNet's test), "loop" wraps to the tracklet's start (4, 5, 0, 1).
+    config.input.test_padding = "repeat"
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "baseline"  # baseline | strf | dsanet.
@@ -137,6 +144,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 32  # clips per global batch; a multiple of the device count.
     config.eval.distance = "cosine"  # cosine (1 - cos) | euclidean.
+    # A tracklet's feature: the mean of its clip features weighted by their real frames
+    # ("frames", a mean over frames as AP3D's test) or counting each clip once ("clips",
+    # TCLNet's test).
+    config.eval.clip_weights = "frames"
     config.eval.max_rank = 20  # CMC curve length (R1 ... R<max_rank>).
     config.eval.rerank = False  # k-reciprocal re-ranking (k1, k2, lambda below).
     config.eval.rerank_k1 = 20  # re-ranking: k-reciprocal neighbours.

@@ -136,6 +136,7 @@ def train_spec(config: ml_collections.ConfigDict) -> TrainSpec:
         num_frames=config.input.num_frames,
         sampler=config.input.train_sampler,
         frame_stride=config.input.frame_stride,
+        stride_threshold=config.input.stride_threshold,
         flip_prob=config.input.flip_prob,
         erasing_prob=config.input.erasing_prob,
         seed=config.seed,

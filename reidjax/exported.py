@@ -9,10 +9,11 @@ rules of `reidjax.data.sampling`), no model code.
 The file holds a small JSON header (frame size, clip length, the test rule, the distance)
 and the serialized `jax.export` of the per-clip feature function, StableHLO with the
 parameters inside as constants. `embed` applies the run's test rule around it: dense
-clips of T frames covering every frame once (the last loop-padded, its padding not
-counted) or the `rrs` clip, clip features averaged over the frames they cover, L2
-normalised; the same as `reidjax.inference.Embedder` (tested to 1e-5). Frames must already
-be at the model's frame size (`model.frame_size`); resize them as the builders do (bicubic).
+clips of T frames covering every frame once (the last padded as the run's
+`input.test_padding` says, its padding not counted) or the `rrs` clip, clip features
+averaged as the run's `eval.clip_weights` says, L2 normalised; the same as
+`reidjax.inference.Embedder` (tested to 1e-5). Frames must already be at the model's frame
+size (`model.frame_size`); resize them as the builders do (bicubic).
 """
 
 from __future__ import annotations
@@ -65,10 +66,13 @@ class ExportedModel:
                     f"tracklet {i}: frames {frames.shape[1:]}, the model takes "
                     f"{(*self.frame_size, 3)} (resize them first)"
                 )
-            for idx, mask in clip_indices(len(frames), t, self.header["test_sampler"]):
+            # Exports written before these keys existed: the rules they were made with.
+            padding = self.header.get("test_padding", "loop")
+            by_frames = self.header.get("clip_weights", "frames") == "frames"
+            for idx, mask in clip_indices(len(frames), t, self.header["test_sampler"], padding):
                 clips.append(frames[idx])
                 owner.append(i)
-                weight.append(mask.sum())
+                weight.append(mask.sum() if by_frames else 1)
         feats = self.clip_features(np.stack(clips)).astype(np.float64)
         owner, weight = np.asarray(owner), np.asarray(weight, np.float64)
         sums = np.zeros((len(tracklets), feats.shape[1]))
@@ -79,13 +83,13 @@ class ExportedModel:
         return (mean / norm).astype(np.float32)
 
 
-def clip_indices(n: int, t: int, sampler: str):
+def clip_indices(n: int, t: int, sampler: str, padding: str = "repeat"):
     """(frame indices [T], counted mask [T]) of each test clip of an n-frame tracklet: the
     evaluator's own rules (`reidjax.data.sampling`, NumPy only)."""
     if sampler == "rrs":
         yield rrs_test_indices(n, t), np.ones(t, bool)
         return
-    yield from zip(*dense_clips(n, t), strict=True)
+    yield from zip(*dense_clips(n, t, padding), strict=True)
 
 
 def write(path: str, header: dict, serialized: bytes) -> None:

@@ -32,11 +32,18 @@ PredictFn = Callable[[dict, jax.Array], jax.Array]
 
 
 def accumulate(
-    sums: jax.Array, weights: jax.Array, features: jax.Array, tracklet: jax.Array, mask: jax.Array
+    sums: jax.Array,
+    weights: jax.Array,
+    features: jax.Array,
+    tracklet: jax.Array,
+    mask: jax.Array,
+    by_frames: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Adds clip `features` `[B, D]` into per-tracklet `sums` `[N, D]` and `weights` `[N]`,
-    weighted by the clip's real frames (`mask` `[B, T]`); `tracklet` -1 marks padding."""
-    w = jnp.where(tracklet >= 0, jnp.sum(mask, axis=1), 0).astype(jnp.float32)
+    weighted by the clip's real frames (`mask` `[B, T]`), or 1 per clip when `by_frames`
+    is False; `tracklet` -1 marks padding."""
+    real = jnp.sum(mask, axis=1) if by_frames else jnp.any(mask, axis=1)
+    w = jnp.where(tracklet >= 0, real, 0).astype(jnp.float32)
     index = jnp.maximum(tracklet, 0)
     sums = sums.at[index].add(features.astype(jnp.float32) * w[:, None])
     return sums, weights.at[index].add(w)
@@ -67,13 +74,16 @@ class FeatureExtractor:
         progress: Callable[[str], None] | None = print,
     ):
         sharding.check_eval_batch(config.eval.batch_size, mesh)
+        by_frames = config.eval.clip_weights == "frames"
         self.config, self.mesh = config, mesh
         self.progress = progress if jax.process_index() == 0 else None
         self.repl, self.batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
 
         def step(sums, weights, variables, batch):
             features = predict_fn(variables, batch["clips"])
-            return accumulate(sums, weights, features, batch["tracklet"], batch["frame_mask"])
+            return accumulate(
+                sums, weights, features, batch["tracklet"], batch["frame_mask"], by_frames
+            )
 
         self.step = jax.jit(
             step,
@@ -92,7 +102,7 @@ class FeatureExtractor:
         hosts = jax.process_count()
         dataset = eval_dataset(
             source, index, c.input.num_frames, c.eval.batch_size // hosts,
-            jax.process_index(), hosts, c.input.test_sampler,
+            jax.process_index(), hosts, c.input.test_sampler, padding=c.input.test_padding,
         )  # fmt: skip
         num_batches = len(dataset)
         if self.dim is None:  # the feature size, from shapes only (traced once)

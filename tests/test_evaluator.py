@@ -53,6 +53,28 @@ def test_mask_aware_averaging_equals_per_tracklet_frame_loop(rng, clip_len):
     np.testing.assert_array_equal(np.asarray(weights), lengths)
 
 
+def test_clip_weights_clips_is_tclnet_mean(rng):
+    """`eval.clip_weights="clips"`: each clip counts once (TCLNet's `feat.mean(1)` over its
+    clips), however many real frames it has; padding clips count 0."""
+    lengths = np.array([1, 4, 5, 9])
+    index = TrackletIndex(
+        pid=np.zeros(4), camid=np.zeros(4),
+        first=np.concatenate([[0], np.cumsum(lengths)[:-1]]), count=lengths,
+    )  # fmt: skip
+    clips = eval_clips(None, index, 4)
+    feats = rng.normal(size=(len(clips.tracklet) + 2, 5)).astype(np.float32)
+    tracklet = np.concatenate([clips.tracklet, [-1, -1]]).astype(np.int32)
+    mask = np.concatenate([clips.mask, np.zeros((2, 4), bool)])
+    sums, weights = features.accumulate(
+        jnp.zeros((4, 5)), jnp.zeros(4), feats, tracklet, mask, by_frames=False
+    )
+    got = np.asarray(features.tracklet_means(sums, weights))
+    for t in range(4):
+        mean = feats[: len(clips.tracklet)][clips.tracklet == t].mean(0)
+        np.testing.assert_allclose(got[t], mean / np.linalg.norm(mean), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(weights), [1, 1, 2, 3])
+
+
 def smoke_config(tmp_path):
     config = load_config("synthetic", "smoke")
     with config.unlocked():

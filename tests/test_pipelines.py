@@ -133,6 +133,41 @@ def test_identity_sampler_epochs_cover_ids_and_replacement():
         IdentitySampler(pids, ids_per_batch=7, clips_per_id=1, seed=0)
 
 
+def ap3d_temporal_random_crop(n, size, stride, rng):
+    """AP3D `transforms/temporal_transforms.py` `TemporalRandomCrop`, its branches as
+    written (random draws from a NumPy generator instead of `random` and `np.random`)."""
+    frame_indices = list(range(n))
+    if len(frame_indices) >= size * stride:
+        rand_end = len(frame_indices) - (size - 1) * stride - 1
+        begin_index = int(rng.integers(0, rand_end + 1))
+        return frame_indices[begin_index : begin_index + (size - 1) * stride + 1 : stride], "crop"
+    index = np.sort(rng.choice(len(frame_indices), size=size, replace=len(frame_indices) < size))
+    return [frame_indices[i] for i in index], "random"
+
+
+@pytest.mark.parametrize("n", [3, 4, 24, 25, 31, 32, 33, 100])
+def test_stride_sampler_follows_ap3d_branches(n):
+    """Default ("lineage"): the branch AP3D takes for every length, and the same support
+    (a strided clip from any start; distinct sorted frames; with replacement below T)."""
+    rng = np.random.default_rng(n)
+    for _ in range(200):
+        got = temporal_indices(n, 4, "stride", rng, stride=8)
+        want, branch = ap3d_temporal_random_crop(n, 4, 8, rng)
+        strided = bool(np.all(np.diff(got) == 8))
+        if branch == "crop":
+            assert strided and 0 <= got[0] <= n - 25
+        else:
+            assert len(want) == 4 and np.all(np.diff(got) >= 0) and got.max() < n
+            if n >= 4:
+                assert len(set(got.tolist())) == 4
+    # Lengths 25-31: AP3D draws random frames where the "span" rule strides.
+    if 25 <= n < 32:
+        picks = [temporal_indices(n, 4, "stride", rng, stride=8) for _ in range(50)]
+        assert not all(np.all(np.diff(p) == 8) for p in picks)
+    with pytest.raises(ValueError, match="stride threshold"):
+        temporal_indices(n, 4, "stride", rng, threshold="ap3d")
+
+
 @pytest.mark.parametrize("n", [1, 3, 4, 24, 25, 100])
 def test_temporal_samplers(n):
     rng = np.random.default_rng(n)
@@ -140,7 +175,10 @@ def test_temporal_samplers(n):
         idx = temporal_indices(n, 4, sampler, rng, stride=8)
         assert idx.shape == (4,) and idx.min() >= 0 and idx.max() < n
         assert np.all(np.diff(idx) >= 0)
-    if n >= 25:
+    if n >= 25:  # the clip's span: strided under the "span" rule
+        idx = temporal_indices(n, 4, "stride", rng, stride=8, threshold="span")
+        assert np.all(np.diff(idx) == 8)
+    if n >= 32:  # T·stride: strided under AP3D's rule, the default
         idx = temporal_indices(n, 4, "stride", rng, stride=8)
         assert np.all(np.diff(idx) == 8)
     if n >= 4:
@@ -198,13 +236,38 @@ def test_eval_stream_visits_every_frame_once(data, batch_size, hosts):
         assert all(np.all(c == 1) for c in counts.values()), split
 
 
-def test_dense_clips_loop_padding():
-    idx, mask = dense_clips(6, 4)
+def tclnet_last_clip(frames, test_frames):
+    """TCLNet `evaluation.py` `extract`: a short last clip padded with its own frames."""
+    clip = list(frames)
+    total = list(clip)
+    while len(total) < test_frames:
+        for idx in range(len(clip)):
+            if len(total) >= test_frames:
+                break
+            total.append(clip[idx])
+    return total
+
+
+def test_dense_clips_padding():
+    idx, mask = dense_clips(6, 4, "loop")
     np.testing.assert_array_equal(idx, [[0, 1, 2, 3], [4, 5, 0, 1]])
     np.testing.assert_array_equal(mask, [[1, 1, 1, 1], [1, 1, 0, 0]])
-    idx, mask = dense_clips(1, 4)
-    np.testing.assert_array_equal(idx, [[0, 0, 0, 0]])
-    assert mask.sum() == 1
+    idx, mask = dense_clips(6, 4)  # "repeat", the default
+    np.testing.assert_array_equal(idx, [[0, 1, 2, 3], [4, 5, 4, 5]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 1], [1, 1, 0, 0]])
+    for padding in ("loop", "repeat"):
+        idx, mask = dense_clips(1, 4, padding)
+        np.testing.assert_array_equal(idx, [[0, 0, 0, 0]])
+        assert mask.sum() == 1
+    for n in range(1, 30):
+        for t in (1, 3, 4, 8):
+            idx, mask = dense_clips(n, t)
+            starts = range(0, n, t)
+            want = [tclnet_last_clip(range(s, min(s + t, n)), t) for s in starts]
+            np.testing.assert_array_equal(idx, want)
+            assert mask.sum() == n
+    with pytest.raises(ValueError, match="test padding"):
+        dense_clips(6, 4, "wrap")
 
 
 def ap3d_epoch_length(pids, k):

@@ -68,6 +68,8 @@ def export(
         "batch": b,
         "dim": int(artifact.out_avals[0].shape[-1]),
         "test_sampler": config.input.test_sampler,
+        "test_padding": config.input.test_padding,
+        "clip_weights": config.eval.clip_weights,
         "distance": config.eval.distance,
         "platforms": list(platforms),
         "seconds": round(time.perf_counter() - start, 1),

@@ -43,6 +43,7 @@ class TrainSpec:
     num_frames: int = 4
     sampler: str = "stride"
     frame_stride: int = 8
+    stride_threshold: str = "lineage"
     flip_prob: float = 0.5
     erasing_prob: float = 0.5
     seed: int = 0
@@ -104,7 +105,12 @@ class TrainBatches:
         for row, (position, t) in enumerate(zip(self.positions, tracklets, strict=True)):
             rng = np.random.default_rng([s.seed, 2, step, position])
             frames = temporal_indices(
-                int(self.index.count[t]), s.num_frames, s.sampler, rng, s.frame_stride
+                int(self.index.count[t]),
+                s.num_frames,
+                s.sampler,
+                rng,
+                s.frame_stride,
+                s.stride_threshold,
             )
             self.data.read_into(self.index.first[t] + frames, clips[row])
             flip[row], erase[row] = augment_params(rng, h, w, s.flip_prob, s.erasing_prob)
@@ -145,13 +151,17 @@ class EvalClips:
 
 
 def eval_clips(
-    data: ReIDDataset, split: str | TrackletIndex, num_frames: int, sampler: str = "dense"
+    data: ReIDDataset,
+    split: str | TrackletIndex,
+    num_frames: int,
+    sampler: str = "dense",
+    padding: str = "repeat",
 ) -> EvalClips:
     """The test clips of every tracklet of `split` (a split name or a `TrackletIndex`).
 
     `dense`: consecutive clips of `num_frames` covering every frame once (the last one
-    loop-padded, its padding masked). `rrs`: one clip per tracklet, the first frame of each
-    of T equal chunks (`rrs_test_indices`).
+    padded as `padding` says, its padding masked: `dense_clips`). `rrs`: one clip per
+    tracklet, the first frame of each of T equal chunks (`rrs_test_indices`).
     """
     if sampler not in TEST_SAMPLERS:
         raise ConfigError(f"Unknown test sampler {sampler!r}; valid: {list(TEST_SAMPLERS)}")
@@ -162,7 +172,7 @@ def eval_clips(
             idx = rrs_test_indices(int(count), num_frames)[None]
             valid = np.ones_like(idx, bool)
         else:
-            idx, valid = dense_clips(int(count), num_frames)
+            idx, valid = dense_clips(int(count), num_frames, padding)
         tracklet += [t] * len(idx)
         frames.append(idx)
         mask.append(valid)
@@ -186,10 +196,11 @@ class EvalBatches:
         process_count: int = 1,
         sampler: str = "dense",
         debug: bool = False,
+        padding: str = "repeat",
     ):
         self.data, self.batch_size, self.debug = data, batch_size, debug
         self.index = data.splits[split] if isinstance(split, str) else split
-        self.clips = eval_clips(data, self.index, num_frames, sampler)
+        self.clips = eval_clips(data, self.index, num_frames, sampler, padding)
         per_round = batch_size * process_count
         total = -(-len(self.clips.tracklet) // per_round) * per_round
         self.num_batches = total // per_round
@@ -232,12 +243,14 @@ def eval_dataset(
     process_count: int = 1,
     sampler: str = "dense",
     debug: bool = False,
+    padding: str = "repeat",
 ) -> grain.MapDataset:
     """This host's evaluation batches of `split` (`query` or `gallery`), in order, with the
-    test clips of `sampler` (`dense` or `rrs`, see `eval_clips`)."""
+    test clips of `sampler` (`dense` or `rrs`) and `padding` (see `eval_clips`)."""
     batches = EvalBatches(
-        data, split, num_frames, batch_size, process_index, process_count, sampler, debug
-    )
+        data, split, num_frames, batch_size, process_index, process_count, sampler, debug,
+        padding,
+    )  # fmt: skip
     return grain.MapDataset.range(len(batches)).map(batches)
 
 

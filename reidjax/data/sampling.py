@@ -12,7 +12,17 @@ import numpy as np
 from reidjax.errors import ConfigError
 
 TRAIN_SAMPLERS = ("stride", "rrs", "evenly")
+# When a "stride" clip is strided: "lineage" from T·stride frames (AP3D's
+# TemporalRandomCrop), "span" from the (T−1)·stride + 1 frames the clip spans.
+STRIDE_THRESHOLDS = ("lineage", "span")
 TEST_SAMPLERS = ("dense", "rrs")
+# How a "dense" tracklet's last, short clip is filled: "repeat" cycles through its own
+# frames (TCLNet's `extract`), "loop" wraps to the tracklet's start.
+TEST_PADDINGS = ("repeat", "loop")
+# How a tracklet's clip features are averaged: "frames" weights each clip by its real
+# frames (a mean over frames, as AP3D's over all frames), "clips" counts each clip once
+# (TCLNet's mean over clips).
+CLIP_WEIGHTS = ("frames", "clips")
 # Random erasing fills with (0.4914, 0.4822, 0.4465): the CIFAR-10 mean, the value of the
 # lineage code's RandomErasing (AP3D, torchreid), kept as it is; in uint8.
 ERASE_FILL = np.array([0.4914, 0.4822, 0.4465]) * 255
@@ -119,19 +129,28 @@ class IdentitySampler:
 
 
 def temporal_indices(
-    num_frames: int, clip_len: int, sampler: str, rng: np.random.Generator, stride: int = 8
+    num_frames: int,
+    clip_len: int,
+    sampler: str,
+    rng: np.random.Generator,
+    stride: int = 8,
+    threshold: str = "lineage",
 ) -> np.ndarray:
     """Frame indices `[T]` of one training clip.
 
-    `stride`: T frames `stride` apart from a random start; shorter tracklets: sorted random
+    `stride`: T frames `stride` apart from a random start, for tracklets of at least
+    T·stride frames (`threshold="lineage"`, AP3D's `TemporalRandomCrop`) or of at least the
+    (T−1)·stride + 1 frames the clip spans (`"span"`); shorter tracklets: sorted random
     distinct frames, or with replacement when there are fewer than T. `rrs`: restricted
     random sampling, the tracklet cut into T equal chunks and one random frame from each.
     `evenly`: T frames evenly spaced, first and last included.
     """
     n, t = num_frames, clip_len
     if sampler == "stride":
+        if threshold not in STRIDE_THRESHOLDS:
+            raise ConfigError(f"Unknown stride threshold {threshold!r}; valid: {STRIDE_THRESHOLDS}")
         span = (t - 1) * stride + 1
-        if n >= span:
+        if n >= (t * stride if threshold == "lineage" else span):
             return rng.integers(0, n - span + 1) + stride * np.arange(t)
         return np.sort(rng.choice(n, t, replace=n < t))
     if sampler == "rrs":
@@ -164,15 +183,26 @@ def make_batch_sampler(
     raise ConfigError(f"Unknown batch sampler {name!r}; valid: {list(BATCH_SAMPLERS)}")
 
 
-def dense_clips(num_frames: int, clip_len: int) -> tuple[np.ndarray, np.ndarray]:
+def dense_clips(
+    num_frames: int, clip_len: int, padding: str = "repeat"
+) -> tuple[np.ndarray, np.ndarray]:
     """Consecutive test clips covering every frame once: indices `[C, T]` and mask `[C, T]`.
 
-    The last clip is loop-padded (it wraps to the tracklet's start); its padded positions
-    have mask False, so each frame is counted exactly once.
+    A last clip shorter than T is padded (`TEST_PADDINGS`): `repeat` cycles through its own
+    frames (frames 4, 5 of a 6-frame tracklet with T = 4 give 4, 5, 4, 5), `loop` wraps to
+    the tracklet's start (4, 5, 0, 1). Padded positions have mask False, so each frame is
+    counted exactly once.
     """
+    if padding not in TEST_PADDINGS:
+        raise ConfigError(f"Unknown test padding {padding!r}; valid: {list(TEST_PADDINGS)}")
     clips = -(-num_frames // clip_len)
     positions = np.arange(clips * clip_len).reshape(clips, clip_len)
-    return positions % num_frames, positions < num_frames
+    mask = positions < num_frames
+    if padding == "loop":
+        return positions % num_frames, mask
+    start = positions[:, :1]
+    real = np.minimum(num_frames - start, clip_len)  # real frames per clip [C, 1]
+    return start + (positions - start) % real, mask
 
 
 def random_erasing_box(
