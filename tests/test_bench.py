@@ -25,6 +25,7 @@ BENCHES = {
     "accelerator.py": ([], "train_step"),
     "backbone_step.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                          "jax_f32"),
+    "dtype_compare.py": (["--part", "fullsize", "--steps", "1"], "max_rel_diff"),
     "eval.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                 "jax_f32"),
     "input_pipeline.py": (["--skip_torch"] if not TORCH else [], "train_inline"),
