@@ -291,3 +291,57 @@ def test_forward_compiles_once_across_calls():
     for seed in range(3):
         forward(variables, jax.random.normal(jax.random.key(seed), clips.shape))
     assert forward._cache_size() == 1
+
+
+@pytest.mark.parametrize("integration", ["temporal_first", "spatial_first", "parallel"])
+@pytest.mark.parametrize("l2", [True, False])
+def test_no_fam_is_the_input_weighted_by_itself(integration, l2):
+    """`fam=False` (Fig. 6(a)): each factor's mask is the softmax of κ·f̂ᵀf̂ of the unit's own
+    input: the NumPy reference with H_dk the identity and no pooling; no parameters."""
+    import dataclasses
+
+    cfg = STRFConfig(fam=False, integration=integration, l2_normalize=l2)
+    rng = np.random.default_rng(3)
+    f = ((1.0 if l2 else 0.1) * rng.normal(size=(2, 3, 4, 3, 32))).astype(np.float32)
+    unit = STRF(cfg)
+    variables = unit.init(jax.random.key(0), f)
+    assert not variables.get("params")
+    identity = {fa: np.eye(32) for fa in FACTORS}
+    ref = np_strf(f.astype(np.float64), identity, dataclasses.replace(cfg, resolutions=(1, 1)))
+    np.testing.assert_allclose(unit.apply(variables, f), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_no_fam_and_position_counts():
+    """Without FAM the STRF-P3D-C network is the P3D-C baseline's size (the H_dk convs were
+    all of STRF's parameters); the position moves the unit, not its size."""
+    config = strf_config("p3dc")
+    config.model.strf.fam = False
+    assert count(config) == 25_480_881
+    config = strf_config("p3dc")
+    config.model.strf.position = "spatial"
+    assert count(config) == 25_480_881 + 57_344
+
+
+@pytest.mark.slow
+def test_position_spatial_feeds_the_spatial_conv():
+    """In the strided layer2 block of the tiny trunk (8×4 in, 4×2 out) the unit sees the
+    conv2 input (32 positions) at `position="spatial"` and the spatial conv's output (8) at
+    the paper's `temporal`; i3d has one conv, so both positions are the same network."""
+    clips = jax.random.normal(jax.random.key(0), (1, 4, 32, 16, 3))
+    sizes = {}
+    for position in ("temporal", "spatial"):
+        config = strf_config("p3dc", "tiny", num_classes=7)
+        config.model.strf.position = position
+        model = build_module(config)
+        variables = jax.jit(model.init)(jax.random.key(1), clips)
+        _, state = jax.jit(lambda v: model.apply(v, clips, mutable=["intermediates"]))(variables)
+        flat = traverse_util.flatten_dict(state["intermediates"])
+        sizes[position] = {k[1]: v[0].shape[-1] for k, v in flat.items() if k[-1] == "mask_t_tau"}
+    assert sizes["temporal"]["layer2_0"] == 8 and sizes["spatial"]["layer2_0"] == 32
+    outs = []
+    for position in ("temporal", "spatial"):
+        config = strf_config("i3d", "tiny", num_classes=7)
+        config.model.strf.position = position
+        model = build_module(config)
+        outs.append(jax.jit(model.apply)(jax.jit(model.init)(jax.random.key(1), clips), clips))
+    np.testing.assert_array_equal(outs[0]["bn_features"], outs[1]["bn_features"])

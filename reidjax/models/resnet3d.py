@@ -170,23 +170,27 @@ class Bottleneck(nn.Module):
         variant = self.temporal
         if self.strf is not None and variant == "c2d":
             raise ConfigError("STRF needs a temporal block (i3d, p3da, p3db or p3dc), not c2d")
-        if variant == "i3d":
+        if variant == "i3d":  # one conv: both positions are its input
             conv = self._conv(self.planes, (3, 3, 3), s, name="conv2", init=centre_init())
             return conv(self._strf(x))
         spatial = self._conv(self.planes, (1, 3, 3), s, name="conv2")
         if variant == "c2d":
             return spatial(x)
+        # The STRF unit on the input of the temporal conv T (the paper's place) or of the
+        # spatial conv S (`strf.position="spatial"`, supplementary Fig. 2).
+        at_s = self.strf is not None and self.strf.position == "spatial"
+        s_in, t_in = (self._strf, lambda v: v) if at_s else (lambda v: v, self._strf)
         if variant == "p3da":
             t = self._conv(self.planes, (3, 1, 1), name="conv2_t", init=temporal_identity_init)
-            return t(self._strf(spatial(x)))
+            return t(t_in(spatial(s_in(x))))
         zeros = nn.initializers.zeros_init()
         if variant == "p3db":
             t = self._conv(self.planes, (3, 1, 1), s, name="conv2_t", init=zeros)
-            return spatial(x) + t(self._strf(x))
+            return spatial(s_in(x)) + t(t_in(x))
         if variant == "p3dc":
             t = self._conv(self.planes, (3, 1, 1), name="conv2_t", init=zeros)
-            y = spatial(x)
-            return y + t(self._strf(y))
+            y = spatial(s_in(x))
+            return y + t(t_in(y))
         raise ConfigError(f"Unknown temporal variant {variant!r}; valid: {list(VARIANTS)}")
 
     @nn.compact

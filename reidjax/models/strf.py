@@ -45,6 +45,9 @@ Array = jax.Array
 FACTORS = ("t_tau", "t_sig", "s_tau", "s_sig")
 POOLS = ("max", "avg")
 INTEGRATIONS = ("temporal_first", "spatial_first", "parallel")
+# Where a P3D block's STRF unit sits: on the input of its 3×1×1 temporal conv (the paper's
+# choice) or of its 1×3×3 spatial conv (supplementary Fig. 2's alternative).
+POSITIONS = ("temporal", "spatial")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
@@ -63,6 +66,12 @@ class STRFConfig:
         kappa: the temperature κ of Eq. (3).
         reduction: channel reduction n of H_dk (C → C/n).
         stages: stages whose temporal blocks get an STRF unit (Table 5).
+        fam: the Factorized Attention Mask block. Off (Fig. 6(a) "w/o FAM": "non-weighted
+            multiplication of f(i) with itself"): every factor's mask is the softmax of
+            κ·f̂ᵀf̂ of the unit's input itself, with no channel reduction H_dk and no
+            pooling G_dk, so no static/dynamic or coarse/fine factor and no parameters.
+        position: `temporal` (the unit on the input of the 3×1×1 conv, the paper's) or
+            `spatial` (on the input of the 1×3×3 conv; supplementary Fig. 2).
     """
 
     resolutions: tuple[int, int] = (1, 3)
@@ -73,6 +82,8 @@ class STRFConfig:
     kappa: float = 4.0
     reduction: int = 16
     stages: tuple[str, ...] = ("layer2", "layer3")
+    fam: bool = True
+    position: str = "temporal"
 
     def __post_init__(self):
         def fail(what, value, valid):
@@ -93,6 +104,8 @@ class STRFConfig:
                 fail("factor", f, FACTORS)
         if self.integration not in INTEGRATIONS:
             fail("integration", self.integration, INTEGRATIONS)
+        if self.position not in POSITIONS:
+            fail("position", self.position, POSITIONS)
         for s in self.stages:
             if s not in STAGES:
                 fail("stage", s, STAGES)
@@ -136,6 +149,12 @@ class STRF(nn.Module):
     def factor_mask(self, x: Array, factor: str) -> Array:
         """M_dk of Eqs. (2)–(3): `[B, HW, HW]`, row j = softmax over i of C[j, i]."""
         cfg = self.config
+        if not cfg.fam:  # the input's own self-similarity: no H_dk, no G_dk
+            t = _positions(x).astype(jnp.float32)
+            t = l2_normalize(t) if cfg.l2_normalize else t
+            mask = jax.nn.softmax(cfg.kappa * jnp.einsum("bjc,bic->bji", t, t), axis=-1)
+            self.sow("intermediates", f"mask_{factor}", mask)
+            return mask
         d, k = factor.split("_")
         channels = x.shape[-1]
         if channels % cfg.reduction:
