@@ -334,7 +334,8 @@ def test_position_spatial_feeds_the_spatial_conv():
         config.model.strf.position = position
         model = build_module(config)
         variables = jax.jit(model.init)(jax.random.key(1), clips)
-        _, state = jax.jit(lambda v: model.apply(v, clips, mutable=["intermediates"]))(variables)
+        apply = jax.jit(lambda v, m=model: m.apply(v, clips, mutable=["intermediates"]))
+        _, state = apply(variables)
         flat = traverse_util.flatten_dict(state["intermediates"])
         sizes[position] = {k[1]: v[0].shape[-1] for k, v in flat.items() if k[-1] == "mask_t_tau"}
     assert sizes["temporal"]["layer2_0"] == 8 and sizes["spatial"]["layer2_0"] == 32
