@@ -63,8 +63,14 @@ class VideoReIDNet(nn.Module):
 
         Returns:
             The head's outputs (`features`, `bn_features`, `logits`) plus `embedding`, the
-            test feature: post-BN, L2-normalised `[B, C]`.
+            test feature: post-BN, L2-normalised `[B, C]`; and the activation maps of
+            layer3 and layer4 (`activation_layer3/4`, the channel mean of the stage's
+            output `[B, T, h, w]`, float32: the maps of the papers' figures; computed only
+            where used).
         """
-        outputs = dict(self.head(self.backbone(clips, train=train)["layer4"], train=train))
+        stages = self.backbone(clips, train=train)
+        outputs = dict(self.head(stages["layer4"], train=train))
         outputs["embedding"] = l2_normalize(outputs["bn_features"])
+        for stage in ("layer3", "layer4"):
+            outputs[f"activation_{stage}"] = jnp.mean(stages[stage].astype(jnp.float32), -1)
         return outputs

@@ -226,7 +226,13 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_cameras
     def reid_objective(out: dict, batch: dict) -> dict:
         return losses.reid_objective(out, batch["labels"], loss)
 
-    return ReIDModel(m.name, module, reid_objective, test_feature="bn_features")
+    return ReIDModel(
+        m.name,
+        module,
+        reid_objective,
+        test_feature="bn_features",
+        maps={"activation_layer3": "layer3", "activation_layer4": "layer4"},
+    )
 
 
 def dummy_clips(config: ml_collections.ConfigDict, batch_size: int = 1) -> jnp.ndarray:
