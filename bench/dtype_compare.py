@@ -66,9 +66,10 @@ def run_default(seed: int, dtype: str, root: str, tiny: bool) -> dict:
     }
 
 
-def part_default(seeds: list[int], tiny: bool) -> dict:
+def part_default(seeds: list[int], tiny: bool, keep: str = "") -> dict:
     rows = []
-    with tempfile.TemporaryDirectory(prefix="reidjax-dtype-") as root:
+    with tempfile.TemporaryDirectory(prefix="reidjax-dtype-") as scratch:
+        root = keep or scratch
         for seed in seeds:
             for dtype in DTYPES:
                 row = run_default(seed, dtype, root, tiny)
@@ -148,11 +149,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--clips", type=int, default=8, help="fullsize: clips per step (K=4)")
     parser.add_argument("--tiny", action="store_true", help="smoke configs: seconds (tests)")
+    parser.add_argument("--keep", default="", help="default: keep the workdirs in this folder")
     args = parser.parse_args()
     from common import header
 
     if args.part == "default":
-        result = part_default([int(s) for s in args.seeds.split(",")], args.tiny)
+        result = part_default([int(s) for s in args.seeds.split(",")], args.tiny, args.keep)
     else:
         result = part_fullsize(args.steps, args.clips, args.tiny)
     print(json.dumps({**header("dtype_compare", part=args.part, tiny=args.tiny), **result}))
