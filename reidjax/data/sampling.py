@@ -23,8 +23,9 @@ TEST_PADDINGS = ("repeat", "loop")
 # frames (a mean over frames, as AP3D's over all frames), "clips" counts each clip once
 # (TCLNet's mean over clips).
 CLIP_WEIGHTS = ("frames", "clips")
-# Random erasing fills with (0.4914, 0.4822, 0.4465): the CIFAR-10 mean, the value of the
-# lineage code's RandomErasing (AP3D, torchreid), kept as it is; in uint8.
+# Random erasing fills with (0.4914, 0.4822, 0.4465): the CIFAR-10 mean, the default of Zhong
+# et al.'s RandomErasing (torchreid applies it to normalised tensors; AP3D has no erasing).
+# Here it fills the uint8 frames (docs/fidelity.md row 15).
 ERASE_FILL = np.array([0.4914, 0.4822, 0.4465]) * 255
 # Batch samplers: "tracklets" (an epoch is one pass over the tracklets, AP3D's
 # RandomIdentitySampler; the default) or "identities" (P distinct ids per batch, an epoch is
