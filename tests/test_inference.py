@@ -177,3 +177,28 @@ def test_train_and_eval_steps_lower_for_gpu_and_tpu(name):
         )
         assert predict.out_avals[0].shape[0] == b
     assert jax.default_backend() == "cpu"  # lowered for GPU/TPU on a machine without them
+
+
+def test_tsne_tool_maps_and_saves_every_output(run, tmp_path):
+    """tools/tsne.py on the smoke DSANet run: the test feature and f_cam of every test
+    tracklet saved (the embedding equal to the evaluator's), the picture drawn; an output
+    the model lacks is one line naming the ones it has."""
+    _, workdir, data, _ = run
+    out = tmp_path / "tsne"
+    command = [sys.executable, "tools/tsne.py", "--workdir", str(workdir), "--out", str(out)]
+    done = subprocess.run(
+        [*command, "--outputs", "test,f_cam"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = np.load(out / "features.npz")
+    n = len(data.splits["query"]) + len(data.splits["gallery"])
+    assert saved["features"].shape[0] == saved["f_cam"].shape[0] == n  # DSANet's test feature
+    assert saved["tsne_f_cam"].shape == (int(saved["drawn"].sum()), 2)
+    embedder = Embedder.from_workdir(str(workdir))
+    run_ = experiment.setup(embedder.config, train=False)
+    evaluator = Evaluator(run_.model.predict, embedder.config, data, run_.mesh, None)
+    want = evaluator.extract(embedder.variables, data, data.splits["query"])
+    np.testing.assert_allclose(saved["features"][: len(want)], want, atol=1e-5)
+    assert (out / "tsne.png").stat().st_size > 10_000
+    bad = subprocess.run([*command, "--outputs", "nope"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "f_cam" in bad.stderr
