@@ -19,7 +19,7 @@ from collections.abc import Callable
 import ml_collections
 from absl import app, flags, logging
 
-from reidjax import config_lib, hosts
+from reidjax import config_lib, hosts, run_config
 from reidjax.errors import ConfigError, UserError
 
 RUNS_DIR = "runs"
@@ -86,7 +86,7 @@ def config(workdir: str | None = None) -> ml_collections.ConfigDict:
     if path:
         return config_lib.load_config(path, overrides=overrides())
     if workdir:
-        return config_lib.load_run_config(workdir, overrides())
+        return run_config.load_run_config(workdir, overrides())
     raise ConfigError("give --config CONFIG_FILE (e.g. configs/synthetic.py) or --workdir RUN")
 
 
@@ -102,7 +102,7 @@ def workdir_or_default(workdir: str | None) -> str:
     path = flags.FLAGS["config"].value
     if not path:
         raise ConfigError("give --workdir DIR or --config CONFIG_FILE")
-    return os.path.join(RUNS_DIR, config_lib.config_name(path))
+    return os.path.join(RUNS_DIR, config_name(path))
 
 
 def config_path() -> str:
@@ -162,3 +162,14 @@ def run_or_explain(fn: Callable[[], int]) -> int:
             traceback.print_exc()
         hosts.abort(1)
         raise
+
+
+def config_name(path: str) -> str:
+    """`configs/dsanet_lsvid.py:smoke,ablation=tlm` -> `dsanet_lsvid_smoke_ablation-tlm`:
+    the run's default folder name under `runs/`."""
+    path, _, arg = path.partition(":")
+    name = os.path.splitext(os.path.basename(path))[0]
+    if arg:
+        items = [item.strip().replace("=", "-") for item in arg.split(",") if item.strip()]
+        name = "_".join([name, *items])
+    return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in name)

@@ -1,7 +1,7 @@
 """Every config value checked when the config is loaded, before anything is read or compiled.
 
 `validate(config)` is called by every loader (`config_lib.load_config`, overrides on the
-command line, `config_lib.load_run_config`). Each named choice is checked against the one
+command line, `run_config.load_run_config`). Each named choice is checked against the one
 tuple that names it in the code that uses it (so adding a sampler there adds it here), each
 number against its range, and the model dataclasses (`STRFConfig`, `DSANetConfig`) and the
 trunk's temporal blocks are built, so that incompatible switches fail here too. Every

@@ -12,19 +12,17 @@ import contextlib
 import dataclasses
 import difflib
 import importlib.util
-import json
 import os
 from collections.abc import Sequence
 
 import ml_collections
 from ml_collections import config_dict
 
-from reidjax import config_checks, workdir_io
+from reidjax import config_checks
 from reidjax.errors import ConfigError
 from reidjax.models.dsanet import DSANetConfig
 from reidjax.models.strf import STRFConfig
 from reidjax.weights import DEFAULT_IMAGENET
-from reidjax.workdir import Workdir
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -47,10 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
     # "folder" datasets (your own): the --name given to python -m reidjax.data build.
     config.dataset.folder_name = ""
     config.dataset.num_cameras = 0  # 0: from the dataset registry (or the prepared data).
-    # Train on dense pieces of long tracklets instead of whole ones, cut when the data is
-    # opened (no rebuild): Duke-V, LS-VID and your own data in pieces of 64 frames (the
-    # remainder joins the last), iLIDS-VID in windows of 64 frames every 32; not for MARS
-    # or PRID2011. The lineage trains every dataset but MARS this way (docs/data.md).
+    # Train on the lineage's dense pieces of long tracklets (docs/data.md): 64-frame pieces
+    # (Duke-V, LS-VID, your own), 64-frame windows every 32 (iLIDS-VID); not MARS, PRID2011.
     config.dataset.dense_train = False
     config.dataset.synthetic_ids = 200  # synthetic: identities (half train, half test).
     config.dataset.synthetic_cameras = 4  # synthetic: cameras.
@@ -67,9 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
     # "rrs" (restricted random sampling) or "evenly".
     config.input.train_sampler = "stride"
     config.input.frame_stride = 8  # frames between the T frames of a "stride" clip.
-    # A "stride" clip is strided in tracklets of T·frame_stride frames or more ("lineage":
-    # AP3D's rule) or of the (T−1)·frame_stride + 1 it spans ("span"); shorter ones give T
-    # sorted random frames.
+    # "stride" clips are strided from T·frame_stride frames ("lineage", AP3D) or from the
+    # (T−1)·frame_stride + 1 they span ("span"); shorter tracklets give T sorted random frames.
     config.input.stride_threshold = "lineage"
     config.input.flip_prob = 0.5  # one decision per clip.
     config.input.erasing_prob = 0.5  # random erasing, the same box on every frame.
@@ -88,8 +83,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Per-stage 0-based temporal block indices; None = arch default (layer2 {0,2},
     # layer3 {0,2,4} for ResNet-50).
     config.model.temporal_blocks = config_dict.placeholder(tuple)
-    # Non-Local blocks (AP3D's embedded Gaussian, docs/models.md) after these 0-based blocks
-    # per stage, e.g. ((), (1, 3), (1, 3, 5), ()) as AP3D's NL ResNet; () = none. Not DSANet.
+    # Non-Local blocks (AP3D's, docs/models.md) after these 0-based blocks per stage, e.g.
+    # ((), (1, 3), (1, 3, 5), ()) as AP3D's NL ResNet; () = none. Not DSANet.
     config.model.nonlocal_blocks = ()
     config.model.last_stride = 1  # layer4's stride (1: 16×8 maps for 256×128 input).
     config.model.num_classes = 0  # 0: the dataset's number of training identities.
@@ -144,9 +139,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 32  # clips per global batch; a multiple of the device count.
     config.eval.distance = "cosine"  # cosine (1 - cos) | euclidean.
-    # A tracklet's feature: the mean of its clip features weighted by their real frames
-    # ("frames", a mean over frames as AP3D's test) or counting each clip once ("clips",
-    # TCLNet's test).
+    # Clip features averaged weighted by their real frames ("frames": a mean over frames, as
+    # AP3D's test) or each clip once ("clips", TCLNet's).
     config.eval.clip_weights = "frames"
     config.eval.max_rank = 20  # CMC curve length (R1 ... R<max_rank>).
     config.eval.rerank = False  # k-reciprocal re-ranking (k1, k2, lambda below).
@@ -349,73 +343,3 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
                 holder[leaf] = value
         except TypeError as e:
             raise ConfigError(f"config.{key}={text!r}: {e}") from None
-
-
-def load_run_config(workdir: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """The config a run was trained with: `WORKDIR/config.json` (what train.py wrote, with
-    the sizes the data decided filled in), checked against the current schema, then the
-    `overrides` (as `load_config`), then every value checked.
-
-    Raises:
-        ConfigError: no config.json in `workdir`, a file that is not a config, a key this
-            version does not know, or a value that cannot work.
-    """
-    path = Workdir(workdir).config
-    if not workdir_io.exists(path):
-        raise ConfigError(
-            f"no {os.path.basename(path)} in {workdir}: not a training directory (train.py "
-            "writes one)"
-        )
-    try:
-        saved = json.loads(workdir_io.read_text(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); restore it or use --config") from None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{path} holds no config (a JSON object): restore it or use --config")
-
-    def tuples(value):
-        if isinstance(value, dict):
-            return {k: tuples(v) for k, v in value.items()}
-        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
-
-    config = base_config()
-    unknown = []
-
-    def merge(target: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
-        for key, value in values.items():
-            if key not in target:
-                unknown.append(prefix + key)
-            elif isinstance(target[key], ml_collections.ConfigDict):
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{path}: {prefix}{key}={value!r} must be a section")
-                merge(target[key], value, f"{prefix}{key}.")
-            else:
-                try:
-                    target[key] = value
-                except TypeError:
-                    expected, got = type(target[key]).__name__, type(value).__name__
-                    raise ConfigError(
-                        f"{path}: {prefix}{key}={value!r} must be of type {expected}, not {got}"
-                    ) from None
-
-    with config.unlocked():
-        merge(config, tuples(saved), "")
-    if unknown:
-        raise ConfigError(f"{path} has keys this version does not know: {', '.join(unknown)}")
-    config.lock()
-    apply_overrides(config, overrides)
-    try:
-        return config_checks.validate(config)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def config_name(path: str) -> str:
-    """`configs/dsanet_lsvid.py:smoke,ablation=tlm` -> `dsanet_lsvid_smoke_ablation-tlm`:
-    the run's default folder name under `runs/`."""
-    path, _, arg = path.partition(":")
-    name = os.path.splitext(os.path.basename(path))[0]
-    if arg:
-        items = [item.strip().replace("=", "-") for item in arg.split(",") if item.strip()]
-        name = "_".join([name, *items])
-    return "".join(c if c.isalnum() or c in "-_.+" else "-" for c in name)

@@ -5,10 +5,11 @@ every frame in consecutive clips; `rrs`, one restricted-random-sampling clip per
 tracklet); a jitted step runs the model on a fixed-shape batch of clips, sharded over the
 data mesh, and adds each clip's test feature into its tracklet's sum on the device,
 weighted by the clip's number of real frames (a padded last clip with 1 real frame counts
-1/T of a full one; padding clips count 0), or equally (`config.eval.clip_weights="clips"`). Nothing leaves the device until every
-batch has run. The tracklet feature is the weighted mean, L2-normalised. The evaluator
-(benchmarks) and the embedder (your own tracklets) both call `FeatureExtractor`; frames come
-from any `FrameSource` (a prepared dataset, or frames in memory or on disk).
+1/T of a full one; padding clips count 0), or equally (`config.eval.clip_weights="clips"`).
+Nothing leaves the device until every batch has run. The tracklet feature is the weighted
+mean, L2-normalised. The evaluator (benchmarks) and the embedder (your own tracklets) both
+call `FeatureExtractor`; frames come from any `FrameSource` (a prepared dataset, or frames
+in memory or on disk).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from reidjax import config_lib, experiment, restore, sharding
+from reidjax import experiment, restore, run_config, sharding
 from reidjax.data.open import DataMeta
 from reidjax.data.records import TrackletIndex
 from reidjax.errors import UserError
@@ -128,7 +128,7 @@ class Embedder:
             ConfigError: no `config.json` in `workdir`.
             CheckpointNotFoundError: no such checkpoint.
         """
-        config = config_lib.load_run_config(workdir, overrides)
+        config = run_config.load_run_config(workdir, overrides)
         devices = jax.local_device_count()
         with config.unlocked():  # any local device count: round the batch up to it
             config.mesh.data = devices

@@ -139,13 +139,13 @@ def test_help_exits_zero_and_eval_takes_overrides_without_config(tmp_path):
 def test_a_damaged_run_config_names_the_file_and_the_key(tmp_path, edit, key):
     """eval.py --workdir reads WORKDIR/config.json: an edited or damaged value is one
     ConfigError naming the file and the key, never a traceback."""
-    from reidjax import config_lib
+    from reidjax import config_lib, run_config
 
     saved = json.loads(config_lib.load_config("synthetic", "smoke").to_json())
     edit(saved)
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ConfigError) as caught:
-        config_lib.load_run_config(str(tmp_path))
+        run_config.load_run_config(str(tmp_path))
     message = str(caught.value)
     assert message.startswith(str(tmp_path / "config.json")) and key in message, message
     assert "\n" not in message

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from reidjax import config_lib, eval_lib, runlock, train_lib
+from reidjax import eval_lib, run_config, runlock, train_lib
 from reidjax.errors import ConfigError, UserError
 from tests.runs import logged_steps, synthetic_config
 
@@ -33,7 +33,7 @@ def test_bucket_workdir_code_path_on_a_local_disk(tmp_path, monkeypatch):
     train_lib.train_and_evaluate(config, str(workdir))  # resumes from step 3
     assert logged_steps(workdir) == [1, 2, 3, 3, 4, 4]
     numbers = eval_lib.evaluate_workdir(
-        config_lib.load_run_config(str(workdir)), str(workdir), save_features=True
+        run_config.load_run_config(str(workdir)), str(workdir), save_features=True
     )
     report = workdir / "eval" / "step4"
     assert json.loads((report / "results.json").read_text())["mAP"] == numbers["mAP"]

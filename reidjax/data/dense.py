@@ -20,12 +20,9 @@ switching `config.dataset.dense_train` needs no rebuild.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from reidjax.data.records import TrackletIndex
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +45,10 @@ class DenseRule:
             "the last running to the end"
         )
 
-    def cut(self, index: TrackletIndex) -> TrackletIndex:
-        """The pieces of every tracklet of `index`, in order (a piece keeps its tracklet's
-        identity, camera and source path)."""
+    def cut(self, index: Any) -> Any:
+        """The pieces of every tracklet of `index` (a `reidjax.data.records.TrackletIndex`;
+        not imported: the registry imports this module, and records imports the registry),
+        in order; a piece keeps its tracklet's identity, camera and source path."""
         count = np.asarray(index.count, np.int64)
         pieces = np.maximum(count // self.step, 1)  # per tracklet
         owner = np.repeat(np.arange(len(count)), pieces)
