@@ -242,41 +242,34 @@ class ResNet3D(nn.Module):
     remat: bool = False
     nonlocal_blocks: Sequence[Sequence[int]] = ()
 
-    def resolved_nonlocal_blocks(self) -> tuple[tuple[int, ...], ...]:
-        """The Non-Local block positions per stage, validated against the arch."""
+    def _per_stage(self, blocks, name: str) -> tuple[tuple[int, ...], ...]:
+        """`blocks` (0-based block indices per stage) checked against the arch."""
         spec = get_arch(self.arch)
-        if not self.nonlocal_blocks:
-            return ((),) * len(spec.stage_sizes)
-        blocks = tuple(tuple(int(i) for i in stage) for stage in self.nonlocal_blocks)
+        blocks = tuple(tuple(int(i) for i in stage) for stage in blocks)
         if len(blocks) != len(spec.stage_sizes):
             raise ConfigError(
-                f"nonlocal_blocks needs one entry per stage ({len(spec.stage_sizes)}), got {blocks}"
+                f"{name} needs one entry per stage ({len(spec.stage_sizes)}), got {blocks}"
             )
         for stage, (indices, size) in enumerate(zip(blocks, spec.stage_sizes, strict=True)):
             bad = [i for i in indices if not 0 <= i < size]
             if bad:
                 raise ConfigError(
-                    f"nonlocal_blocks for layer{stage + 1} has indices {bad} but arch "
+                    f"{name} for layer{stage + 1} has indices {bad} but arch "
                     f"{self.arch!r} has {size} block(s) there"
                 )
         return blocks
+
+    def resolved_nonlocal_blocks(self) -> tuple[tuple[int, ...], ...]:
+        """The Non-Local block positions per stage, validated against the arch."""
+        if not self.nonlocal_blocks:
+            return ((),) * len(get_arch(self.arch).stage_sizes)
+        return self._per_stage(self.nonlocal_blocks, "nonlocal_blocks")
 
     def resolved_temporal_blocks(self) -> tuple[tuple[int, ...], ...]:
         """The temporal block indices per stage, validated against the arch."""
         spec = get_arch(self.arch)
         blocks = spec.temporal_blocks if self.temporal_blocks is None else self.temporal_blocks
-        blocks = tuple(tuple(int(i) for i in stage) for stage in blocks)
-        if len(blocks) != len(spec.stage_sizes):
-            raise ConfigError(
-                f"temporal_blocks needs one entry per stage ({len(spec.stage_sizes)}), got {blocks}"
-            )
-        for stage, (indices, size) in enumerate(zip(blocks, spec.stage_sizes, strict=True)):
-            bad = [i for i in indices if not 0 <= i < size]
-            if bad:
-                raise ConfigError(
-                    f"temporal_blocks for layer{stage + 1} has indices {bad} but arch "
-                    f"{self.arch!r} has {size} block(s) there"
-                )
+        blocks = self._per_stage(blocks, "temporal_blocks")
         if self.strf is not None:
             if self.variant == "c2d":
                 raise ConfigError("STRF needs temporal blocks: set model.variant to i3d or p3d*")
