@@ -33,6 +33,7 @@ from absl import app, flags
 from reidjax import cli
 from reidjax.data.open import open_dataset
 from reidjax.errors import ConfigError
+from reidjax.eval_lib import attention_inputs
 from reidjax.inference import Embedder
 from reidjax.models.dsanet import TLM
 from reidjax.models.factory import normalize
@@ -42,16 +43,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A DSANet training run's workdir
 _CLIPS = flags.DEFINE_integer("clips", 64, "Query tracklets probed (their first clip).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest | best | a step.")
 flags.mark_flag_as_required("workdir")
-
-
-def first_clips(data, num_frames: int, count: int) -> np.ndarray:
-    query = data.splits["query"]
-    picks = np.linspace(0, len(query) - 1, min(count, len(query))).round().astype(int)
-    clips = []
-    for i in picks:
-        frames = np.minimum(np.arange(num_frames), int(query.count[i]) - 1)
-        clips.append(data.frames(int(query.first[i]) + frames))
-    return np.stack(clips)
 
 
 def profile(maps: np.ndarray) -> np.ndarray:
@@ -70,7 +61,7 @@ def main(argv):
         if "TLM" not in model.maps.values():
             raise ConfigError(f"{_WORKDIR.value} is a {config.model.name} run: no TLM to probe")
         variables = jax.device_get(variables)
-        clips = first_clips(open_dataset(config), config.input.num_frames, _CLIPS.value)
+        clips = attention_inputs(open_dataset(config), config.input.num_frames, _CLIPS.value)
         apply = jax.jit(lambda v, c: model.module.apply(v, normalize(c), train=False))
         out = apply(variables, clips)
         flipped = apply(variables, clips[:, :, ::-1].copy())
