@@ -234,11 +234,15 @@ def lower_steps(
         repl = sharding.replicated(mesh)
         variables = abstract_variables(model, config, mesh)
         clip = jax.ShapeDtypeStruct((1, t, h, w, 3), jnp.uint8)
-        dim = jax.eval_shape(model.predict, variables, clip).shape[-1]
-        sums = jax.ShapeDtypeStruct((eval_tracklets, dim), jnp.float32, sharding=repl)
-        weights = jax.ShapeDtypeStruct((eval_tracklets,), jnp.float32, sharding=repl)
+        out = jax.eval_shape(model.predict, variables, clip)
+        frames = isinstance(out, tuple)  # per-frame outputs: a running maximum too
+        dim = (out[0] if frames else out).shape[-1]
+        acc = [jax.ShapeDtypeStruct((eval_tracklets, dim), jnp.float32, sharding=repl)]
+        acc += [jax.ShapeDtypeStruct((eval_tracklets,), jnp.float32, sharding=repl)] * (
+            2 if frames else 1
+        )
         batch = abstract_batch(eval_batch_spec(config.eval.batch_size, t, h, w), mesh)
-        eval_step = extractor.step.lower(sums, weights, variables, batch)
+        eval_step = extractor.step.lower(tuple(acc), variables, batch)
     return train_step, eval_step
 
 

@@ -11,7 +11,9 @@ and the serialized `jax.export` of the per-clip feature function, StableHLO with
 parameters inside as constants. `embed` applies the run's test rule around it: dense
 clips of T frames covering every frame once (the last padded as the run's
 `input.test_padding` says, its padding not counted) or the `rrs` clip, clip features
-averaged as the run's `eval.clip_weights` says, L2 normalised; the same as
+averaged as the run's `eval.clip_weights` says (or, for a model that pools frames over the
+whole tracklet, per-frame features weighted by exp of their log-weights over every real
+frame), L2 normalised; the same as
 `reidjax.inference.Embedder` (tested to 1e-5). Frames must already be at the model's frame
 size (`model.frame_size`); resize them as the builders do (bicubic).
 """
@@ -45,15 +47,25 @@ class ExportedModel:
     def batch(self) -> int:
         return int(self.header["batch"])
 
-    def clip_features(self, clips: np.ndarray) -> np.ndarray:
-        """Features `[n, D]` of uint8 clips `[n, T, H, W, 3]`, in fixed-size batches."""
+    @property
+    def frame_pooling(self) -> bool:
+        """Whether the function gives per-frame (features, log-weights) (DSANet's FWG
+        over whole tracklets) instead of one feature per clip."""
+        return bool(self.header.get("frame_pooling", False))
+
+    def clip_features(self, clips: np.ndarray):
+        """Features `[n, D]` of uint8 clips `[n, T, H, W, 3]`, in fixed-size batches; with
+        `frame_pooling`, `(features [n, T, D], log-weights [n, T])`."""
         b, out = self.batch, []
         for start in range(0, len(clips), b):
             chunk = clips[start : start + b]
             padded = np.zeros((b, *chunk.shape[1:]), np.uint8)
             padded[: len(chunk)] = chunk
-            out.append(np.asarray(self.exported.call(padded))[: len(chunk)])
-        return np.concatenate(out) if out else np.zeros((0, self.header["dim"]), np.float32)
+            result = self.exported.call(padded)
+            result = result if isinstance(result, tuple | list) else (result,)
+            out.append([np.asarray(r)[: len(chunk)] for r in result])
+        parts = [np.concatenate(p) for p in zip(*out, strict=True)]
+        return tuple(parts) if self.frame_pooling else parts[0]
 
     def embed(self, tracklets) -> np.ndarray:
         """L2-normalised features `[N, D]` of tracklets (uint8 `[L, H, W, 3]` each)."""
@@ -72,9 +84,22 @@ class ExportedModel:
             for idx, mask in clip_indices(len(frames), t, self.header["test_sampler"], padding):
                 clips.append(frames[idx])
                 owner.append(i)
-                weight.append(mask.sum() if by_frames else 1)
-        feats = self.clip_features(np.stack(clips)).astype(np.float64)
-        owner, weight = np.asarray(owner), np.asarray(weight, np.float64)
+                weight.append(mask if self.frame_pooling else mask.sum() if by_frames else 1)
+        if not clips:
+            return np.zeros((0, self.header["dim"]), np.float32)
+        owner = np.asarray(owner)
+        if self.frame_pooling:
+            feats, logw = (x.astype(np.float64) for x in self.clip_features(np.stack(clips)))
+            real = np.stack(weight)
+            logw = np.where(real, logw, -np.inf)
+            top = np.full(len(tracklets), -np.inf)
+            np.maximum.at(top, owner, logw.max(1))
+            w = np.where(real, np.exp(logw - top[owner][:, None]), 0.0)
+            weight = w.sum(1)  # each clip: its frames' weighted mean, with their mass
+            feats = np.einsum("bt,btd->bd", w, feats) / np.maximum(weight, 1e-300)[:, None]
+        else:
+            feats = self.clip_features(np.stack(clips)).astype(np.float64)
+            weight = np.asarray(weight, np.float64)
         sums = np.zeros((len(tracklets), feats.shape[1]))
         np.add.at(sums, owner, feats * weight[:, None])
         counts = np.bincount(owner, weights=weight, minlength=len(tracklets))

@@ -1,5 +1,7 @@
 """DSANet: sizes, each component against a NumPy reference, ablations, 8 devices == 1."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 from reidjax import losses
 from reidjax.config_lib import base_config
+from reidjax.errors import ConfigError
 from reidjax.experiment import build_module
 from reidjax.models.dsanet import TLM, DSANetConfig
 from reidjax.models.factory import dsanet_config, dummy_clips
@@ -228,6 +231,28 @@ def test_outputs_weights_and_sao(tiny_model):
     )
     for name in ("tlm_attention", "fid_activation", "fcam_activation"):
         assert test[name].shape == (8, 2, 2, 4)
+    # FWG over whole tracklets: the per-frame outputs pooled over one clip's frames with
+    # weights exp(log-weight) are that clip's f_ID (ŵ = softmax(max s − s) ∝ exp(−s)).
+    w = jax.nn.softmax(test["frame_log_weights"], axis=1)
+    np.testing.assert_allclose(
+        jnp.einsum("bt,btc->bc", w, test["frame_test_features"]), f_id, rtol=1e-5, atol=1e-6
+    )
+    assert "frame_log_weights" not in out  # training computes no per-frame test outputs
+
+
+def test_frame_pooling_outputs_with_post_bn_features(tiny_model):
+    """With `test_feature=bn_features` the per-frame features go through the same (affine,
+    inference-mode) BN, so their FWG-weighted mean is the clip's post-BN f_ID."""
+    _, model, clips, variables = tiny_model
+    post = model.clone(switches=dataclasses.replace(model.switches, test_feature="bn_features"))
+    out = post.apply(variables, clips)
+    w = jax.nn.softmax(out["frame_log_weights"], axis=1)
+    np.testing.assert_allclose(
+        jnp.einsum("bt,btc->bc", w, out["frame_test_features"]), out["bn_features"],
+        rtol=1e-4, atol=1e-5,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="fwg_scope 'all'"):
+        DSANetConfig(fwg_scope="all")
 
 
 def test_sao_does_not_reach_the_running_statistics(tiny_model):

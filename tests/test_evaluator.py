@@ -75,6 +75,42 @@ def test_clip_weights_clips_is_tclnet_mean(rng):
     np.testing.assert_array_equal(np.asarray(weights), [1, 1, 2, 3])
 
 
+@pytest.mark.parametrize("offset", [0.0, 500.0])
+def test_frame_pooling_equals_a_softmax_over_every_real_frame(rng, offset):
+    """`accumulate_frames` (DSANet's FWG over whole tracklets): per-frame features with
+    log-weights, a tracklet's clips spread over three batches (two in one batch), padded
+    frames and padding clips, give Σ exp(l)·f / Σ exp(l) over the tracklet's real frames
+    (a float64 loop). Log-weights offset by 500 would overflow exp in float32 without the
+    running maximum."""
+    lengths = np.array([1, 3, 4, 7, 9])
+    index = TrackletIndex(
+        pid=np.zeros(5), camid=np.zeros(5),
+        first=np.concatenate([[0], np.cumsum(lengths)[:-1]]), count=lengths,
+    )  # fmt: skip
+    clips = eval_clips(None, index, 4)
+    n, pad = len(clips.tracklet), 3
+    frame_f = rng.normal(size=(lengths.sum(), 6))
+    frame_l = rng.normal(size=lengths.sum()) * 3 + offset
+    feats = np.zeros((n + pad, 4, 6), np.float32)
+    logw = np.full((n + pad, 4), 1e3, np.float32)  # padding: huge, must be ignored
+    for c in range(n):
+        frames = index.first[clips.tracklet[c]] + clips.frames[c]
+        feats[c], logw[c] = frame_f[frames], frame_l[frames]
+    tracklet = np.concatenate([clips.tracklet, -np.ones(pad, int)]).astype(np.int32)
+    mask = np.concatenate([clips.mask, np.zeros((pad, 4), bool)])
+    order = rng.permutation(n + pad)
+    acc = (jnp.zeros((8, 6)), jnp.zeros(8), jnp.full(8, -jnp.inf))
+    for part in np.array_split(order, 3):
+        acc = features.accumulate_frames(*acc, feats[part], logw[part], tracklet[part], mask[part])
+    got = np.asarray(features.tracklet_means(*acc[:2]))
+    for t in range(5):
+        rows = slice(index.first[t], index.first[t] + lengths[t])
+        w = np.exp(frame_l[rows] - frame_l[rows].max())
+        mean = (w[:, None] * frame_f[rows]).sum(0) / w.sum()
+        np.testing.assert_allclose(got[t], mean / np.linalg.norm(mean), atol=1e-5)
+    np.testing.assert_array_equal(got[5:], 0)  # rows no tracklet uses
+
+
 def smoke_config(tmp_path):
     config = load_config("synthetic", "smoke")
     with config.unlocked():
@@ -90,24 +126,37 @@ def setup(tmp_path_factory):
     return config, run.data, run.model, init_variables(run.model, config)
 
 
-def test_features_equal_a_per_clip_loop_on_8_devices(setup):
+@pytest.mark.parametrize("frame_pooling", [True, False], ids=["tracklet", "clip"])
+def test_features_equal_a_per_clip_loop_on_8_devices(setup, frame_pooling):
     """The sharded, batched, padded evaluator (8 devices) equals running the model on each
-    clip of each tracklet in a host loop, and the metrics equal the brute-force ranking."""
+    clip of each tracklet in a host loop, and the metrics equal the brute-force ranking.
+    The smoke model is DSANet: with FWG over whole tracklets (the default) the loop pools
+    every real frame's feature with softmax weights over the tracklet; with `clip` scope
+    it averages the clips' f_ID weighted by real frames."""
     config, data, model, variables = setup
+    assert model.frame_pooling
+    model = dataclasses.replace(model, frame_pooling=frame_pooling)
     mesh = sharding.make_mesh(config)
     assert mesh.shape["data"] == 8
     ev = evaluator.Evaluator(model.predict, config, data, mesh, progress=None)
     result = ev.evaluate(jax.device_put(variables, sharding.replicated(mesh)))
-    apply = jax.jit(lambda x: model.module.apply(variables, normalize(x))[model.test_feature])
+    apply = jax.jit(lambda x: model.module.apply(variables, normalize(x)))
     for split, got in (("query", result.query_features), ("gallery", result.gallery_features)):
         index = data.splits[split]
         clips = eval_clips(data, split, config.input.num_frames)
         for t in range(len(index)):
-            rows = np.flatnonzero(clips.tracklet == t)
+            feats, logw = [], []
             total = 0
-            for c in rows:
-                clip = data.frames(index.first[t] + clips.frames[c])
-                total = total + clips.mask[c].sum() * np.asarray(apply(clip[None]))[0]
+            for c in np.flatnonzero(clips.tracklet == t):
+                out = apply(data.frames(index.first[t] + clips.frames[c])[None])
+                real = clips.mask[c]
+                feats.append(np.asarray(out["frame_test_features"])[0][real])
+                logw.append(np.asarray(out["frame_log_weights"])[0][real])
+                total = total + real.sum() * np.asarray(out[model.test_feature])[0]
+            if frame_pooling:
+                logw = np.concatenate(logw).astype(np.float64)
+                w = np.exp(logw - logw.max())
+                total = (w[:, None] * np.concatenate(feats)).sum(0) / w.sum()
             expected = total / np.linalg.norm(total)
             np.testing.assert_allclose(got[t], expected, atol=2e-5, err_msg=f"{split} {t}")
     dist = 1 - result.query_features @ result.gallery_features.T

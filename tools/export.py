@@ -4,12 +4,14 @@
     python tools/export.py --workdir runs/demo --checkpoint best --batch 16 --out model.bin
 
 The exported function maps a batch of uint8 clips `[B, T, H, W, 3]` to the model's test
-feature per clip `[B, D]`; `reidjax.exported.load(path).embed(tracklets)` (jax and numpy,
-no model code) wraps it in the run's test rule. The parameters are **inside** the file, as
-constants of the StableHLO module: one self-contained file that cannot be paired with the
-wrong weights, at the cost of a file as large as the parameters (about 100 MB for a
-ResNet-50). One file runs on every platform it was exported for (`--platforms`). The batch
-size B is fixed (default: the run's eval.batch_size); the loader pads the last batch.
+feature per clip `[B, D]` (a DSANet pooling FWG over whole tracklets: per-frame features
+`[B, T, D]` and log-weights `[B, T]`); `reidjax.exported.load(path).embed(tracklets)` (jax
+and numpy, no model code) wraps it in the run's test rule. The parameters are **inside**
+the file, as constants of the StableHLO module: one self-contained file that cannot be
+paired with the wrong weights, at the cost of a file as large as the parameters (about 100
+MB for a ResNet-50). One file runs on every platform it was exported for (`--platforms`).
+The batch size B is fixed (default: the run's eval.batch_size); the loader pads the last
+batch.
 
 Serving: load it once per process with `reidjax.exported.load` (or
 `jax.export.deserialize` on the bytes after the header) and call `.embed` or
@@ -54,7 +56,8 @@ def export(
     variables = jax.device_get(embedder.variables)
 
     def features(clips):
-        return embedder.model.predict(variables, clips).astype(jnp.float32)
+        out = embedder.model.predict(variables, clips)
+        return jax.tree.map(lambda x: x.astype(jnp.float32), out)
 
     spec = jax.ShapeDtypeStruct((b, t, h, w, 3), jnp.uint8)
     start = time.perf_counter()
@@ -70,6 +73,7 @@ def export(
         "test_sampler": config.input.test_sampler,
         "test_padding": config.input.test_padding,
         "clip_weights": config.eval.clip_weights,
+        "frame_pooling": embedder.model.frame_pooling,
         "distance": config.eval.distance,
         "platforms": list(platforms),
         "seconds": round(time.perf_counter() - start, 1),

@@ -37,6 +37,7 @@ from reidjax.models.resnet3d import ResNet3D, get_arch
 
 Array = jax.Array
 TEST_FEATURES = ("bn_features", "features")
+FWG_SCOPES = ("tracklet", "clip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,9 @@ class DSANetConfig:
         sao: switching and aggregation, CE(P(f_aug)) (needs `disentangle`; no parameters).
         test_feature: `features` (f_ID before the BN: "we use f_ID only as the final
             representation", the default) or `bn_features` (post-BN, the lineage's rule).
+        fwg_scope: FWG's softmax at test: `tracklet` (over every frame of the tracklet:
+            "we compute all the frames of the sequence", the default) or `clip` (within
+            each test clip, the clips' f_ID then averaged as `eval.clip_weights` says).
     """
 
     disentangle: bool = True
@@ -63,6 +67,7 @@ class DSANetConfig:
     loss_ic: bool = True
     sao: bool = True
     test_feature: str = "features"
+    fwg_scope: str = "tracklet"
 
     def __post_init__(self):
         if self.loss_lr and not self.tlm:
@@ -72,6 +77,10 @@ class DSANetConfig:
         if self.sao and not self.disentangle:
             raise ConfigError(
                 "DSANet sao needs disentangle=True (it switches f_cam; set sao=false too)"
+            )
+        if self.fwg_scope not in FWG_SCOPES:
+            raise ConfigError(
+                f"Unknown DSANet fwg_scope {self.fwg_scope!r}; valid: {list(FWG_SCOPES)}"
             )
         if self.test_feature not in TEST_FEATURES:
             raise ConfigError(
@@ -207,6 +216,13 @@ class DSANet(nn.Module):
         out["bn_features"] = bn(f_id)
         out["logits"] = classifier(out["bn_features"])
         out["embedding"] = l2_normalize(out[sw.test_feature])
+        if sw.fwg and not train:
+            # For FWG over a whole tracklet: each frame's test feature and log-weight.
+            # ŵ = softmax(max s − s) = exp(−s)/Σexp(−s), and the BN is affine per channel,
+            # so pooling these over all frames is the paper's video-level f_ID.
+            frames = f_t if sw.test_feature == "features" else bn(f_t)
+            out["frame_test_features"] = frames
+            out["frame_log_weights"] = -s
         if train and sw.sao:
             if not self.has_rng("sao"):
                 raise ValueError(

@@ -54,6 +54,8 @@ class ReIDModel:
             and `cameras` `[B]`.
         test_feature: the output averaged into a tracklet's feature (before L2).
         train_rngs: random streams of the training forward pass (DSANet's SAO: "sao").
+        frame_pooling: `predict` returns per-frame test features and log-weights, pooled
+            over every frame of a tracklet by the caller (DSANet's FWG, `fwg_scope`).
         maps: outputs that are attention maps `[B, T, h, w]` -> their picture label.
     """
 
@@ -62,6 +64,7 @@ class ReIDModel:
     objective: Objective
     test_feature: str
     train_rngs: tuple[str, ...] = ()
+    frame_pooling: bool = False
     maps: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def init(self, key: jax.Array, clips: jax.Array) -> dict:
@@ -79,9 +82,15 @@ class ReIDModel:
         )
         return out, updates["batch_stats"]
 
-    def predict(self, variables: dict, clips: jax.Array) -> jax.Array:
-        """The test feature `[B, D]` (not normalised) of uint8 `clips` `[B, T, H, W, 3]`."""
-        return self.module.apply(variables, normalize(clips), train=False)[self.test_feature]
+    def predict(self, variables: dict, clips: jax.Array):
+        """The test feature `[B, D]` (not normalised) of uint8 `clips` `[B, T, H, W, 3]`;
+        with `frame_pooling`, `(features [B, T, D], log-weights [B, T])` per frame: the
+        tracklet's feature is Σ exp(l)·f / Σ exp(l) over its real frames
+        (`reidjax.features.accumulate_frames`)."""
+        out = self.module.apply(variables, normalize(clips), train=False)
+        if self.frame_pooling:
+            return out["frame_test_features"], out["frame_log_weights"]
+        return out[self.test_feature]
 
     def attention(self, variables: dict, clips: jax.Array) -> dict[str, jax.Array]:
         """`{label: map [B, T, h, w]}` of the family's attention maps (empty if none)."""
@@ -211,6 +220,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_cameras
             dsanet_objective,
             test_feature=switches.test_feature,
             train_rngs=("sao",) if switches.sao else (),
+            frame_pooling=switches.fwg and switches.fwg_scope == "tracklet",
             maps={"fid_activation": "F_ID", "fcam_activation": "F_cam", "tlm_attention": "TLM"},
         )
     blocks = m.temporal_blocks
