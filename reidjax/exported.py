@@ -1,10 +1,11 @@
-"""Run a model exported by `tools/export.py`: needs jax and numpy (and the NumPy-only clip
-rules of `reidjax.data.sampling`), no model code.
+"""Run a model exported by `tools/export.py`: needs jax, numpy and Pillow (and the
+NumPy-only clip and frame rules of `reidjax.data.sampling` and `reidjax.data.frames`), no
+model code.
 
     from reidjax.exported import load
 
     model = load("model.bin")                       # any platform it was exported for
-    features = model.embed([frames_a, frames_b])    # uint8 [L, H, W, 3] each -> [N, D]
+    features = model.embed([frames_a, paths_b])     # uint8 [L, h, w, 3] or image paths
 
 The file holds a small JSON header (frame size, clip length, the test rule, the distance)
 and the serialized `jax.export` of the per-clip feature function, StableHLO with the
@@ -14,8 +15,8 @@ clips of T frames covering every frame once (the last padded as the run's
 averaged as the run's `eval.clip_weights` says (or, for a model that pools frames over the
 whole tracklet, per-frame features weighted by exp of their log-weights over every real
 frame), L2 normalised; the same as
-`reidjax.inference.Embedder` (tested to 1e-5). Frames must already be at the model's frame
-size (`model.frame_size`); resize them as the builders do (bicubic).
+`reidjax.inference.Embedder` (tested to 1e-5). Frames are image paths or uint8 arrays of
+any size, prepared as a dataset build would store them (`prepare_frame`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import struct
 import jax
 import numpy as np
 
+from reidjax.data.frames import prepare_frame
 from reidjax.data.sampling import dense_clips, rrs_test_indices
 
 MAGIC = b"REIDJAX1"
@@ -68,16 +70,18 @@ class ExportedModel:
         return tuple(parts) if self.frame_pooling else parts[0]
 
     def embed(self, tracklets) -> np.ndarray:
-        """L2-normalised features `[N, D]` of tracklets (uint8 `[L, H, W, 3]` each)."""
+        """L2-normalised features `[N, D]` of tracklets, each a list of image paths or
+        uint8 frames `[L, h, w, 3]` of any size (`reidjax.data.frames.prepare_frame`).
+
+        Raises:
+            ValueError: an empty tracklet, or a frame that cannot be read (named).
+        """
         t = int(self.header["num_frames"])
         clips, owner, weight = [], [], []
         for i, frames in enumerate(tracklets):
-            frames = np.asarray(frames, np.uint8)
-            if frames.shape[1:] != (*self.frame_size, 3):
-                raise ValueError(
-                    f"tracklet {i}: frames {frames.shape[1:]}, the model takes "
-                    f"{(*self.frame_size, 3)} (resize them first)"
-                )
+            if len(frames) == 0:
+                raise ValueError(f"tracklet {i} has no frames")
+            frames = np.stack([prepare_frame(f, self.frame_size) for f in frames])
             # Exports written before these keys existed: the rules they were made with.
             padding = self.header.get("test_padding", "loop")
             by_frames = self.header.get("clip_weights", "frames") == "frames"

@@ -11,9 +11,11 @@ extraction (`reidjax.features.FeatureExtractor`):
 the same dense clips (or the config's `rrs` clip), the same clip averaging over the frames
 each clip covers, the same L2 normalisation, batched and sharded over the local devices,
 compiled once for every tracklet length. Frames may be image files or uint8 arrays of any
-size: they are resized to the run's frame size as the dataset builders do (bicubic;
-frames already at the size are used as they are). They are decoded when their batch is
-read, so a large gallery never sits in memory decoded.
+size: each becomes exactly what a dataset build stores for it
+(`reidjax.data.frames.prepare_frame`: resized bicubically and JPEG quality-95 encoded
+unless already an RGB JPEG, or an array, at the run's size), so a tracklet gets the same
+feature here as from `eval.py` on a dataset built from the same images. They are decoded
+when their batch is read, so a large gallery never sits in memory decoded.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from reidjax import experiment, restore, run_config, sharding
+from reidjax.data.frames import FrameError, prepare_frame
 from reidjax.data.open import DataMeta
 from reidjax.data.records import TrackletIndex
 from reidjax.errors import UserError
@@ -43,24 +45,16 @@ class InputError(UserError, ValueError):
 
 
 def load_frame(frame: str | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """One frame as uint8 `[H, W, 3]` at `size`: a file decoded (RGB) or an array, resized
-    bicubically when it is not at `size` already (as `reidjax.data.builders` does)."""
-    if isinstance(frame, str | os.PathLike):
-        try:
-            with Image.open(frame) as image:
-                image = image.convert("RGB")
-                image.load()
-        except Exception as e:  # PIL raises many types for missing / corrupt files
-            raise InputError(f"cannot read image {frame}: {type(e).__name__}: {e}") from e
-    else:
-        array = np.asarray(frame)
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
-            raise InputError(f"a frame must be uint8 [h, w, 3], got {array.dtype} {array.shape}")
-        image = Image.fromarray(array)
-    height, width = size
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
-    return np.asarray(image)
+    """One frame as uint8 `[H, W, 3]` at `size`, exactly as a dataset build would store
+    it (`reidjax.data.frames.prepare_frame`).
+
+    Raises:
+        InputError: an unreadable image (named) or an array that is not uint8 `[h, w, 3]`.
+    """
+    try:
+        return prepare_frame(frame, size)
+    except FrameError as e:
+        raise InputError(str(e)) from e
 
 
 class TrackletFrames:

@@ -1,6 +1,7 @@
 """Using a trained model: the embedder, reidjax.search, the export, accelerator lowering."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -9,12 +10,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from reidjax import experiment, train_lib
 from reidjax.config_lib import load_config
+from reidjax.data import build as build_lib
 from reidjax.data.batch import TRAIN_FIELDS
+from reidjax.data.builders import config_name
 from reidjax.data.open import registry_meta
 from reidjax.evaluator import Evaluator
+from reidjax.features import FeatureExtractor
 from reidjax.inference import Embedder, InputError, load_frame, tracklet_folders
 from reidjax.models.factory import dummy_clips
 from reidjax.optim import build_optimizer
@@ -129,13 +134,18 @@ def test_export_reloads_in_a_fresh_process(run, tmp_path):
     _, files = tracklet_folders(str(folders / "gallery"))
     arrays = [np.stack([load_frame(p, embedder.frame_size) for p in t]) for t in files]
     np.save(tmp_path / "frames.npy", np.array(arrays, dtype=object), allow_pickle=True)
+    resized = [  # PNG files at another size
+        write_resized(t, tmp_path / "resized" / f"t{k}") for k, t in enumerate(files[:3])
+    ]
     code = f"""
 import sys, numpy as np
 from reidjax.exported import load
 model = load({str(path)!r})
 frames = np.load({str(tmp_path / "frames.npy")!r}, allow_pickle=True)
 np.save({str(tmp_path / "exported.npy")!r}, model.embed(list(frames)))
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "optax", "orbax")))
+np.save({str(tmp_path / "resized.npy")!r}, model.embed({resized!r}))
+heavy = ("flax", "optax", "orbax", "tensorflow_datasets", "tensorflow", "grain")
+print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
 """
     fresh = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
@@ -143,6 +153,55 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "optax", "orb
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert fresh.stdout.strip().splitlines()[-1] == "[]"  # no model code needed
     np.testing.assert_allclose(np.load(tmp_path / "exported.npy"), embedder.embed(files), atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "resized.npy"), embedder.embed(resized), atol=1e-5
+    )
+
+
+def write_resized(frames, folder, scale=(1.5, 2.0)) -> list[str]:
+    """Copies of a tracklet's frames at another size (bicubic) as PNG files in `folder`:
+    frames a user might have. Returns their paths."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True)
+    paths = []
+    for f, path in enumerate(frames):
+        with Image.open(path) as image:
+            w, h = image.size
+            big = image.convert("RGB").resize((int(w * scale[1]), int(h * scale[0])))
+        paths.append(str(folder / f"{f:04d}.png"))
+        big.save(paths[-1])
+    return paths
+
+
+def test_frames_of_another_size_get_the_evaluation_features(run, tmp_path):
+    """One answer per tracklet: frames at another size than the run's, given to the
+    Embedder as files, give the features `eval.py` computes on the folder dataset built
+    from the same files (the builders resize and store JPEG quality 95; the Embedder
+    prepares frames with the same function)."""
+    _, workdir, data, folders = run
+    embedder = Embedder.from_workdir(str(workdir))
+    root = tmp_path / "shop"
+    for split in ("query", "gallery"):
+        index = data.splits[split]
+        names, files = tracklet_folders(str(folders / split))
+        for t in range(min(6, len(names))):
+            pid, cam = int(index.pid[t]), int(index.camid[t])
+            for s in ("train", split) if split == "query" else (split,):
+                write_resized(files[t], root / s / f"{pid:04d}" / f"c{cam}_{split}{t:03d}")
+    size = embedder.frame_size
+    built = build_lib.build_dataset(
+        "folder", config_name(size, prefix="shop"), str(tmp_path / "tfds"), str(root),
+        workers=1, quiet=True,
+    )  # fmt: skip
+    query = built.splits["query"]
+    extract = FeatureExtractor(embedder.model.predict, embedder.config, embedder.mesh, None)
+    evaluated = extract(embedder.variables, built, query)
+    paths = [
+        sorted(str(p) for p in (root / os.path.dirname(query.source[t])).iterdir())
+        for t in range(len(query))
+    ]
+    assert all(pathlib.Path(p[0]).suffix == ".png" for p in paths)
+    np.testing.assert_allclose(embedder.embed(paths), evaluated, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["strf_mars", "dsanet_lsvid"])

@@ -19,7 +19,6 @@ ten train/test splits (iLIDS-VID, PRID2011) and `<name>_<H>x<W>` for the folder 
 from __future__ import annotations
 
 import dataclasses
-import io
 import multiprocessing
 import os
 import re
@@ -28,9 +27,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from reidjax.data.datasets.tracklets import DatasetError, Splits
+from reidjax.data.frames import JPEG_QUALITY, encode_array, encode_frame  # noqa: F401
 
 SPLITS = ("train", "query", "gallery")
 TABLE_FIELDS = ("split", "pid", "camid", "first", "count", "source", "fold")
@@ -39,7 +38,6 @@ DEFAULT_SIZE = (256, 128)
 # Sizes with a declared builder config (what `tfds build --config` can name); the
 # `python -m reidjax.data build` form builds any size.
 STANDARD_SIZES = (DEFAULT_SIZE, (128, 64))
-JPEG_QUALITY = 95
 _CONFIG_NAME = re.compile(r"^(?:(?P<prefix>[a-z0-9_]+)_)?(?P<h>\d+)x(?P<w>\d+)$")
 
 
@@ -68,38 +66,6 @@ class ReIDConfig(tfds.core.BuilderConfig):
         split = int(prefix[5:]) if re.fullmatch(r"split\d+", prefix) else 0
         size = (int(match["h"]), int(match["w"]))
         return cls(name=name, size=size, split=split)
-
-
-def encode_frame(path: str, size: tuple[int, int]) -> tuple[bytes | None, str]:
-    """Validates and encodes one frame as the builders store it; (bytes, "") or (None, why).
-
-    An RGB JPEG already at `size` is stored byte for byte (no generation loss); any other
-    frame is resized (bicubic, as the lineage code) and encoded as JPEG quality 95.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        fmt, mode = image.format, image.mode
-        image = image.convert("RGB")
-    except Exception as e:  # PIL raises many types for truncated or corrupt files
-        return None, f"{type(e).__name__}: {e}"
-    height, width = size
-    if image.size == (width, height) and fmt == "JPEG" and mode == "RGB":
-        return data, ""
-    return encode_array(np.asarray(image), size), ""
-
-
-def encode_array(frame: np.ndarray, size: tuple[int, int]) -> bytes:
-    """uint8 `[h, w, 3]` -> JPEG bytes at `size` (bicubic resize when needed)."""
-    image = Image.fromarray(frame)
-    height, width = size
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=JPEG_QUALITY)
-    return out.getvalue()
 
 
 def _encode_job(args):
