@@ -161,8 +161,12 @@ class Embedder:
 
 
 def tracklet_folders(root: str) -> tuple[list[str], list[list[str]]]:
-    """The tracklets of a folder holding one sub-folder of frames per tracklet: (names,
-    frame paths sorted by file name).
+    """The tracklets of a folder: (names, frame paths sorted by file name).
+
+    Two layouts: one sub-folder of frames per tracklet (`root/<tracklet>/*.jpg`, named by
+    the sub-folder), or a split of the dataset layout the folder builder reads
+    (`root/<identity>/<camera>_<tracklet>/*.jpg`, named `<identity>/<camera>_<tracklet>`;
+    `dataset_labels` reads identities and cameras from those names).
 
     Raises:
         InputError: a missing or empty folder, or a tracklet folder without images.
@@ -170,21 +174,63 @@ def tracklet_folders(root: str) -> tuple[list[str], list[list[str]]]:
     if not os.path.isdir(root):
         raise InputError(f"no folder {root}")
     names, tracklets = [], []
-    for name in sorted(os.listdir(root)):
+    for name in _subfolders(root):
         folder = os.path.join(root, name)
-        if not os.path.isdir(folder) or name.startswith("."):
-            continue
-        frames = sorted(
-            os.path.join(folder, f)
-            for f in os.listdir(folder)
-            if f.lower().endswith(IMAGE_SUFFIXES)
-        )
-        if not frames:
+        frames = _images(folder)
+        inner = _subfolders(folder) if not frames else []
+        if not frames and not inner:
             raise InputError(
                 f"tracklet folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)})"
             )
-        names.append(name)
-        tracklets.append(frames)
+        for sub in inner:  # the dataset layout: identity / camera_tracklet
+            frames_of_sub = _images(os.path.join(folder, sub))
+            if not frames_of_sub:
+                raise InputError(
+                    f"tracklet folder {os.path.join(folder, sub)} holds no image "
+                    f"({', '.join(IMAGE_SUFFIXES)})"
+                )
+            names.append(f"{name}/{sub}")
+            tracklets.append(frames_of_sub)
+        if frames:
+            names.append(name)
+            tracklets.append(frames)
     if not tracklets:
         raise InputError(f"{root} holds no tracklet folder (one sub-folder of frames per tracklet)")
     return names, tracklets
+
+
+def dataset_labels(names: dict[str, list[str]]) -> tuple[dict, list[str]] | None:
+    """Identities and cameras from tracklet names of the dataset layout
+    (`<identity>/<camera>_<tracklet>`), as the folder builder numbers them: integer
+    identities keep their number (others numbered in sorted order), cameras numbered in
+    sorted order over all splits. ({split: (pids, camids)}, camera names), or None when
+    any name is not of that layout."""
+    parts = {s: [n.split("/") for n in split] for s, split in names.items()}
+    flat = [p for split in parts.values() for p in split]
+    if not flat or any(len(p) != 2 or "_" not in p[1] for p in flat):
+        return None
+    identities = sorted({p[0] for p in flat})
+    numeric = all(i.isdigit() for i in identities)
+    pid_of = {i: int(i) if numeric else k for k, i in enumerate(identities)}
+    cameras = sorted({p[1].split("_", 1)[0] for p in flat})
+    cam_of = {c: k for k, c in enumerate(cameras)}
+    out = {
+        s: (
+            np.asarray([pid_of[p[0]] for p in split]),
+            np.asarray([cam_of[p[1].split("_", 1)[0]] for p in split]),
+        )
+        for s, split in parts.items()
+    }
+    return out, cameras
+
+
+def _subfolders(root: str) -> list[str]:
+    return sorted(
+        n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)) and n[0] != "."
+    )
+
+
+def _images(folder: str) -> list[str]:
+    return sorted(
+        os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES)
+    )

@@ -5,6 +5,10 @@
 
 Each of `--query` and `--gallery` holds one sub-folder of frames per tracklet (any frame
 size; .jpg/.jpeg/.png/.bmp, in file-name order); the sub-folder's name names the tracklet.
+They may also be the `query` and `gallery` folders of the dataset layout the folder
+builder reads (`<identity>/<camera>_<tracklet>/`, docs/data.md): identities and cameras
+then come from the folder names, numbered as the builder numbers them, and the CMC and
+mAP are computed without `--ids`.
 The model and its test rule come from the run (`reidjax.inference.Embedder`). Prints each
 query's top matches and writes to `--out` (default WORKDIR/search):
 
@@ -29,7 +33,7 @@ from absl import app, flags
 
 from reidjax import cli, metrics, visualize, workdir_io
 from reidjax.data.records import TrackletIndex
-from reidjax.inference import Embedder, TrackletFrames, tracklet_folders
+from reidjax.inference import Embedder, TrackletFrames, dataset_labels, tracklet_folders
 from reidjax.workdir import Workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run.", required=True)
@@ -111,7 +115,8 @@ def main(argv: list[str]) -> int:
         out = args.out or Workdir(args.workdir).search
         report = {"workdir": args.workdir, "step": embedder.step, "ranking": ranking}
         names = {"query": q_names, "gallery": g_names}
-        ids, cameras = read_ids(args.ids, names) if args.ids else (None, [])
+        labelled = dataset_labels(names)
+        ids, cameras = read_ids(args.ids, names) if args.ids else labelled or (None, [])
         pid = {s: np.full(len(n), -1) for s, n in names.items()}
         cam = {"query": np.zeros(len(q_names), int), "gallery": np.ones(len(g_names), int)}
         if ids is not None:

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -103,6 +104,23 @@ def test_search_cli_reproduces_the_evaluation(run, tmp_path):
     )  # fmt: skip
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "holds no tracklet folder" in bad.stderr
+    # The dataset layout (<identity>/<camera>_<tracklet>/): labels from the folder names.
+    layout = tmp_path / "layout"
+    for split in ("query", "gallery"):
+        index = data.splits[split]
+        for t in range(len(index)):
+            target = layout / split / f"{index.pid[t]:04d}" / f"c{index.camid[t]}_{t:04d}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(folders / split / f"{split[0]}{t:04d}", target)
+    labelled = subprocess.run(
+        [sys.executable, "-m", "reidjax.search", "--workdir", str(workdir),
+         "--query", str(layout / "query"), "--gallery", str(layout / "gallery"),
+         "--out", str(tmp_path / "layout_search")],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert labelled.returncode == 0, labelled.stderr[-3000:]
+    report = json.loads((tmp_path / "layout_search" / "ranking.json").read_text())
+    assert report["metrics"]["mAP"] == trained["mAP"] and report["metrics"]["R1"] == trained["R1"]
 
 
 def test_bn_variance_bench_runs_on_a_trained_run(run):
