@@ -4,6 +4,7 @@
     python eval.py --workdir runs/demo --rerank
     python eval.py --config configs/synthetic.py --workdir runs/demo --init   # untrained
     python eval.py --config configs/dsanet_lsvid.py   # workdir runs/dsanet_lsvid
+    python eval.py --workdir runs/strf_mars --test_on ilidsvid   # cross-dataset
 
 Restores the model variables of WORKDIR's latest checkpoint (or --step / --best; the
 optimizer state is not read), runs every query and gallery tracklet through the model in
@@ -13,6 +14,12 @@ retrieval.png and attention.png (models with attention maps) to WORKDIR/eval/ste
 WORKDIR/eval, is never overwritten. Without --config the run's
 WORKDIR/config.json is used (its config, variant and overrides as trained); with it,
 WORKDIR defaults to runs/<config name>[_<variant>], as in train.py.
+
+`--test_on DATASET` tests the run's model on another dataset's protocol (train on MARS,
+test on iLIDS-VID): the run's model, frame size and test rule, the other dataset's query
+and gallery (prepared at the run's frame size; `--config.dataset.KEY=VALUE` sets its
+options, e.g. folder_name or data_dir), iLIDS-VID and PRID2011 as the mean over their 10
+test splits; reports in WORKDIR/eval/on_<dataset>.
 
 iLIDS-VID and PRID2011 are reported as the mean over their 10 splits: put `{split}` in the
 workdir, e.g. --workdir 'runs/strf_ilids/split{split}'; split K is evaluated in its own
@@ -39,6 +46,9 @@ _BEST = flags.DEFINE_bool("best", False, "Evaluate the best-mAP checkpoint of tr
 _INIT = flags.DEFINE_bool("init", False, "Evaluate the initial weights (no checkpoint).")
 _RERANK = flags.DEFINE_bool("rerank", None, "k-reciprocal re-ranking (config.eval.rerank).")
 _SAVE = flags.DEFINE_bool("save_features", False, "Also write features.npz to the report.")
+_TEST_ON = flags.DEFINE_string(
+    "test_on", None, "Cross-dataset: evaluate the run's model on this dataset's protocol."
+)
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Report folder (default: WORKDIR/eval/step<N>[_rerank], best-step<N>, init)."
 )
@@ -59,7 +69,9 @@ def main(argv):
         if _PRINT.value:
             print(config)
             return 0
-        if "{split}" in workdir:
+        if _TEST_ON.value:
+            rows = eval_lib.evaluate_across(config, workdir, _TEST_ON.value, **kwargs)
+        elif "{split}" in workdir:
             rows = eval_lib.evaluate_splits(config, workdir, **kwargs)
         else:
             numbers = eval_lib.evaluate_workdir(config, workdir, **kwargs)

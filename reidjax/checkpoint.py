@@ -207,7 +207,8 @@ class Checkpointer:
             raise CheckpointMismatchError(
                 f"the checkpoint {self.directory}/{step} was written by a different model "
                 f"({len(problems)} parameter differences: {trees.summarize(problems)}). "
-                "Use the config (and --config overrides) it was trained with."
+                "Use the config (and --config overrides) it was trained with; to test it on "
+                "another dataset: python eval.py --workdir RUN --test_on DATASET."
             )
 
     def wait(self) -> None:

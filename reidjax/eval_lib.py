@@ -104,6 +104,7 @@ def evaluate_workdir(
     rerank: bool | None = None,
     save_features: bool = False,
     output: str | None = None,
+    trained_on: str | None = None,
 ) -> dict:
     """eval.py on one workdir: restore, evaluate, write the report.
 
@@ -112,6 +113,8 @@ def evaluate_workdir(
             training keeps in `workdir/checkpoints_best`; `init`: the initial weights (no
             checkpoint: the untrained or ImageNet-initialised model, a baseline).
         output: report folder (default `workdir/eval`).
+        trained_on: set when `config` tests on another dataset than the run trained on
+            (`evaluate_across`): recorded in `results.json` and the picture titles.
 
     Returns:
         The numbers written to `results.json`.
@@ -137,12 +140,16 @@ def evaluate_workdir(
     tag = "init" if init else f"{'best-' if best else ''}step{restored_step}"
     output = output or folder.eval(tag + ("_rerank" if reranked else ""))
     extra = report_extra(config, data, which, reranked, "eval.py")
+    title = f"{config.model.name} step {restored_step}" + (" +rerank" if reranked else "")
+    if trained_on:
+        extra["trained_on"] = trained_on
+        title += f", trained on {trained_on}, tested on {extra['dataset']}"
     numbers = report.write_report(
         result,
         output,
         data,
         step=restored_step,
-        title=f"{config.model.name} step {restored_step}" + (" +rerank" if reranked else ""),
+        title=title,
         attention=attention(model, variables, data, config.input.num_frames),
         extra=extra,
     )
@@ -183,3 +190,52 @@ def evaluate_splits(
         out = output or Workdir(parent).eval()
         report.write_json(os.path.join(out, "results.json"), {"mean": mean, "splits": rows})
     return {**rows, "mean": mean}
+
+
+def evaluate_across(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    dataset: str,
+    output: str | None = None,
+    **kwargs,
+) -> dict[str, dict]:
+    """A run's model on another dataset's test protocol (cross-dataset evaluation).
+
+    `config` is the run's (its `config.json`, with any `--config` overrides, e.g.
+    `dataset.folder_name` or `dataset.data_dir` for the dataset tested): its model, frame
+    size and test rule are kept, and the model keeps the sizes it was trained with
+    (`model.num_classes`, `dataset.num_cameras` of the run); the classifiers are restored
+    but the test feature does not use them. The tested dataset must be prepared at the
+    run's frame size. A dataset with several train/test splits (iLIDS-VID, PRID2011) is
+    tested on each split's test half and the mean reported. Reports go to
+    `WORKDIR/eval/on_<dataset>` (`/split<K>` per split) or `output`.
+
+    Returns:
+        `{"<run> on <dataset>": numbers}`, or per split and `mean`.
+    """
+    trained_on = config.dataset.name
+    if trained_on == "folder":
+        trained_on = f"folder:{config.dataset.folder_name}"
+    test = config.copy_and_resolve_references()
+    with test.unlocked():
+        test.dataset.name = dataset
+        test.dataset.dense_train = False  # training splits are not read
+    label = dataset if dataset != "folder" else f"folder:{test.dataset.folder_name}"
+    name = os.path.basename(os.path.normpath(workdir))
+    base = output or Workdir(workdir).eval(f"on_{label.replace(':', '_')}")
+    num_splits = registry.get(dataset).splits
+    if num_splits <= 1:
+        numbers = evaluate_workdir(test, workdir, output=base, trained_on=trained_on, **kwargs)
+        return {f"{name} on {label}": numbers}
+    rows = {}
+    for split in range(num_splits):
+        with test.unlocked():
+            test.dataset.split = split
+        out = os.path.join(base, f"split{split}")
+        rows[f"{name} on {label} split {split}"] = evaluate_workdir(
+            test, workdir, output=out, trained_on=trained_on, **kwargs
+        )
+    mean = {k: sum(r[k] for r in rows.values()) / num_splits for k in report.TABLE_COLUMNS}
+    if jax.process_index() == 0:
+        report.write_json(os.path.join(base, "results.json"), {"mean": mean, "splits": rows})
+    return {**rows, f"{name} on {label} (mean)": mean}

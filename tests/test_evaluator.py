@@ -1,6 +1,7 @@
 """The evaluator: mask-aware clip averaging, features against a per-clip loop, errors."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ from reidjax.config_lib import load_config
 from reidjax.data.pipelines import eval_clips
 from reidjax.data.records import TrackletIndex
 from reidjax.data.sampling import rrs_test_indices
-from reidjax.errors import ConfigError
+from reidjax.errors import ConfigError, UserError
 from reidjax.models.factory import normalize
 from reidjax.state import init_variables
 
@@ -222,3 +223,32 @@ def test_clear_errors(setup):
     )
     with pytest.raises(metrics.EvaluationError, match="has a match in the gallery"):
         ev.evaluate(jax.device_put(variables, sharding.replicated(mesh)))
+
+
+def test_cross_dataset_eval_runs_every_split_and_the_mean(monkeypatch, tmp_path):
+    """`evaluate_across` on a dataset with ten train/test splits: each split's test half
+    with the run's model config (sizes kept), dataset.split set, its own report folder,
+    training splits not cut; the mean of the ten in results.json."""
+    from reidjax import eval_lib
+
+    calls = []
+
+    def fake(config, workdir, output=None, trained_on=None, **kwargs):
+        calls.append((config.dataset.name, config.dataset.split, config.dataset.dense_train,
+                      config.model.num_classes, output, trained_on))  # fmt: skip
+        return {k: float(config.dataset.split) for k in eval_lib.report.TABLE_COLUMNS}
+
+    monkeypatch.setattr(eval_lib, "evaluate_workdir", fake)
+    config = load_config("strf_dukev")
+    with config.unlocked():
+        config.model.num_classes = 702
+    rows = eval_lib.evaluate_across(config, str(tmp_path / "dukerun"), "ilidsvid")
+    assert [c[1] for c in calls] == list(range(10))
+    assert all(c[0] == "ilidsvid" and not c[2] and c[3] == 702 for c in calls)
+    assert all(c[5] == "dukev" for c in calls)
+    assert calls[3][4] == str(tmp_path / "dukerun" / "eval" / "on_ilidsvid" / "split3")
+    assert rows["dukerun on ilidsvid (mean)"]["mAP"] == pytest.approx(4.5)
+    saved = json.loads((tmp_path / "dukerun" / "eval" / "on_ilidsvid" / "results.json").read_text())
+    assert saved["mean"]["R1"] == pytest.approx(4.5) and len(saved["splits"]) == 10
+    with pytest.raises(UserError, match=r"Unknown dataset 'nope'; valid: \["):
+        eval_lib.evaluate_across(config, str(tmp_path / "dukerun"), "nope")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reidjax import experiment, train_lib
+from reidjax import experiment, metrics, train_lib
 from reidjax.config_lib import load_config
 from reidjax.data import build as build_lib
 from reidjax.data.batch import TRAIN_FIELDS
@@ -279,3 +279,38 @@ def test_tsne_tool_maps_and_saves_every_output(run, tmp_path):
     assert (out / "tsne.png").stat().st_size > 10_000
     bad = subprocess.run([*command, "--outputs", "nope"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "f_cam" in bad.stderr
+
+
+def test_cross_dataset_eval_on_a_synthetic_variant(run):
+    """eval.py --test_on: the smoke run (16 identities, 4 cameras) tested on another
+    prepared variant (12 identities, 3 cameras, other people): the run's model is restored
+    with its own classifier sizes, the report says what it was trained and tested on, and
+    the numbers equal the metrics of the Embedder's features of the variant's tracklets."""
+    config, workdir, _, _ = run
+    result = subprocess.run(
+        [sys.executable, "eval.py", "--workdir", str(workdir), "--test_on", "synthetic",
+         "--config.dataset.synthetic_ids=12", "--config.dataset.synthetic_cameras=3"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "run on synthetic" in result.stdout
+    report = json.loads((workdir / "eval" / "on_synthetic" / "results.json").read_text())
+    assert report["trained_on"] == "synthetic" and "ids12_cams3" in report["dataset"]
+    variant = config.copy_and_resolve_references()
+    with variant.unlocked():
+        variant.dataset.synthetic_ids, variant.dataset.synthetic_cameras = 12, 3
+    data = experiment.setup(variant, train=False).data
+    assert len(set(data.splits["gallery"].camid)) == 3
+    embedder = Embedder.from_workdir(str(workdir))
+    features = {}
+    for split in ("query", "gallery"):
+        index = data.splits[split]
+        frames = [index.first[t] + np.arange(index.count[t]) for t in range(len(index))]
+        tracklets = [data.frames(f) for f in frames]
+        features[split] = embedder.embed(tracklets)
+    q, g = data.splits["query"], data.splits["gallery"]
+    expected = metrics.evaluate_rank(
+        1 - features["query"] @ features["gallery"].T, q.pid, g.pid, q.camid, g.camid
+    )
+    assert report["mAP"] == pytest.approx(100 * expected["mAP"], abs=0.01)
+    assert report["R1"] == pytest.approx(100 * expected["cmc"][0], abs=0.01)
