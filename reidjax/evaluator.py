@@ -18,7 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from reidjax import metrics
+from reidjax import metrics, thresholds
 from reidjax.data.records import ReIDDataset, TrackletIndex
 from reidjax.features import FeatureExtractor, PredictFn
 
@@ -105,4 +105,5 @@ class Evaluator:
             result = metrics.evaluate_rank(dist, *args, max_rank=c.max_rank)
         else:  # large: chunked, the matrix is never formed
             result = metrics.evaluate_features(qf, gf, *args, c.distance, c.max_rank)
+        result["thresholds"] = thresholds.operating_points(qf, gf, *args, c.distance)
         return EvalResult(result, qf, gf, query, gallery, dist)

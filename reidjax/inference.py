@@ -107,6 +107,7 @@ class Embedder:
     variables: dict
     step: int
     mesh: jax.sharding.Mesh
+    workdir: str | None = None
     # Built at the first `embed`; later calls reuse its compiled step (no recompilation).
     extract: FeatureExtractor | None = dataclasses.field(default=None, repr=False)
 
@@ -137,7 +138,7 @@ class Embedder:
         step = None if checkpoint in ("latest", "best") else int(checkpoint)
         folder = Workdir(workdir).checkpoints(best)
         variables, restored = restore.restore_variables(model, config, folder, mesh, step)
-        return cls(config, model, variables, restored, mesh)
+        return cls(config, model, variables, restored, mesh, workdir)
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -158,6 +159,27 @@ class Embedder:
         self.extract.progress = progress if jax.process_index() == 0 else None
         features = self.extract(self.variables, data, data.index, "embed")
         return features.astype(np.float32)
+
+
+def same_person(
+    embedder: Embedder, a: Tracklet, b: Tracklet, threshold: str | float = "auto"
+) -> tuple[bool, float]:
+    """Whether tracklets `a` and `b` show the same person: (distance ≤ threshold, the
+    distance), the distance as the run evaluates (`eval.distance`). `threshold`: a distance
+    or the run's operating point (`reidjax.thresholds.run_threshold`: `auto` = the
+    distance at a false-positive rate of 1e-3 in the run's last evaluation, `fpr_0.01`,
+    `eer`)."""
+    from reidjax import metrics, thresholds
+
+    if not isinstance(threshold, int | float):
+        if embedder.workdir is None:
+            raise InputError("a named threshold needs an Embedder made by from_workdir")
+        threshold = thresholds.run_threshold(embedder.workdir, threshold)
+    fa, fb = embedder.embed([a, b])
+    distance = float(
+        metrics.pairwise_distances(fa[None], fb[None], embedder.config.eval.distance)[0, 0]
+    )
+    return distance <= threshold, distance
 
 
 def tracklet_folders(root: str) -> tuple[list[str], list[list[str]]]:

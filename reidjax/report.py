@@ -27,6 +27,8 @@ def results_json(result: EvalResult, step: int | None, extra: dict | None = None
         num_gallery=len(result.gallery),
         step=step,
     )
+    if "thresholds" in m:  # same-person distance thresholds (reidjax.thresholds)
+        out["thresholds"] = m["thresholds"]
     out.update(extra or {})
     return out
 

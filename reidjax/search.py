@@ -2,6 +2,8 @@
 
     python -m reidjax.search --workdir runs/demo --query DIR --gallery DIR [--top 10]
     python -m reidjax.search ... --ids ids.txt        # also CMC / mAP
+    python -m reidjax.search ... --save_index g.npz   # later: --index g.npz, no --gallery
+    python -m reidjax.search ... --threshold auto     # same person or not, per match
 
 Each of `--query` and `--gallery` holds one sub-folder of frames per tracklet (any frame
 size; .jpg/.jpeg/.png/.bmp, in file-name order); the sub-folder's name names the tracklet.
@@ -9,8 +11,14 @@ They may also be the `query` and `gallery` folders of the dataset layout the fol
 builder reads (`<identity>/<camera>_<tracklet>/`, docs/data.md): identities and cameras
 then come from the folder names, numbered as the builder numbers them, and the CMC and
 mAP are computed without `--ids`.
-The model and its test rule come from the run (`reidjax.inference.Embedder`). Prints each
-query's top matches and writes to `--out` (default WORKDIR/search):
+The model and its test rule come from the run (`reidjax.inference.Embedder`).
+`--save_index FILE` saves the gallery's features with their names and frame paths (and the
+run and checkpoint they came from); `--index FILE` searches that gallery again without
+embedding it (instead of `--gallery`; a gallery of another checkpoint is refused).
+`--threshold` marks each match as the same person or not: a distance, or the run's own
+operating point from its evaluation (`auto`: the distance at a false-positive rate of 1e-3
+over cross-camera pairs; `fpr_0.01`; `eer`). Prints each query's top matches and writes
+to `--out` (default WORKDIR/search):
 
     ranking.json     per query: the top gallery tracklets with their distances (and, with
                      --ids, the metrics)
@@ -25,21 +33,32 @@ discarded as a same-camera match. `--config.KEY=VALUE` changes the run's config 
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 
 import numpy as np
 from absl import app, flags
 
-from reidjax import cli, metrics, visualize, workdir_io
+from reidjax import cli, metrics, thresholds, visualize, workdir_io
 from reidjax.data.records import TrackletIndex
-from reidjax.inference import Embedder, TrackletFrames, dataset_labels, tracklet_folders
+from reidjax.inference import (
+    Embedder,
+    InputError,
+    TrackletFrames,
+    dataset_labels,
+    tracklet_folders,
+)
 from reidjax.workdir import Workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run.", required=True)
 _QUERY = flags.DEFINE_string("query", None, "Folder of query tracklet folders.", required=True)
-_GALLERY = flags.DEFINE_string(
-    "gallery", None, "Folder of gallery tracklet folders.", required=True
+_GALLERY = flags.DEFINE_string("gallery", None, "Folder of gallery tracklet folders.")
+_INDEX = flags.DEFINE_string("index", None, "A gallery saved with --save_index (no --gallery).")
+_SAVE_INDEX = flags.DEFINE_string("save_index", None, "Save the gallery's features here (.npz).")
+_THRESHOLD = flags.DEFINE_string(
+    "threshold", None, "Same-person distance: a number, auto (FPR 1e-3 of the run), fpr_0.01, eer."
 )
 _TOP = flags.DEFINE_integer("top", 10, "Matches shown and written per query.", lower_bound=1)
 _IDS = flags.DEFINE_string("ids", None, "tracklet -> identity [camera] file: also CMC / mAP.")
@@ -84,22 +103,70 @@ def read_ids(path: str, names: dict[str, list[str]]) -> tuple[dict, list[str]]:
     return out, cameras
 
 
+def save_index(path, embedder, workdir, names, tracklets, features) -> None:
+    """The gallery's features, names and frame paths, with the run and checkpoint."""
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        features=features,
+        names=np.asarray(names, dtype=str),
+        frames=np.asarray(["\n".join(map(str, t)) for t in tracklets], dtype=str),
+        workdir=np.asarray(os.path.abspath(workdir)),
+        step=np.asarray(embedder.step),
+    )
+    workdir_io.write_bytes(path, buffer.getvalue())
+
+
+def load_index(path, embedder, workdir) -> tuple[list[str], list[list[str]], np.ndarray]:
+    """(names, frame paths, features) of a `save_index` file made with the same run and
+    checkpoint.
+
+    Raises:
+        InputError: no such file, not an index, or another run's or checkpoint's features.
+    """
+    try:
+        with np.load(path) as f:
+            saved = {k: f[k] for k in ("features", "names", "frames", "step", "workdir")}
+    except (OSError, KeyError, ValueError) as e:
+        raise InputError(f"{path} is not a gallery index of reidjax.search: {e}") from e
+    made_by = (os.path.realpath(str(saved["workdir"])), int(saved["step"]))
+    if made_by != (os.path.realpath(workdir), embedder.step):
+        raise InputError(
+            f"{path} holds features of {made_by[0]} at step {made_by[1]}, not of "
+            f"{workdir} at step {embedder.step}: embed the gallery again with --gallery"
+        )
+    frames = [str(t).split("\n") for t in saved["frames"]]
+    return [str(n) for n in saved["names"]], frames, saved["features"]
+
+
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
 
     def run() -> int:
+        if bool(args.gallery) == bool(args.index):
+            raise InputError("give either --gallery DIR or --index FILE")
         q_names, q_tracklets = tracklet_folders(args.query)
-        g_names, g_tracklets = tracklet_folders(args.gallery)
         embedder = Embedder.from_workdir(args.workdir, args.checkpoint, cli.overrides())
+        if args.index:
+            g_names, g_tracklets, gf = load_index(args.index, embedder, args.workdir)
+        else:
+            g_names, g_tracklets = tracklet_folders(args.gallery)
+        threshold = None
+        if args.threshold:
+            threshold = thresholds.run_threshold(args.workdir, args.threshold)
         print(
             f"{embedder.config.model.name} of {args.workdir} (step {embedder.step}); "
             f"{len(q_names)} query and {len(g_names)} gallery tracklets",
             flush=True,
         )
         qf = embedder.embed(q_tracklets, q_names, progress=print)
-        gf = embedder.embed(g_tracklets, g_names, progress=print)
+        if not args.index:
+            gf = embedder.embed(g_tracklets, g_names, progress=print)
+        if args.save_index:
+            save_index(args.save_index, embedder, args.workdir, g_names, g_tracklets, gf)
+            print(f"wrote the gallery index {args.save_index}")
         distances = metrics.pairwise_distances(qf, gf, embedder.config.eval.distance)
         top = min(args.top, len(g_names))
         order = np.argsort(distances, axis=1, kind="stable")[:, :top]
@@ -107,6 +174,12 @@ def main(argv: list[str]) -> int:
             q: [{"gallery": g_names[j], "distance": float(distances[i, j])} for j in order[i]]
             for i, q in enumerate(q_names)
         }
+        if threshold is not None:
+            for matches in ranking.values():
+                for m in matches:
+                    m["same_person"] = m["distance"] <= threshold
+            found = sum(any(m["same_person"] for m in ms) for ms in ranking.values())
+            print(f"threshold {threshold:.4g}: {found} of {len(q_names)} queries have a match")
         for q, matches in list(ranking.items())[:20]:
             shown = ", ".join(f"{m['gallery']} ({m['distance']:.3g})" for m in matches[:5])
             print(f"{q}: {shown}")
@@ -114,6 +187,8 @@ def main(argv: list[str]) -> int:
             print(f"... {len(ranking) - 20} more queries in ranking.json")
         out = args.out or Workdir(args.workdir).search
         report = {"workdir": args.workdir, "step": embedder.step, "ranking": ranking}
+        if threshold is not None:
+            report["threshold"] = threshold
         names = {"query": q_names, "gallery": g_names}
         labelled = dataset_labels(names)
         ids, cameras = read_ids(args.ids, names) if args.ids else labelled or (None, [])

@@ -21,7 +21,13 @@ from reidjax.data.builders import config_name
 from reidjax.data.open import registry_meta
 from reidjax.evaluator import Evaluator
 from reidjax.features import FeatureExtractor
-from reidjax.inference import Embedder, InputError, load_frame, tracklet_folders
+from reidjax.inference import (
+    Embedder,
+    InputError,
+    load_frame,
+    same_person,
+    tracklet_folders,
+)
 from reidjax.models.factory import dummy_clips
 from reidjax.optim import build_optimizer
 from reidjax.state import state_of
@@ -314,3 +320,47 @@ def test_cross_dataset_eval_on_a_synthetic_variant(run):
     )
     assert report["mAP"] == pytest.approx(100 * expected["mAP"], abs=0.01)
     assert report["R1"] == pytest.approx(100 * expected["cmc"][0], abs=0.01)
+
+
+def test_saved_gallery_threshold_and_same_person(run, tmp_path):
+    """The final evaluation writes the same-person thresholds; search --save_index then
+    --index ranks as embedding the gallery again; --threshold auto uses the run's FPR 1e-3
+    distance; same_person agrees with it; a file that is not an index is refused."""
+    _, workdir, _, folders = run
+    trained = json.loads((workdir / "eval" / "results.json").read_text())
+    points = trained["thresholds"]
+    assert points["positive_pairs"] > 0 and points["negative_pairs"] > 0
+    assert 0 < points["fpr_0.001"]["distance"] <= points["fpr_0.01"]["distance"]
+
+    def search(*extra, out):
+        done = subprocess.run(
+            [sys.executable, "-m", "reidjax.search", "--workdir", str(workdir),
+             "--query", str(folders / "query"), "--out", str(out), *extra],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return done
+
+    index = tmp_path / "gallery.npz"
+    first = search("--gallery", str(folders / "gallery"), "--save_index", str(index),
+                   "--threshold", "auto", out=tmp_path / "a")  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = search("--index", str(index), out=tmp_path / "b")
+    assert again.returncode == 0, again.stderr[-3000:]
+    a = json.loads((tmp_path / "a" / "ranking.json").read_text())
+    b = json.loads((tmp_path / "b" / "ranking.json").read_text())
+    strip = {q: [m["gallery"] for m in ms] for q, ms in a["ranking"].items()}
+    assert strip == {q: [m["gallery"] for m in ms] for q, ms in b["ranking"].items()}
+    assert a["threshold"] == points["fpr_0.001"]["distance"]
+    for matches in a["ranking"].values():
+        assert all(m["same_person"] == (m["distance"] <= a["threshold"]) for m in matches)
+    bad = search("--index", str(tmp_path / "a" / "ranking.json"), out=tmp_path / "c")
+    assert bad.returncode == 1 and "is not a gallery index" in bad.stderr
+    embedder = Embedder.from_workdir(str(workdir))
+    q_names, q_files = tracklet_folders(str(folders / "query"))
+    same, distance = same_person(embedder, q_files[0], q_files[0])
+    assert same and distance < 1e-5
+    q_name, top = next(iter(a["ranking"].items()))
+    g_names, g_files = tracklet_folders(str(folders / "gallery"))
+    q, g = q_files[q_names.index(q_name)], g_files[g_names.index(top[0]["gallery"])]
+    decided, d = same_person(embedder, q, g)
+    assert d == pytest.approx(top[0]["distance"], abs=1e-5) and decided == top[0]["same_person"]
