@@ -45,11 +45,15 @@ MARKERS = "osD^v<>ph*"
 
 
 def output_features(embedder: Embedder, data, index, output: str) -> np.ndarray:
-    """L2-normalised tracklet features of one model output, by the run's test rule."""
+    """L2-normalised tracklet features of one model output, by the run's test rule (the
+    test feature exactly as the evaluator pools it, e.g. DSANet's FWG over every frame)."""
     module = embedder.model.module
 
     def predict(variables, clips):
         return module.apply(variables, normalize(clips), train=False)[output]
+
+    if output == embedder.model.test_feature:
+        predict = embedder.model.predict
 
     extract = FeatureExtractor(predict, embedder.config, embedder.mesh, progress=None)
     return extract(embedder.variables, data, index, output)
