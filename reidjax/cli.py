@@ -47,10 +47,35 @@ def parse_flags(argv: list[str]) -> list[str]:
             rest.append(arg)
         i += 1
     try:
-        return flags.FLAGS(rest)
+        remaining = flags.FLAGS(rest)
     except flags.Error as e:  # an unknown or malformed flag: one line, as every UserError
         print(f"error: {e} (see {os.path.basename(argv[0])} --help)", file=sys.stderr)
         sys.exit(1)
+    compilation_cache()
+    return remaining
+
+
+CACHE_ENV = "REIDJAX_COMPILATION_CACHE"
+DEFAULT_CACHE = os.path.join("~", ".cache", "reidjax", "xla")
+
+
+def compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache for this process: compiled steps are
+    kept on disk and the next start of any command with the same shapes loads them instead
+    of compiling (docs/benchmarks.md says by how much). Where: `$REIDJAX_COMPILATION_CACHE`,
+    default ~/.cache/reidjax/xla; `off` turns it off; JAX's own `JAX_COMPILATION_CACHE_DIR`
+    wins when set. Returns the folder, or None."""
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    where = os.environ.get(CACHE_ENV, DEFAULT_CACHE)
+    if where.strip().lower() in ("off", "0", "none", ""):
+        return None
+    where = os.path.expanduser(where)
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return where
 
 
 def overrides() -> list[str]:

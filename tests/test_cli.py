@@ -68,3 +68,26 @@ def test_train_reports_and_eval_from_the_workdir_alone(tmp_path):
     missing = run("eval.py", "--workdir", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert missing.stderr.count("error: no config.json in") == 1
+
+
+def test_compilation_cache_folder_from_the_environment(monkeypatch, tmp_path):
+    """Every command turns on JAX's persistent compilation cache: $REIDJAX_COMPILATION_CACHE
+    (default ~/.cache/reidjax/xla), `off` for none; JAX's own variable wins when set."""
+    import jax
+
+    from reidjax import cli
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+        monkeypatch.setenv("REIDJAX_COMPILATION_CACHE", str(tmp_path / "xla"))
+        assert cli.compilation_cache() == str(tmp_path / "xla")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xla")
+        monkeypatch.setenv("REIDJAX_COMPILATION_CACHE", "off")
+        assert cli.compilation_cache() is None
+        monkeypatch.delenv("REIDJAX_COMPILATION_CACHE")
+        assert cli.compilation_cache() == os.path.expanduser("~/.cache/reidjax/xla")
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))
+        assert cli.compilation_cache() == str(tmp_path / "jax")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
