@@ -84,6 +84,7 @@ RANGES = {
     "train.log_every": (1, None),
     "train.checkpoint_every": (1, None),
     "train.keep_checkpoints": (1, None),
+    "train.profile_steps": (0, None),
     "train.eval_every": (-1, None),
     "eval.batch_size": (1, None),
     "eval.max_rank": (1, None),

@@ -132,6 +132,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.log_every = 20  # steps between progress lines and metrics.jsonl rows.
     config.train.checkpoint_every = 1000  # steps between checkpoints (and the last step).
     config.train.keep_checkpoints = 3  # newest checkpoints kept.
+    # > 0: a jax.profiler trace of this many steps (from the second step after the start)
+    # into WORKDIR/profile (TensorBoard's profile plugin or Perfetto read it).
+    config.train.profile_steps = 0
     # Evaluate every N steps during training (0: only after the last step; -1: never).
     config.train.eval_every = 0
 

@@ -77,8 +77,9 @@ def write_config(workdir: Workdir, config: ml_collections.ConfigDict, meta: Data
 # `init.*` and `resume` only choose a fresh run's start; a workdir's checkpoint wins.
 MAY_CHANGE_ON_RESUME = (
     "dataset.data_dir", "eval.", "init.", "input.workers", "input.worker_kind", "mesh.",
-    "model.remat", "resume", "train.checkpoint_every", "train.eval_every",
-    "train.keep_checkpoints", "train.log_every", "train.num_steps",
+    "model.remat", "model.dsanet.fwg_scope", "resume", "train.checkpoint_every",
+    "train.eval_every", "train.keep_checkpoints", "train.log_every", "train.num_steps",
+    "train.profile_steps",
 )  # fmt: skip
 
 

@@ -144,6 +144,36 @@ def start_lines(run: experiment.Run, workdir: Workdir, origin: str) -> list[str]
     ]
 
 
+class StepProfiler(contextlib.AbstractContextManager):
+    """A `jax.profiler` trace of steps `first .. first + count − 1` into `folder` (no
+    trace when `count` is 0); the second step after a start skips the compilation and the
+    first step's warm-up. A run that stops inside the window still closes the trace."""
+
+    def __init__(self, folder: str, first: int, count: int):
+        self.folder, self.first, self.last, self.active = folder, first, first + count - 1, False
+        self.count = count
+
+    def before(self, step: int) -> None:
+        if self.count and step == self.first:
+            jax.profiler.start_trace(self.folder)
+            self.active = True
+
+    def after(self, step: int, state) -> None:
+        if self.active and step == self.last:
+            jax.block_until_ready(state)
+            self._stop()
+            if jax.process_index() == 0:
+                print(f"profiled steps {self.first}-{self.last} into {self.folder}", flush=True)
+
+    def _stop(self) -> None:
+        jax.profiler.stop_trace()
+        self.active = False
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            self._stop()
+
+
 def train(run: experiment.Run, workdir: Workdir) -> TrainState:
     """The training loop of `run` in `workdir` (see `train_and_evaluate`)."""
     config, total = run.config, run.plan.total_steps
@@ -215,9 +245,14 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
 
         # ---------------------------------------------------------------- the loop
         step, guard = start, None
+        profile = resources.enter_context(
+            StepProfiler(workdir.profile, start + 2, config.train.profile_steps)
+        )
         for batch in itertools.chain([first] if first is not None else [], on_device):
+            profile.before(step + 1)
             state, metrics = step_fn(state, batch, key)
             step += 1
+            profile.after(step, state)
             guard = guard or divergence.DivergenceGuard(metrics)
             guard.update(metrics)
             stopping = stops.requested()  # read once per step: SIGTERM may arrive at any line

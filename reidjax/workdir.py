@@ -26,6 +26,7 @@ METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 EVAL = "eval"
 SEARCH = "search"
+PROFILE = "profile"
 LOCK = ".lock"
 
 
@@ -80,6 +81,11 @@ class Workdir:
     @property
     def search(self) -> str:
         return self.path(SEARCH)
+
+    @property
+    def profile(self) -> str:
+        """Where `config.train.profile_steps` writes its profiler trace."""
+        return self.path(PROFILE)
 
 
 def damaged(checkpoints: str) -> str:

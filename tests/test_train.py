@@ -38,9 +38,10 @@ CROSS_LAYOUT_ATOL = 5e-3
 @pytest.mark.slow
 def test_resume_and_rerun_equal_the_uninterrupted_run_bitwise(tmp_path):
     """Same device count (8), Adam: an interrupted run resumed from its checkpoint, a run
-    started from another run's checkpoint (config.resume) and a rerun end bitwise equal to
-    the uninterrupted run. XLA's CPU reductions are deterministic for a fixed program and
-    device count, so any difference is a real resume error (data position, RNG, state)."""
+    started from another run's checkpoint (config.resume) and a rerun (with a profiler
+    trace of two steps) end bitwise equal to the uninterrupted run. XLA's CPU reductions
+    are deterministic for a fixed program and device count, so any difference is a real
+    resume error (data position, RNG, state)."""
     no_eval = {"train.eval_every": -1}
     whole = tmp_path / "whole"
     train_lib.train_and_evaluate(synthetic_config(tmp_path, **no_eval), str(whole))
@@ -55,8 +56,10 @@ def test_resume_and_rerun_equal_the_uninterrupted_run_bitwise(tmp_path):
     restarted = tmp_path / "restarted"
     train_lib.train_and_evaluate(config, str(restarted))
     assert logged_steps(restarted) == [4]
-    rerun = tmp_path / "rerun"
-    train_lib.train_and_evaluate(synthetic_config(tmp_path, **no_eval), str(rerun))
+    rerun = tmp_path / "rerun"  # profiled: a trace of steps 2-3, the same numbers
+    profiled = synthetic_config(tmp_path, **no_eval, **{"train.profile_steps": 2})
+    train_lib.train_and_evaluate(profiled, str(rerun))
+    assert list((rerun / "profile").glob("plugins/profile/*/*.xplane.pb"))
     reference = synthetic_config(tmp_path)
     step, expected = variables_of(whole, reference)
     assert step == 4
