@@ -301,7 +301,7 @@ def test_cross_dataset_eval_on_a_synthetic_variant(run):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "run on synthetic" in result.stdout
     report = json.loads((workdir / "eval" / "on_synthetic" / "results.json").read_text())
-    assert report["trained_on"] == "synthetic" and "ids12_cams3" in report["dataset"]
+    assert report["trained_on"] == "synthetic" and "12 ids, 3 cameras" in report["dataset"]
     variant = config.copy_and_resolve_references()
     with variant.unlocked():
         variant.dataset.synthetic_ids, variant.dataset.synthetic_cameras = 12, 3
