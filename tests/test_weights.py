@@ -70,7 +70,11 @@ def test_pth_npz_safetensors_give_pytorch_logits(torch_resnet50, state_dict, tmp
     np.savez(npz, **state_dict)
     st = tmp_path / "r50.safetensors"
     save_file(state_dict, str(st))
-    for path in (pth, npz, st):
+    # timm's `resnet50.tv_in1k` publishes these weights as model.safetensors under the same
+    # names, without BN's num_batches_tracked counters.
+    timm = tmp_path / "model.safetensors"
+    save_file({k: v for k, v in state_dict.items() if "num_batches" not in k}, str(timm))
+    for path in (pth, npz, st, timm):
         variables = weights.load_torchvision_resnet50(path)
         logits = np.asarray(weights.imagenet_logits(variables, images))
         assert logits.shape == (3, 1000)
