@@ -123,7 +123,36 @@ class Embedder:
             ConfigError: no `config.json` in `workdir`.
             CheckpointNotFoundError: no such checkpoint.
         """
-        config = run_config.load_run_config(workdir, overrides)
+        config, model, mesh = cls._model_of(workdir, overrides)
+        best = checkpoint == "best"
+        step = None if checkpoint in ("latest", "best") else int(checkpoint)
+        folder = Workdir(workdir).checkpoints(best)
+        variables, restored = restore.restore_variables(model, config, folder, mesh, step)
+        return cls(config, model, variables, restored, mesh, workdir)
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_url: str, overrides: Sequence[str] = (), sha256: str | None = None
+    ) -> Embedder:
+        """The model of a release written by `tools/release.py`: a `.tar` file, its
+        unpacked folder, or an http(s)/file URL of the `.tar` (downloaded once into
+        ~/.cache/reidjax/releases). Every file is checked against the release's checksums
+        (and the whole archive against `sha256` when given) before anything is used.
+
+        Raises:
+            ReleaseError: a missing or damaged release, or a checksum that does not match.
+        """
+        from reidjax import release
+
+        folder, manifest = release.open_release(path_or_url, sha256)
+        config, model, mesh = cls._model_of(folder, overrides)
+        variables = release.read_weights(folder, model, config, mesh)
+        return cls(config, model, variables, int(manifest["step"]), mesh, folder)
+
+    @staticmethod
+    def _model_of(folder: str, overrides: Sequence[str]):
+        """(config, model, mesh) of the `config.json` in `folder`, sized as trained."""
+        config = run_config.load_run_config(folder, overrides)
         devices = jax.local_device_count()
         with config.unlocked():  # any local device count: round the batch up to it
             config.mesh.data = devices
@@ -132,13 +161,7 @@ class Embedder:
         meta = DataMeta(
             config.dataset.name, config.model.num_classes, config.dataset.num_cameras, size
         )
-        model = experiment.build(config, meta)
-        mesh = sharding.make_mesh(config)
-        best = checkpoint == "best"
-        step = None if checkpoint in ("latest", "best") else int(checkpoint)
-        folder = Workdir(workdir).checkpoints(best)
-        variables, restored = restore.restore_variables(model, config, folder, mesh, step)
-        return cls(config, model, variables, restored, mesh, workdir)
+        return config, experiment.build(config, meta), sharding.make_mesh(config)
 
     @property
     def frame_size(self) -> tuple[int, int]:

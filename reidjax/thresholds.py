@@ -94,7 +94,8 @@ def run_threshold(workdir: str, which: str = "auto") -> float:
     folder = Workdir(workdir).eval()
     # training's final report, then eval.py's reports of the latest checkpoints, newest first
     reports = sorted(glob.glob(os.path.join(folder, "step*", "results.json")), key=os.path.getmtime)
-    for path in [os.path.join(folder, "results.json"), *reversed(reports)]:
+    release = os.path.join(workdir, "results.json")  # a release (reidjax.release)
+    for path in [os.path.join(folder, "results.json"), *reversed(reports), release]:
         try:
             with open(path) as f:
                 point = json.load(f).get("thresholds", {}).get(CHOICES[which])

@@ -412,3 +412,35 @@ def test_tracks_command_on_a_rendered_two_camera_scene(run, tmp_path):
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode == 1 and "is a file: give a folder of its frames" in bad.stderr
+
+
+def test_release_round_trip(run, tmp_path):
+    """tools/release.py writes one archive (config, safetensors weights, results,
+    checksums); Embedder.from_pretrained (a path, a file:// URL, the archive's SHA-256)
+    gives the checkpoint's features and the run's thresholds; a damaged file or a wrong
+    archive checksum is refused naming it."""
+    from reidjax.release import ReleaseError
+
+    _, workdir, _, folders = run
+    done = subprocess.run(
+        [sys.executable, "tools/release.py", "--workdir", str(workdir), "--out",
+         str(tmp_path), "--name", "demo"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    archive = tmp_path / "demo.tar"
+    digest = (tmp_path / "demo.tar.sha256").read_text().split()[0]
+    _, files = tracklet_folders(str(folders / "query"))
+    want = Embedder.from_workdir(str(workdir)).embed(files[:4])
+    released = Embedder.from_pretrained(archive.as_uri(), sha256=digest)
+    np.testing.assert_allclose(released.embed(files[:4]), want, atol=1e-6)
+    assert released.step == Embedder.from_workdir(str(workdir)).step
+    same, _ = same_person(released, files[0], files[0])  # thresholds from the release
+    assert same
+    with pytest.raises(ReleaseError, match="SHA-256"):
+        Embedder.from_pretrained(str(archive), sha256="0" * 64)
+    unpacked = tmp_path / "demo"
+    with open(unpacked / "results.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(ReleaseError, match=r"results\.json does not match its SHA-256"):
+        Embedder.from_pretrained(str(unpacked))
