@@ -216,7 +216,9 @@ def associate(
 ) -> dict:
     """Reads, filters, crops and embeds every camera's tracks and groups them (module
     docstring). Returns `{"tracks": kept [Track], "labels": [n], "features": [n, D],
-    "crops": per track, "dropped": {...}, "distances": [n, n]}`."""
+    "crops": per track, "dropped": {...}, "distances": [n, n]}`. `progress`: None for
+    silence."""
+    progress = progress or (lambda line: None)
     kept, dropped, crops = [], {}, []
     for name, source, tracks_file in cameras:
         frames = frame_paths(source)

@@ -32,19 +32,19 @@ from reidjax.data.synthetic import render_tracklet
 from reidjax.inference import Embedder
 from reidjax.tracks import associate, write_outputs
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A trained run.", required=True)
-_OUT = flags.DEFINE_string("out", None, "Output folder (default WORKDIR/tracks_demo).")
+# --workdir and --out are reidjax.tracks' own flags (default out here: WORKDIR/tracks_demo).
 _INIT = flags.DEFINE_bool("init", False, "Also score the untrained model (initial weights).")
-_PEOPLE = flags.DEFINE_integer("people", 8, "People in the scene.")
+_PEOPLE = flags.DEFINE_integer("people", 16, "People in the scene.")
 _SEED = flags.DEFINE_integer("seed", 0, "Scene seed.")
 
-FRAME = (240, 400)  # camera frame height, width
+FRAME = (420, 480)  # camera frame height, width: three rows of people
 CAMERAS = {"east": 0, "west": 1}  # the synthetic camera each scene camera looks like
 
 
 def plan(people: int, seed: int) -> list[dict]:
     """Appearances: (person, camera, first frame, length, row, direction). Persons 0..n/2
-    cross both cameras, the rest one; every third also comes back to its camera."""
+    cross both cameras, the rest one; every third also comes back to its camera. People
+    overlap in time; consecutive ones walk in different rows (no occlusion)."""
     rng = np.random.default_rng(seed)
     out, start = [], {c: 1 for c in CAMERAS}
     for p in range(people):
@@ -52,9 +52,10 @@ def plan(people: int, seed: int) -> list[dict]:
         visits = [(c, 0) for c in cams] + ([(cams[0], 1)] if p % 3 == 2 else [])
         for camera, visit in visits:
             length = int(rng.integers(24, 40))
+            row = sum(a["camera"] == camera for a in out) % 3  # consecutive ones apart
+            direction = int(rng.choice([-1, 1]))
             out.append(dict(person=p, camera=camera, visit=visit, first=start[camera],
-                            length=length, row=int(rng.integers(0, 2)),
-                            direction=int(rng.choice([-1, 1]))))  # fmt: skip
+                            length=length, row=row, direction=direction))  # fmt: skip
             start[camera] += int(rng.integers(10, 20))  # people overlap in time
     return out
 
@@ -80,7 +81,7 @@ def render(out: str, people: int, seed: int) -> dict:
         for track, a in enumerate(mine, 1):
             person = int(pids[a["person"]])
             clip = render_tracklet(0, person, cam, 50 + a["visit"], a["length"], sprite)
-            y0 = 20 + a["row"] * 90
+            y0 = 10 + a["row"] * 136
             for f in range(a["length"]):
                 t = f / max(a["length"] - 1, 1)
                 x0 = int((t if a["direction"] > 0 else 1 - t) * (w - sprite[1]))
@@ -127,12 +128,13 @@ def score(embedder, cameras, truth_of, threshold, out, name) -> dict:
 
 def main(argv):
     del argv
-    out = _OUT.value or os.path.join(_WORKDIR.value, "tracks_demo")
+    workdir = flags.FLAGS.workdir
+    out = flags.FLAGS.out or os.path.join(workdir, "tracks_demo")
 
     def run() -> int:
         cameras, truth = render(out, _PEOPLE.value, _SEED.value)
-        threshold = thresholds.run_threshold(_WORKDIR.value, "auto")
-        embedder = Embedder.from_workdir(_WORKDIR.value)
+        threshold = thresholds.run_threshold(workdir, "auto")
+        embedder = Embedder.from_workdir(workdir)
         report = {"people": _PEOPLE.value, "tracks": len(truth), "threshold": threshold}
         report["trained"] = score(embedder, cameras, truth, threshold, out, "trained")
         if _INIT.value:
