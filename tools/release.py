@@ -50,7 +50,7 @@ def make_release(workdir: str, out: str, checkpoint: str = "latest", name: str |
     name = name or f"{os.path.basename(os.path.normpath(workdir))}-step{embedder.step}"
     os.makedirs(out, exist_ok=True)
     config_json = workdir_io.read_text(Workdir(workdir).config)
-    return release.write_release(workdir, embedder.variables, config_json, results, meta, out, name)
+    return release.write_release(embedder.variables, config_json, results, meta, out, name)
 
 
 def main(argv):
