@@ -315,14 +315,17 @@ def draw_identities(result: dict, path: str, rows: int = 12, size=(128, 64)) -> 
     fig.savefig(path)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run.", required=True)
-_CAMERA = flags.DEFINE_multi_string("camera", [], "NAME=FRAME_FOLDER,MOT_TRACKS_FILE (repeat).")
-_THRESHOLD = flags.DEFINE_string("threshold", "auto", "Distance, or auto, fpr_0.01, eer.")
-_MIN_FRAMES = flags.DEFINE_integer("min_frames", 8, "Drop tracks with fewer boxes.")
-_MIN_HEIGHT = flags.DEFINE_float("min_height", 32, "Drop boxes lower than this (pixels).")
-_MAX_FRAMES = flags.DEFINE_integer("max_frames", 32, "Boxes embedded per track, at most.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best or a step.")
-_OUT = flags.DEFINE_string("out", None, "Output folder (default WORKDIR/tracks).")
+def define_flags() -> None:
+    """The command's flags, defined only when it runs (`python -m reidjax.tracks`), so that
+    importing this module beside other commands' modules defines no flag twice."""
+    flags.DEFINE_string("workdir", None, "A training run.", required=True)
+    flags.DEFINE_multi_string("camera", [], "NAME=FRAME_FOLDER,MOT_TRACKS_FILE (repeat).")
+    flags.DEFINE_string("threshold", "auto", "Distance, or auto, fpr_0.01, eer.")
+    flags.DEFINE_integer("min_frames", 8, "Drop tracks with fewer boxes.")
+    flags.DEFINE_float("min_height", 32, "Drop boxes lower than this (pixels).")
+    flags.DEFINE_integer("max_frames", 32, "Boxes embedded per track, at most.")
+    flags.DEFINE_string("checkpoint", "latest", "latest, best or a step.")
+    flags.DEFINE_string("out", None, "Output folder (default WORKDIR/tracks).")
 
 
 def main(argv: list[str]) -> int:
@@ -361,4 +364,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -110,3 +110,10 @@ def test_pair_scores_by_hand():
     assert (s["precision"], s["recall"]) == (0.5, 0.5)
     s = association.pair_scores([0, 1, 2, 3], [0, 0, -1, 1])  # unknown truth left out
     assert s["precision"] == 1.0 and s["recall"] == 0.0
+
+
+def test_importing_the_commands_together_defines_no_flag_twice():
+    """reidjax.tracks defines its flags only when run, so library users (and tests) can
+    import it beside reidjax.search, whose command shares flag names with it."""
+    import reidjax.search
+    import reidjax.tracks  # noqa: F401

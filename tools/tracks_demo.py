@@ -32,7 +32,8 @@ from reidjax.data.synthetic import render_tracklet
 from reidjax.inference import Embedder
 from reidjax.tracks import associate, write_outputs
 
-# --workdir and --out are reidjax.tracks' own flags (default out here: WORKDIR/tracks_demo).
+_WORKDIR = flags.DEFINE_string("workdir", None, "A trained run.", required=True)
+_OUT = flags.DEFINE_string("out", None, "Output folder (default WORKDIR/tracks_demo).")
 _INIT = flags.DEFINE_bool("init", False, "Also score the untrained model (initial weights).")
 _PEOPLE = flags.DEFINE_integer("people", 16, "People in the scene.")
 _SEED = flags.DEFINE_integer("seed", 0, "Scene seed.")
@@ -128,8 +129,8 @@ def score(embedder, cameras, truth_of, threshold, out, name) -> dict:
 
 def main(argv):
     del argv
-    workdir = flags.FLAGS.workdir
-    out = flags.FLAGS.out or os.path.join(workdir, "tracks_demo")
+    workdir = _WORKDIR.value
+    out = _OUT.value or os.path.join(workdir, "tracks_demo")
 
     def run() -> int:
         cameras, truth = render(out, _PEOPLE.value, _SEED.value)
