@@ -28,7 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from reidjax import experiment, restore, run_config, sharding
+from reidjax import experiment, metrics, restore, run_config, sharding, thresholds
 from reidjax.data.frames import FrameError, prepare_frame
 from reidjax.data.open import DataMeta
 from reidjax.data.records import TrackletIndex
@@ -192,8 +192,6 @@ def same_person(
     or the run's operating point (`reidjax.thresholds.run_threshold`: `auto` = the
     distance at a false-positive rate of 1e-3 in the run's last evaluation, `fpr_0.01`,
     `eer`)."""
-    from reidjax import metrics, thresholds
-
     if not isinstance(threshold, int | float):
         if embedder.workdir is None:
             raise InputError("a named threshold needs an Embedder made by from_workdir")

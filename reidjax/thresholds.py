@@ -14,9 +14,15 @@ into results.json, and `reidjax.search --threshold auto` reads them back.
 
 from __future__ import annotations
 
+import glob
+import json
+import os
+
 import numpy as np
 
 from reidjax import metrics
+from reidjax.errors import UserError
+from reidjax.workdir import Workdir
 
 BINS = 1 << 20
 RANGE = 2.0
@@ -78,13 +84,6 @@ def run_threshold(workdir: str, which: str = "auto") -> float:
     Raises:
         UserError: an unknown choice, or no evaluation with thresholds in the run.
     """
-    import glob
-    import json
-    import os
-
-    from reidjax.errors import UserError
-    from reidjax.workdir import Workdir
-
     try:
         return float(which)
     except ValueError:
