@@ -234,16 +234,11 @@ def associate(
     if not kept:
         raise InputError("no track is long and large enough: lower --min_frames/--min_height")
     names = [f"{t.camera}/{t.track_id}" for t in kept]
-    features = embedder.embed([np.stack(c) if _same_shape(c) else c for c in crops], names,
-                              progress=progress)  # fmt: skip
+    features = embedder.embed(crops, names, progress=progress)  # crops of any size each
     distances = metrics.pairwise_distances(features, features, embedder.config.eval.distance)
     labels = cluster(distances, conflicts(kept), threshold)
     return dict(tracks=kept, labels=labels, features=features, crops=crops, dropped=dropped,
                 distances=distances)  # fmt: skip
-
-
-def _same_shape(crops) -> bool:
-    return len({c.shape for c in crops}) == 1
 
 
 def write_outputs(out: str, result: dict, meta: dict) -> dict:
