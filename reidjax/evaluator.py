@@ -105,5 +105,6 @@ class Evaluator:
             result = metrics.evaluate_rank(dist, *args, max_rank=c.max_rank)
         else:  # large: chunked, the matrix is never formed
             result = metrics.evaluate_features(qf, gf, *args, c.distance, c.max_rank)
-        result["thresholds"] = thresholds.operating_points(qf, gf, *args, c.distance)
+        plain = None if rerank else dist  # the metric's own distances, when already made
+        result["thresholds"] = thresholds.operating_points(qf, gf, *args, c.distance, plain)
         return EvalResult(result, qf, gf, query, gallery, dist)

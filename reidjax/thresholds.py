@@ -29,12 +29,16 @@ RANGE = 2.0
 FPRS = (1e-2, 1e-3)
 
 
-def pair_histograms(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine"):
-    """(positive, negative) histograms `[BINS]` of the cross-camera pair distances."""
+def pair_histograms(
+    qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine", distances=None
+):
+    """(positive, negative) histograms `[BINS]` of the cross-camera pair distances, from
+    the `[Q, G]` `distances` when the caller has them, else computed block by block."""
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
     pos, neg = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
-    for s, block in metrics.distance_chunks(qf, gf, metric):
+    blocks = [(0, distances)] if distances is not None else metrics.distance_chunks(qf, gf, metric)
+    for s, block in blocks:
         rows = slice(s, s + len(block))
         cross = q_camids[rows, None] != g_camids[None, :]
         valid = cross & (q_pids[rows, None] >= 0) & (g_pids[None, :] >= 0)
@@ -45,11 +49,13 @@ def pair_histograms(qf, gf, q_pids, g_pids, q_camids, g_camids, metric: str = "c
     return pos, neg
 
 
-def operating_points(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine") -> dict:
+def operating_points(
+    qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", distances=None
+) -> dict:
     """The thresholds (module docstring): `{"fpr_0.01": {"distance", "tpr"}, "fpr_0.001":
     ..., "eer": {"distance", "rate"}, "positive_pairs", "negative_pairs", "metric"}`;
     a threshold is None when there is no positive or no negative pair."""
-    pos, neg = pair_histograms(qf, gf, q_pids, g_pids, q_camids, g_camids, metric)
+    pos, neg = pair_histograms(qf, gf, q_pids, g_pids, q_camids, g_camids, metric, distances)
     n_pos, n_neg = int(pos.sum()), int(neg.sum())
     out = {"metric": metric, "positive_pairs": n_pos, "negative_pairs": n_neg}
     if n_pos == 0 or n_neg == 0:

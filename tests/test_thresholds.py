@@ -28,6 +28,10 @@ def _pairs(rng, metric):
 def test_thresholds_equal_brute_force(rng, metric):
     args, pos, neg = _pairs(rng, metric)
     out = thresholds.operating_points(*args, metric=metric)
+    from reidjax import metrics  # the evaluator hands over the matrix it already made
+
+    given = metrics.pairwise_distances(args[0], args[1], metric)
+    assert thresholds.operating_points(*args, metric=metric, distances=given) == out
     assert (out["positive_pairs"], out["negative_pairs"]) == (len(pos), len(neg))
     width = thresholds.RANGE / thresholds.BINS  # float32 distances: a pair may sit one bin off
     for f in (1e-2, 1e-3):
