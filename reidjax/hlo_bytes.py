@@ -184,3 +184,58 @@ def attribute(hlo_text: str, depth: int = 3) -> dict:
     out["hbm"] = sum(op.hbm for op in ops)
     out["ops"] = len(ops)
     return out
+
+
+VIEWS = {"bitcast", "get-tuple-element", "copy-done", "slice-done"}
+
+
+def transfers(hlo_text: str) -> dict[str, float]:
+    """HBM bytes of the entry computation's asynchronous copies (`copy-start`,
+    `slice-start`: how the TPU compiler moves arrays between HBM and on-chip VMEM), by what
+    they move. Each copy is traced through views back to the array it moves:
+
+    - `parameters into VMEM`: arrays that are arguments of the step (weights, state);
+    - `activations into VMEM`: arrays the step computed, read from HBM; of which
+      `... read from pad/copy outputs`: the padded or re-laid-out copies that `pad` and
+      `copy` ops made of other arrays;
+    - `written to HBM`: arrays computed in VMEM and stored to HBM (kept for later ops).
+    """
+    entry, lines = None, []
+    for line in hlo_text.splitlines():
+        head = COMPUTATION.match(line)
+        if head:
+            entry = bool(head.group(1))
+            continue
+        inst = INSTRUCTION.match(line) if entry else None
+        if inst:
+            lines.append(inst.groups())
+    producer = {name: (opcode, _split_operands(rest)[0]) for name, _, opcode, rest in lines}
+
+    def source(name: str) -> str:
+        for _ in range(64):
+            opcode, operands = producer.get(name, ("", []))
+            if opcode not in VIEWS or not operands:
+                break
+            name = operands[0]
+        return producer.get(name, ("", []))[0]
+
+    out = collections.Counter()
+    for _, shape, opcode, rest in lines:
+        if opcode not in ("copy-start", "slice-start"):
+            continue
+        parts = arrays(shape)
+        if opcode == "copy-start":  # (destination, source, context)
+            (size, dst_hbm), (_, src_hbm) = parts[0], parts[1]
+        else:  # ((source), slice, context)
+            (_, src_hbm), (size, dst_hbm) = parts[0], parts[1]
+        if dst_hbm:
+            out["written to HBM"] += size
+        if src_hbm:
+            kind = source(_split_operands(rest)[0][0])
+            if kind == "parameter":
+                out["parameters into VMEM"] += size
+            else:
+                out["activations into VMEM"] += size
+                if kind in ("pad", "copy"):
+                    out["activations into VMEM read from pad/copy outputs"] += size
+    return dict(out)

@@ -85,6 +85,36 @@ def test_bytes_of_a_hand_written_module():
     assert parts["step: (step)"] == ops["add"].bytes
 
 
+TRANSFERS = """\
+ENTRY %main (w: f32[64,128], x: bf16[8,128]) -> f32[8,128] {
+  %w = f32[64,128]{1,0} parameter(0)
+  %x = bf16[8,128]{1,0} parameter(1)
+  %wv = f32[64,128]{1,0} bitcast(%w)
+  %ws = ((f32[64,128]{1,0}), f32[16,128]{1,0:S(1)}, s32[]) slice-start(%wv), slice={[0:16], [0:128]}
+  %wd = f32[16,128]{1,0:S(1)} slice-done(%ws)
+  %f = f32[8,128]{1,0:S(1)} fusion(%x), kind=kLoop, calls=%c
+  %out = (f32[8,128]{1,0}, f32[8,128]{1,0:S(1)}, u32[]) copy-start(%f)
+  %od = f32[8,128]{1,0} copy-done(%out)
+  %p = f32[8,256]{1,0} pad(%od, %wd), padding=0_0x0_128
+  %in = (f32[8,256]{1,0:S(1)}, f32[8,256]{1,0}, u32[]) copy-start(%p)
+  %id = f32[8,256]{1,0:S(1)} copy-done(%in)
+  ROOT %r = f32[8,128]{1,0} slice(%id), slice={[0:8], [0:128]}
+}
+"""
+
+
+def test_transfers_of_a_hand_written_module():
+    """A slice of a parameter (through a view) read into VMEM, a fusion's output stored to
+    HBM, a padded copy of it read back."""
+    moved = hlo_bytes.transfers(TRANSFERS)
+    assert moved == {
+        "parameters into VMEM": 16 * 128 * 4,
+        "written to HBM": 8 * 128 * 4,
+        "activations into VMEM": 8 * 256 * 4,
+        "activations into VMEM read from pad/copy outputs": 8 * 256 * 4,
+    }
+
+
 def test_steps_per_epoch_estimate_by_hand():
     config = load_config("strf_mars")
     # MARS: 8,298 training tracklets of 625 ids; chunks of K = 4 drop (K-1)/2 per id on
