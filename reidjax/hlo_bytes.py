@@ -84,16 +84,18 @@ def _split_operands(rest: str) -> tuple[list[str], str]:
     return re.findall(r"%([\w.\-]+)", rest[:end]), rest[end + 1 :]
 
 
-def parse(hlo_text: str) -> list[Op]:
-    """The top-level ops of a compiled module (the entry computation and the bodies of its
-    loops and conditionals; fused computations are inside their fusion op)."""
-    computations: dict[str, list[tuple[str, str, str, list[str], str]]] = {}
+def computations(
+    hlo_text: str,
+) -> tuple[str, dict[str, list[tuple[str, str, str, list[str], str]]]]:
+    """(the entry computation's name, each computation's instructions as
+    (name, shape, opcode, operand names, attributes)) of an HLO module's text."""
+    comps: dict[str, list[tuple[str, str, str, list[str], str]]] = {}
     entry, current = None, None
     for line in hlo_text.splitlines():
         head = COMPUTATION.match(line)
         if head:
             current = head.group(2)
-            computations[current] = []
+            comps[current] = []
             if head.group(1):
                 entry = current
             continue
@@ -101,18 +103,25 @@ def parse(hlo_text: str) -> list[Op]:
         if inst:
             name, shape, opcode, rest = inst.groups()
             operands, attrs = _split_operands(rest)
-            computations[current].append((name, shape, opcode, operands, attrs))
+            comps[current].append((name, shape, opcode, operands, attrs))
     if entry is None:
         raise ValueError("no ENTRY computation in the HLO text")
+    return entry, comps
+
+
+def parse(hlo_text: str) -> list[Op]:
+    """The top-level ops of a compiled module (the entry computation and the bodies of its
+    loops and conditionals; fused computations are inside their fusion op)."""
+    entry, comps = computations(hlo_text)
     ops, seen, todo = [], set(), [entry]
     while todo:
         comp = todo.pop()
-        if comp in seen or comp not in computations:
+        if comp in seen or comp not in comps:
             continue
         seen.add(comp)
-        sizes = {name: shape_bytes(shape) for name, shape, *_ in computations[comp]}
-        hbm = {name: shape_bytes(shape, True) for name, shape, *_ in computations[comp]}
-        for name, shape, opcode, operands, attrs in computations[comp]:
+        sizes = {name: shape_bytes(shape) for name, shape, *_ in comps[comp]}
+        hbm = {name: shape_bytes(shape, True) for name, shape, *_ in comps[comp]}
+        for name, shape, opcode, operands, attrs in comps[comp]:
             for _, called in CALLED.findall(attrs):
                 todo.extend(c.strip().lstrip("%") for c in called.split(","))
             if opcode in FREE or 'custom_call_target="ConcatBitcast"' in attrs:
@@ -200,16 +209,9 @@ def transfers(hlo_text: str) -> dict[str, float]:
       `copy` ops made of other arrays;
     - `written to HBM`: arrays computed in VMEM and stored to HBM (kept for later ops).
     """
-    entry, lines = None, []
-    for line in hlo_text.splitlines():
-        head = COMPUTATION.match(line)
-        if head:
-            entry = bool(head.group(1))
-            continue
-        inst = INSTRUCTION.match(line) if entry else None
-        if inst:
-            lines.append(inst.groups())
-    producer = {name: (opcode, _split_operands(rest)[0]) for name, _, opcode, rest in lines}
+    entry, comps = computations(hlo_text)
+    lines = comps[entry]
+    producer = {name: (opcode, operands) for name, _, opcode, operands, _ in lines}
 
     def source(name: str) -> str:
         for _ in range(64):
@@ -220,7 +222,7 @@ def transfers(hlo_text: str) -> dict[str, float]:
         return producer.get(name, ("", []))[0]
 
     out = collections.Counter()
-    for _, shape, opcode, rest in lines:
+    for _, shape, opcode, operands, _ in lines:
         if opcode not in ("copy-start", "slice-start"):
             continue
         parts = arrays(shape)
@@ -231,7 +233,7 @@ def transfers(hlo_text: str) -> dict[str, float]:
         if dst_hbm:
             out["written to HBM"] += size
         if src_hbm:
-            kind = source(_split_operands(rest)[0][0])
+            kind = source(operands[0])
             if kind == "parameter":
                 out["parameters into VMEM"] += size
             else:

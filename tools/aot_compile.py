@@ -107,9 +107,10 @@ def attribution_lines(cost: aot.StepCost, n: int, depth: int) -> list[str]:
                        ("opcode", "HLO opcode")):  # fmt: skip
         lines.append(f"  HBM bytes by {title}:")
         lines += [f"    {b / G:8.3f} GB {b / a['hbm']:6.1%}  {k}" for k, b in a[f"hbm_{key}"][:n]]
-    lines.append("  HBM bytes of the copies between HBM and on-chip memory, by what they move:")
     moved = sorted(hlo_bytes.transfers(cost.hlo).items(), key=lambda kv: -kv[1])
-    lines += [f"    {b / G:8.3f} GB {b / a['hbm']:6.1%}  {k}" for k, b in moved]
+    if moved:  # TPU modules; a GPU module has no on-chip copies
+        lines.append("  HBM bytes of the copies between HBM and on-chip memory, by what they move:")
+        lines += [f"    {b / G:8.3f} GB {b / a['hbm']:6.1%}  {k}" for k, b in moved]
     return lines
 
 
