@@ -196,6 +196,7 @@ def test_aot_compile_tool_prints_the_json_line():
     assert numbers["hbm_bytes_per_step_per_chip"] <= numbers["bytes_per_step_per_chip"]
     np.testing.assert_allclose(numbers["step_time_bound_s"], expect, rtol=1e-12)
     assert any(line.startswith("  HBM bytes by model part:") for line in lines)
+    assert any(line.endswith("  parameters into VMEM") for line in lines)  # transfer rows
     assert "Traceback" not in run.stderr
 
 
