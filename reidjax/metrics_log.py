@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import jax
-from tensorboardX import SummaryWriter
 
 from reidjax import workdir_io
 from reidjax.workdir import Workdir
+
+
+def _import_summary_writer():
+    """tensorboardX's SummaryWriter, imported without PyTorch. tensorboardX imports torch
+    whenever it is installed, only to recognise torch tensors (reidjax logs floats): that
+    would put PyTorch into every training process and add seconds to every start."""
+    if "torch" in sys.modules:  # already there: nothing to save
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
+SummaryWriter = _import_summary_writer()
 
 
 def truncate_after(path: str, step: int) -> None:

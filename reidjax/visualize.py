@@ -9,12 +9,24 @@ from __future__ import annotations
 import dataclasses
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from reidjax import workdir_io
 from reidjax.data.records import FrameSource, TrackletIndex
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _figure(**kwargs) -> Figure:
+    """A new figure; matplotlib is imported on the first picture, not with the module
+    (training imports this module and draws only when it evaluates)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
 
 CORRECT, WRONG, QUERY = (0.13, 0.7, 0.2), (0.85, 0.1, 0.1), (0.2, 0.35, 0.9)
 UNKNOWN = (0.55, 0.55, 0.55)  # identities not given
@@ -29,7 +41,7 @@ def save(fig: Figure, path: str) -> None:
 
 def plot_cmc(curves: dict[str, np.ndarray], path: str, title: str = "CMC") -> None:
     """CMC curves (`name -> cmc[max_rank]`, fractions) as a line plot."""
-    fig = Figure(figsize=(5, 3.6), dpi=120)
+    fig = _figure(figsize=(5, 3.6), dpi=120)
     ax = fig.subplots()
     for name, cmc in curves.items():
         ranks = np.arange(1, len(cmc) + 1)
@@ -102,7 +114,7 @@ def retrieval_grid(
 
     cell, head, row_text = 1.0, 0.45, 0.5  # inches: tile width, heading, tile titles
     height = (cell * h / w + row_text) * len(queries) + head
-    fig = Figure(figsize=(cell * (top + 1) + 0.2, height), dpi=110)
+    fig = _figure(figsize=(cell * (top + 1) + 0.2, height), dpi=110)
     axes = fig.subplots(len(queries), top + 1, squeeze=False)
     q, g = result.query, result.gallery
     for row, qi in enumerate(queries):
@@ -153,7 +165,7 @@ def attention_figure(clips: np.ndarray, maps: dict[str, np.ndarray], path: str) 
     b, t, h, w = clips.shape[:4]
     groups = ["frames", *maps]
     cell = 0.9
-    fig = Figure(figsize=(cell * t * len(groups) + 0.6, (cell * h / w + 0.3) * b + 0.3), dpi=110)
+    fig = _figure(figsize=(cell * t * len(groups) + 0.6, (cell * h / w + 0.3) * b + 0.3), dpi=110)
     axes = fig.subplots(b, t * len(groups), squeeze=False)
     for i in range(b):
         for g, name in enumerate(groups):

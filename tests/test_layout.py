@@ -1,9 +1,12 @@
 """The code's layout rules: no import cycle in the library (a submodule import runs its
 parent packages' `__init__` first, so those count as imports too), modules under ~400
-lines, no model-family switches outside `reidjax/models/`, models never read data."""
+lines, no model-family switches outside `reidjax/models/`, models never read data, and
+training imports neither PyTorch nor matplotlib."""
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("reidjax",)
@@ -114,3 +117,18 @@ def test_models_do_not_read_datasets():
             assert not any(d.startswith("reidjax.data") for d in imports(path, dict(modules()))), (
                 name
             )
+
+
+def test_training_imports_neither_pytorch_nor_matplotlib():
+    """PyTorch is a test dependency only (tensorboardX would import it whenever it is
+    installed), and matplotlib is needed only when a picture is drawn: neither is imported
+    by a training or evaluation process before that."""
+    code = (
+        "import sys; import train; from reidjax import eval_lib, train_lib; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib'}))"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert fresh.stdout.strip().splitlines()[-1] == "[]"
