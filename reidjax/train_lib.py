@@ -195,7 +195,7 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
         if resuming:  # rewritten only once the restored state is known to fit
             experiment.write_config(workdir, config, run.meta)
         # What a divergence is judged against (divergence.rollback_advice): read once.
-        start_norm = float(jax.device_get(optax.tree.norm(state.params)))
+        start_norm = float(jax.device_get(divergence.params_norm(state.params)))
 
         def advice() -> str:
             ckpt.wait()

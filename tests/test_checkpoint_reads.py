@@ -130,3 +130,32 @@ def test_a_damaged_parameter_list_falls_back_when_an_older_step_matches():
     with pytest.raises(checkpoint.CheckpointMismatchError):
         restore.restore_newest_readable(ckpt, Abstract())
     assert ckpt.moved == []
+
+
+def test_small_replicated_arrays_are_written_whole(tmp_path):
+    """On 8 devices, an array replicated over all of them is written in one slice per
+    replica only when a slice reaches `checkpoint.MIN_SLICE_BYTES`; a small one (a BN
+    vector) is one chunk. Both read back exactly."""
+    import jax
+    import numpy as np
+    import tensorstore as ts
+
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    rows = 8 * checkpoint.MIN_SLICE_BYTES // (4 * 16)  # 8 slices of MIN_SLICE_BYTES
+    state = {
+        "small": jax.device_put(np.arange(8, dtype=np.float32), replicated),
+        "large": jax.device_put(np.ones((rows, 16), np.float32), replicated),
+    }
+    ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
+    ckpt.save(1, state, force=True)
+    ckpt.wait()
+    base = f"file://{tmp_path}/checkpoints/1/{checkpoint.ITEM}/"
+    keys = ts.KvStore.open({"driver": "ocdbt", "base": base}).result().list().result()
+    chunks = {name: sum(k.startswith(f"{name}/".encode()) and not k.endswith(b".zarray")
+                        for k in keys) for name in state}  # fmt: skip
+    assert chunks == {"small": 1, "large": 8}, chunks
+    back = ckpt.restore(state)
+    ckpt.close()
+    for name, value in state.items():
+        np.testing.assert_array_equal(np.asarray(back[name]), np.asarray(value))
