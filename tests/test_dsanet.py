@@ -295,7 +295,9 @@ def test_fwg_pseudo_label_classifier_trains():
         terms = losses.dsanet_objective(out, labels, cams, dsanet_config(config), config.loss)
         return terms["total"], out
 
-    grads = jax.grad(lambda p: loss(p, False)[0])(variables["params"])
+    # jitted: run eagerly, every primitive of the forward and backward pass is compiled
+    # on its own (minutes on a 2-core machine)
+    grads = jax.jit(jax.grad(lambda p: loss(p, False)[0]))(variables["params"])
     assert not np.any(np.asarray(grads["fwg_classifier"]["kernel"]))
     tx = optax.adam(3.5e-4)
     params, opt_state = variables["params"], tx.init(variables["params"])
@@ -304,7 +306,7 @@ def test_fwg_pseudo_label_classifier_trains():
         params, opt_state = step(params, opt_state)
     before, after = variables["params"]["fwg_classifier"], params["fwg_classifier"]
     assert float(jnp.max(jnp.abs(after["kernel"] - before["kernel"]))) > 1e-4
-    _, out = loss(params, True)
+    _, out = jax.jit(lambda p: loss(p, True))(params)
     pseudo = np.asarray(losses.frame_pseudo_labels(out["frame_logits"], labels))
     assert np.max(np.abs(pseudo - 0.5)) > 1e-3  # T = 2 frames: uniform is 0.5 each
 
