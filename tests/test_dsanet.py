@@ -191,7 +191,11 @@ def tiny_model():
 
 
 def _train_apply(model, variables, clips, key):
-    return model.apply(variables, clips, train=True, mutable=["batch_stats"], rngs={"sao": key})[0]
+    """The training-mode forward pass, jitted (eagerly, each primitive compiles on its own)."""
+    apply = jax.jit(
+        lambda v, c, k: model.apply(v, c, train=True, mutable=["batch_stats"], rngs={"sao": k})[0]
+    )
+    return apply(variables, clips, key)
 
 
 def test_outputs_weights_and_sao(tiny_model):
