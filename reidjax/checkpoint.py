@@ -25,27 +25,20 @@ from reidjax.errors import UserError
 # The folder of the train state inside each step folder (orbax's single-item default).
 ITEM = "default"
 
-# Orbax writes an array replicated over N devices as N slices, one per replica, so that
-# the replicas (and their hosts) share the writing. For a small array that is only
-# overhead: every slice is one more tensorstore chunk, device-to-host copy and eagerly
-# compiled `slice` program per shape (a BN vector of 8 floats became 8 chunks; the smoke
-# state's first save on 8 devices compiled 200 programs, 8.4 s on a 2-core CPU). Slices
-# below this size are not made: such arrays are written whole by one replica.
+# Orbax writes an array replicated over N devices as N slices, one per replica; for a small
+# array each is one more chunk and compiled `slice` program (200, 8.4 s, at the smoke state's
+# first save on 8 CPU devices). Slices under this size are not made (one replica writes).
 MIN_SLICE_BYTES = 256 * 1024
 
 
 def _register_array_handler() -> None:
-    """Orbax's handler for `jax.Array`, with the slice floor above. Orbax warns about the
-    replaced handler on stderr, where commands keep one line for the user: silenced."""
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)
+    """Orbax's `jax.Array` handler with that floor (its warning about the swap silenced)."""
+    absl_logger, level = logging.getLogger("absl"), logging.getLogger("absl").level
+    absl_logger.setLevel(logging.ERROR)  # commands keep stderr to one line for the user
     try:
-        ocp.type_handlers.register_type_handler(
-            jax.Array,
-            ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES),
-            override=True,
-        )
+        options = {"min_slice_bytes_for_replica_parallel": MIN_SLICE_BYTES}
+        handler = ocp.type_handlers.ArrayHandler(**options)
+        ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
     finally:
         absl_logger.setLevel(level)
 
