@@ -1,6 +1,7 @@
 """DSANet: sizes, each component against a NumPy reference, ablations, 8 devices == 1."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -190,12 +191,11 @@ def tiny_model():
     return config, model, clips, variables
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _train_apply(model, variables, clips, key):
-    """The training-mode forward pass, jitted (eagerly, each primitive compiles on its own)."""
-    apply = jax.jit(
-        lambda v, c, k: model.apply(v, c, train=True, mutable=["batch_stats"], rngs={"sao": k})[0]
-    )
-    return apply(variables, clips, key)
+    """The training-mode forward pass, jitted once per model (eagerly, each primitive
+    compiles on its own)."""
+    return model.apply(variables, clips, train=True, mutable=["batch_stats"], rngs={"sao": key})[0]
 
 
 def test_outputs_weights_and_sao(tiny_model):
