@@ -11,8 +11,9 @@ says: per-device memory (`memory_analysis()`) and FLOPs and bytes accessed
 step time: max(FLOPs / peak FLOP/s, bytes / HBM bandwidth).
 
 The config is resolved as the accelerator would resolve it: `model.dtype="auto"` is
-bfloat16 and `model.strided_conv="auto"` is XLA's native strided convolution (the CPU-only
-polyphase form is for the CPU backend). `tools/aot_compile.py` is the command line.
+bfloat16, `model.strided_conv="auto"` is XLA's native strided convolution (the CPU-only
+polyphase form is for the CPU backend) and `model.remat="auto"` is `convs`.
+`tools/aot_compile.py` is the command line.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from reidjax.data.batch import eval_batch_spec, train_batch_spec
 from reidjax.data.open import registry_meta
 from reidjax.errors import ConfigError
 from reidjax.features import FeatureExtractor
+from reidjax.models.remat import remat_mode
 from reidjax.optim import build_optimizer
 from reidjax.state import abstract_state, abstract_variables, with_sharding
 
@@ -53,9 +55,9 @@ EVAL_TRACKLETS = 16384
 def target_config(
     config: ml_collections.ConfigDict, devices: int, per_device_batch: int | None = None
 ) -> ml_collections.ConfigDict:
-    """The config as an accelerator run resolves it: bfloat16 for `auto`, native strided
-    convs for `auto`, the mesh over `devices`, and optionally `per_device_batch` clips per
-    device (`train.ids_per_batch` scaled, `train.clips_per_id` kept).
+    """The config as an accelerator run resolves it: bfloat16, native strided convs and
+    remat `convs` for `auto`, the mesh over `devices`, and optionally `per_device_batch`
+    clips per device (`train.ids_per_batch` scaled, `train.clips_per_id` kept).
 
     Raises:
         ConfigError: the batch does not split into whole identities.
@@ -66,6 +68,7 @@ def target_config(
             c.model.dtype = "bfloat16"
         if c.model.strided_conv == "auto":
             c.model.strided_conv = "native"
+        c.model.remat = remat_mode(c.model.remat, backend="tpu")
         c.mesh.data = devices
         if per_device_batch:
             clips = per_device_batch * devices

@@ -29,6 +29,7 @@ from reidjax.errors import ConfigError
 from reidjax.models.conv import IMPLS
 from reidjax.models.dsanet import TEST_FEATURES
 from reidjax.models.factory import DTYPES, MODELS, check_config
+from reidjax.models.remat import REMATS
 from reidjax.models.resnet3d import ARCHS, VARIANTS
 
 # key -> the valid values (the tuples the code itself dispatches on).
@@ -45,6 +46,7 @@ CHOICES = {
     "model.variant": VARIANTS,
     "model.dtype": ("auto", *DTYPES),
     "model.strided_conv": IMPLS,
+    "model.remat": REMATS,
     "model.dsanet.test_feature": TEST_FEATURES,
     "loss.triplet_distance": losses.DISTANCES,
     "loss.triplet_feature": ("bn_features", "features"),

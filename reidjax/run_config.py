@@ -13,6 +13,9 @@ from reidjax.config_lib import apply_overrides, base_config
 from reidjax.errors import ConfigError
 from reidjax.workdir import Workdir
 
+# Values older versions wrote, as this version spells them: `model.remat` was a bool.
+LEGACY = {"model.remat": {False: "none", True: "blocks"}}
+
 
 def load_run_config(workdir: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """The config a run was trained with: `WORKDIR/config.json` (what train.py wrote, with
@@ -53,6 +56,8 @@ def load_run_config(workdir: str, overrides: Sequence[str] = ()) -> ml_collectio
                     raise ConfigError(f"{path}: {prefix}{key}={value!r} must be a section")
                 merge(target[key], value, f"{prefix}{key}.")
             else:
+                if isinstance(value, bool) and value in LEGACY.get(prefix + key, {}):
+                    value = LEGACY[prefix + key][value]
                 try:
                     target[key] = value
                 except TypeError:

@@ -151,6 +151,22 @@ def test_a_damaged_run_config_names_the_file_and_the_key(tmp_path, edit, key):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("old, new", [(False, "none"), (True, "blocks")])
+def test_a_run_config_of_the_boolean_remat_reads_as_its_mode(tmp_path, old, new):
+    """Runs trained before `model.remat` named a mode wrote a bool: they still evaluate,
+    with the mode that bool meant (True: each block recomputed)."""
+    from reidjax import config_lib, run_config
+
+    saved = json.loads(config_lib.load_config("synthetic", "smoke").to_json())
+    saved["model"]["remat"] = old
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert run_config.load_run_config(str(tmp_path)).model.remat == new
+    saved["model"]["remat"] = "sometimes"
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"model\.remat"):
+        run_config.load_run_config(str(tmp_path))
+
+
 def test_overrides_parse_by_type():
     from reidjax import config_lib
     from reidjax.errors import ConfigError

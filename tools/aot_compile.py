@@ -144,7 +144,8 @@ def main(argv):
         global_batch = c.train.ids_per_batch * c.train.clips_per_id
         print(
             f"{c.model.name} ({c.model.variant}), {c.model.dtype} compute, "
-            f"{c.model.strided_conv} strided convs; {r.chips} chips ({len(devices)} devices); "
+            f"{c.model.strided_conv} strided convs, remat {c.model.remat}; "
+            f"{r.chips} chips ({len(devices)} devices); "
             f"train {global_batch} clips ({global_batch / r.chips:g} per chip), eval "
             f"{c.eval.batch_size} clips, x {c.input.num_frames} frames of "
             f"{c.input.height}x{c.input.width}"
@@ -161,7 +162,7 @@ def main(argv):
             "device_kind": devices[0].device_kind,
             "hbm_capacity_bytes": r.chip.hbm_bytes,
             "dtype": c.model.dtype,
-            "remat": bool(c.model.get("remat", False)),
+            "remat": c.model.remat,
             "global_batch": global_batch,
             "per_chip_batch": global_batch / r.chips,
         }

@@ -29,7 +29,7 @@ class VideoReIDNet(nn.Module):
         dtype: compute dtype; parameters stay float32.
         strided_impl: strided conv/max-pool implementation (`auto`, `native`, `phase`).
         strf: STRF units in the temporal blocks (None: the plain baseline).
-        remat: rematerialise each trunk block in the backward pass (`ResNet3D.remat`).
+        remat: what the trunk's backward pass recomputes (`ResNet3D.remat`).
         nonlocal_blocks: Non-Local blocks after these blocks per stage (`ResNet3D`).
     """
 
@@ -41,7 +41,7 @@ class VideoReIDNet(nn.Module):
     dtype: Any = jnp.float32
     strided_impl: str = "auto"
     strf: STRFConfig | None = None
-    remat: bool = False
+    remat: str = "none"
     nonlocal_blocks: Sequence[Sequence[int]] = ()
 
     def setup(self):

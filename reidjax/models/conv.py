@@ -24,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from reidjax.errors import ConfigError
 
@@ -141,4 +142,5 @@ class Conv3D(nn.Module):
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
             y = y + bias.astype(self.dtype)
-        return y
+        # What `ResNet3D(remat="convs")` keeps for the backward pass (an identity otherwise).
+        return checkpoint_name(y, "conv")

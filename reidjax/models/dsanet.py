@@ -147,7 +147,7 @@ class DSANet(nn.Module):
     last_stride: int = 1
     dtype: Any = jnp.float32
     strided_impl: str = "auto"
-    remat: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, clips: Array, train: bool = False) -> dict[str, Array]:

@@ -24,6 +24,7 @@ from reidjax import losses
 from reidjax.errors import ConfigError
 from reidjax.models.baseline import VideoReIDNet
 from reidjax.models.dsanet import DSANet, DSANetConfig
+from reidjax.models.remat import remat_mode
 from reidjax.models.resnet3d import ResNet3D, check_variant, get_arch
 from reidjax.models.strf import STRFConfig
 
@@ -199,7 +200,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_cameras
         last_stride=m.last_stride,
         dtype=compute_dtype(m.dtype),
         strided_impl=m.strided_conv,
-        remat=m.remat,
+        remat=remat_mode(m.remat),
     )
     if m.name == "dsanet":
         if m.variant != "c2d":

@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 Array = jax.Array
 
@@ -65,6 +66,8 @@ class BatchNorm(nn.Module):
             axes = tuple(range(x.ndim - 1))
             mean = jnp.mean(xf, axis=axes)
             var = jnp.mean(jnp.square(xf - mean), axis=axes)
+            # Kept by `ResNet3D(remat="convs")` rather than recomputed (identities otherwise).
+            mean, var = checkpoint_name(mean, "bn_stats"), checkpoint_name(var, "bn_stats")
             if update_stats and not self.is_initializing():
                 n = x.size // features
                 unbiased = var * (n / max(n - 1, 1))

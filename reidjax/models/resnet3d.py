@@ -35,6 +35,7 @@ from reidjax.errors import ConfigError
 from reidjax.models.conv import Conv3D, max_pool3d
 from reidjax.models.nonlocal_block import NonLocal
 from reidjax.models.norm import BatchNorm
+from reidjax.models.remat import KEEP_CONV_OUTPUTS, remat_mode
 from reidjax.models.strf import STRF, STRFConfig
 
 VARIANTS = ("c2d", "i3d", "p3da", "p3db", "p3dc")
@@ -210,6 +211,32 @@ class Bottleneck(nn.Module):
         return nn.relu(y + shortcut)
 
 
+def _stem(trunk: ResNet3D, x: Array, train: bool) -> Array:
+    """The stem of `trunk` (conv1, bn1, ReLU, max pool), its layers named as the trunk's."""
+    x = Conv3D(
+        get_arch(trunk.arch).width,
+        (1, 7, 7),
+        strides=(1, 2, 2),
+        padding=((0, 0), (3, 3), (3, 3)),
+        kernel_init=conv_init,
+        dtype=trunk.dtype,
+        impl=trunk.strided_impl,
+        name="conv1",
+        parent=trunk,
+    )(x)
+    x = BatchNorm(
+        use_running_average=not train,
+        momentum=trunk.bn_momentum,
+        epsilon=trunk.bn_epsilon,
+        dtype=trunk.dtype,
+        name="bn1",
+        parent=trunk,
+    )(x)
+    x = nn.relu(x)
+    # torchvision pads the max pool with -inf, as max_pool3d does.
+    return max_pool3d(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), trunk.strided_impl)
+
+
 class ResNet3D(nn.Module):
     """Inflated bottleneck ResNet trunk (stem + layer1..layer4), NTHWC in and out.
 
@@ -223,9 +250,10 @@ class ResNet3D(nn.Module):
         strided_impl: `auto` (polyphase strided convs/max pool on CPU, where XLA's strided
             backward is slow; native elsewhere), `native` or `phase`. Same function.
         strf: STRF units in the temporal blocks of `strf.stages` (None: no STRF).
-        remat: rematerialise each bottleneck block in the backward pass (`nn.remat`): only
-            the blocks' inputs are kept from the forward pass, the rest is recomputed. The
-            same function and gradients, less activation memory, one more forward's FLOPs.
+        remat: what the backward pass recomputes (`nn.remat`; same function and gradients):
+            `none`; `convs` (the stem and blocks keep their convolutions' outputs and BN
+            statistics, the elementwise work between them is recomputed); `blocks` (only
+            each block's input is kept); `auto` (`reidjax.models.remat.remat_mode`).
         nonlocal_blocks: per stage, the 0-based blocks followed by a Non-Local block
             (`reidjax.models.nonlocal_block`, named `layer<s>_<i>_nonlocal`); () = none.
     """
@@ -239,7 +267,7 @@ class ResNet3D(nn.Module):
     bn_epsilon: float = 1e-5
     strided_impl: str = "auto"
     strf: STRFConfig | None = None
-    remat: bool = False
+    remat: str = "none"
     nonlocal_blocks: Sequence[Sequence[int]] = ()
 
     def _per_stage(self, blocks, name: str) -> tuple[tuple[int, ...], ...]:
@@ -304,29 +332,17 @@ class ResNet3D(nn.Module):
         temporal = self.resolved_temporal_blocks()
         nonlocal_blocks = self.resolved_nonlocal_blocks()
         x = x.astype(self.dtype)
-        x = Conv3D(
-            spec.width,
-            (1, 7, 7),
-            strides=(1, 2, 2),
-            padding=((0, 0), (3, 3), (3, 3)),
-            kernel_init=conv_init,
-            dtype=self.dtype,
-            impl=self.strided_impl,
-            name="conv1",
-        )(x)
-        x = BatchNorm(
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            dtype=self.dtype,
-            name="bn1",
-        )(x)
-        x = nn.relu(x)
-        # torchvision pads the max pool with -inf, as max_pool3d does.
-        x = max_pool3d(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)), self.strided_impl)
+        mode = remat_mode(self.remat)
+        stem = _stem
+        if mode == "convs":
+            stem = nn.remat(_stem, static_argnums=(2,), policy=KEEP_CONV_OUTPUTS)
+        x = stem(self, x, train)
         outputs = {}
         # `train` (argument 2, counting the module) is a Python bool: static under remat.
-        block_cls = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
+        block_cls = Bottleneck
+        if mode != "none":
+            policy = KEEP_CONV_OUTPUTS if mode == "convs" else None
+            block_cls = nn.remat(Bottleneck, static_argnums=(2,), policy=policy)
         for stage, num_blocks in enumerate(spec.stage_sizes):
             planes = spec.width * 2**stage
             for block in range(num_blocks):
