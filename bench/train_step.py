@@ -3,6 +3,7 @@
     python bench/train_step.py                          # 4 clips (2 ids × 2) × 4 × 256×128
     python bench/train_step.py --models dsanet --batch 8 --steps 5
     python bench/train_step.py --tiny                   # the smoke configs: seconds (tests)
+    python bench/train_step.py --models strf --only jax_f32 --remat convs
 
 JAX runs the real train step of `reidjax.train_lib` (configs/strf_mars.py and
 configs/dsanet_mars.py at full size): forward, every loss term of the model's objective,
@@ -66,6 +67,7 @@ def bench_jax(args, name, dtype):
     with config.unlocked():
         config.input.num_frames = args.frames
         config.model.dtype = dtype
+        config.model.remat = args.remat
         config.model.num_classes = 625
         config.dataset.num_cameras = 6
         config.mesh.data = 1
@@ -154,12 +156,15 @@ def main(argv=None):
     parser.add_argument("--only", default="jax_f32,jax_bf16,torch")
     parser.add_argument("--peak_tflops", type=float, default=0.0, help="for the MFU")
     parser.add_argument("--tiny", action="store_true", help="smoke configs, 32x64 frames")
+    parser.add_argument("--remat", default="auto", help="config.model.remat of the JAX side")
     args = parser.parse_args(argv)
     if args.batch % 2:
         parser.error("--batch must be even (2 clips per identity)")
     only = set(args.only.split(","))
     h, w = size_of(args)
-    result = header("train_step", batch=args.batch, frames=args.frames, size=f"{h}x{w}")
+    result = header(
+        "train_step", batch=args.batch, frames=args.frames, size=f"{h}x{w}", remat=args.remat
+    )
     for name in args.models.split(","):
         row = {}
         for side, dtype in (("jax_f32", "float32"), ("jax_bf16", "bfloat16")):

@@ -127,6 +127,7 @@ def test_target_config_resolves_as_an_accelerator_does():
     config = load_config("dsanet_lsvid")
     c = aot.target_config(config, 8, per_device_batch=8)
     assert (c.model.dtype, c.model.strided_conv, c.mesh.data) == ("bfloat16", "native", 8)
+    assert c.model.remat == "convs"
     assert c.train.ids_per_batch * c.train.clips_per_id == 64
     assert config.model.dtype == "auto"  # the config itself is unchanged
     with pytest.raises(ConfigError, match="whole number of identities"):
@@ -170,16 +171,18 @@ def test_dsanet_smoke_steps_compile_for_v5e():
 
 @pytest.mark.slow
 @needs_libtpu
-def test_aot_compile_tool_prints_the_json_line():
+def test_aot_compile_tool_prints_the_json_line(tmp_path):
+    cache = tmp_path / "cache"
     run = subprocess.run(
         [sys.executable, "tools/aot_compile.py", "--config", "configs/strf_mars.py:smoke",
          "--topology", "v5e-8", "--attribute", "3"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "REIDJAX_COMPILATION_CACHE": str(cache)},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.strip().splitlines()
     numbers = json.loads(lines[-1])
-    assert numbers["compiled"] and numbers["chips"] == 8
+    assert numbers["compiled"] and numbers["chips"] == 8 and numbers["remat"] == "convs"
     assert numbers["device_kind"] == "TPU v5 lite"
     assert numbers["hbm_capacity_bytes"] == 16 * 2**30
     for key in ("hbm_bytes_per_chip", "flops_per_step_per_chip", "bytes_per_step_per_chip",
@@ -198,6 +201,8 @@ def test_aot_compile_tool_prints_the_json_line():
     assert any(line.startswith("  HBM bytes by model part:") for line in lines)
     assert any(line.endswith("  parameters into VMEM") for line in lines)  # transfer rows
     assert "Traceback" not in run.stderr
+    # TPU executables cannot be loaded on this host: none is written to the CPU's cache.
+    assert not cache.exists() or not any(cache.iterdir()), sorted(cache.iterdir())
 
 
 def test_gpu_host_without_the_cuda_plugin_is_one_line(monkeypatch):

@@ -32,6 +32,7 @@ import sys
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import jax
 from absl import app, flags
 
 from reidjax import aot, chips, cli, experiment, hlo_bytes
@@ -116,6 +117,9 @@ def attribution_lines(cost: aot.StepCost, n: int, depth: int) -> list[str]:
 
 def main(argv):
     del argv
+    # Executables for compile-only devices cannot be loaded on this host: keep them out of
+    # the persistent compilation cache (reading one back fails with a warning).
+    jax.config.update("jax_compilation_cache_dir", None)
 
     def run() -> int:
         config = cli.config()
