@@ -9,7 +9,10 @@ global batch of 32 clips split over the local devices, the config's compute dtyp
 weights, a fixed device-resident batch, so that only the step is timed): compile time,
 step time and clips/s over `--steps` steps after `--warmup`, XLA's FLOP count per step, the
 model FLOP utilisation against the device's published bf16 peak, and the peak device
-memory from `memory_stats()`. Input pipeline: the synthetic dataset built at the config's
+memory from `memory_stats()`; once for each `--remat` mode (the first is the default
+`convs`; `none` keeps every activation, as the step did before `convs` was the default, so
+the two show what recomputing the elementwise work costs or saves on this device). Input
+pipeline: the synthetic dataset built at the config's
 frame size, streamed as the config's training batches with as many reader threads as this
 host has cores, against the single-core JPEG decode rate measured in the same run.
 Made to finish in under 5 minutes; the last line is JSON.
@@ -45,6 +48,7 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed train steps after compiling
 _BATCHES = flags.DEFINE_integer("batches", 40, "Timed input-pipeline batches.")
 _IDS = flags.DEFINE_integer("ids", 80, "Synthetic identities to build for the pipeline.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "bf16 peak per device (0: from the device).")
+_REMAT = flags.DEFINE_list("remat", ["convs", "none"], "model.remat modes to time, in order.")
 _TINY = flags.DEFINE_bool("tiny", False, "The smoke config, 2 steps, 8 ids (tests).")
 flags.adopt_module_key_flags(cli)
 
@@ -66,11 +70,13 @@ def peak_flops(device) -> float | None:
     return None
 
 
-def train_step(config) -> dict:
+def train_step(config, remat: str) -> dict:
     """Compiles and times the real train step on every local device."""
+    config = config.copy_and_resolve_references()
     with config.unlocked():
         config.init.imagenet = "none"  # random weights time the same
         config.mesh.data = -1
+        config.model.remat = remat
     mesh = sharding.make_mesh(config)
     spec = experiment.train_spec(config)
     sharding.check_batch(spec.global_batch, mesh)
@@ -107,6 +113,7 @@ def train_step(config) -> dict:
         "device_kind": jax.devices()[0].device_kind,
         "global_batch": spec.global_batch,
         "dtype": np.dtype(compute_dtype(config.model.dtype)).name,
+        "remat": remat,
         "compile_s": round(compile_s, 1),
         "step_s": seconds,
         "clips_per_s": spec.global_batch / seconds,
@@ -118,8 +125,8 @@ def train_step(config) -> dict:
     }
     mfu = "unknown (give --peak_tflops)" if out["mfu"] is None else f"{out['mfu']:.1%}"
     print(
-        f"train step: {out['clips_per_s']:.1f} clips/s ({seconds * 1e3:.1f} ms a step of "
-        f"{spec.global_batch} clips on {devices} {out['device_kind']}); compile "
+        f"train step (remat {remat}): {out['clips_per_s']:.1f} clips/s ({seconds * 1e3:.1f} "
+        f"ms a step of {spec.global_batch} clips on {devices} {out['device_kind']}); compile "
         f"{compile_s:.0f} s; MFU {mfu}; peak memory {out['peak_memory_bytes'] / 2**30:.2f} GiB",
         flush=True,
     )
@@ -162,7 +169,9 @@ def main(argv):
             flags.FLAGS[name].value = value
     config = load_config(path, overrides=cli.overrides())
     result = header("accelerator", config=path)
-    result["train_step"] = train_step(config)
+    steps = {mode: train_step(config, mode) for mode in _REMAT.value}
+    result["train_step"] = steps[_REMAT.value[0]]
+    result["train_step_by_remat"] = steps
     with tempfile.TemporaryDirectory() as tmp:
         result["input_pipeline"] = input_pipeline(config, tmp)
     needed = result["train_step"]["frames_per_s"]

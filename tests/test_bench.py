@@ -49,6 +49,9 @@ def test_bench_runs_at_tiny_shapes(script):
     args, key = BENCHES[script]
     report = run_bench(script, args)
     assert key in report, sorted(report)
+    if script == "accelerator.py":  # both remat modes timed, the default first
+        assert list(report["train_step_by_remat"]) == ["convs", "none"]
+        assert report["train_step"]["remat"] == "convs"
 
 
 def test_every_bench_script_is_covered():
