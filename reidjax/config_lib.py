@@ -95,9 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
     # the CPU backend, where XLA's strided backward is slow; native on GPU/TPU.
     config.model.strided_conv = "auto"  # auto | native | phase.
     # What the trunk's backward pass recomputes instead of keeping (same gradients):
-    # none | convs (keep conv outputs, recompute BN/ReLU/pooling: ~1% more FLOPs, a third
-    # less HBM traffic and half the activation memory on TPU) | blocks (keep block inputs:
-    # one more forward's FLOPs, the least memory) | auto = convs on GPU/TPU, none on CPU.
+    # none | convs (keep conv outputs, recompute BN/ReLU/pooling: ~1% more FLOPs, half
+    # the HBM traffic and activation memory on TPU v5e) | blocks (keep block inputs: one
+    # more forward's FLOPs) | auto = convs on GPU/TPU, none on CPU. docs/models.md.
     config.model.remat = "auto"
     # STRF units (read by the "strf" model; docs/strf.md), from `STRFConfig`.
     config.model.strf = ml_collections.ConfigDict(dataclasses.asdict(STRFConfig()))
