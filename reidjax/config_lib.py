@@ -300,8 +300,9 @@ def parse_value(text: str | None, field_type: type, key: str):
         raise ConfigError(f"config.{key}={text!r} must be true or false")
     if text is None:
         raise ConfigError(f"--config.{key} needs a value: --config.{key}=VALUE")
+    # `none` is Python's None, except for a key with a choice named "none" (model.remat).
     if text.lower() == "none":
-        return None
+        return "none" if "none" in config_checks.CHOICES.get(key, ()) else None
     try:
         if field_type is int:
             return int(text)

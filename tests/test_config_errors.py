@@ -181,11 +181,15 @@ def test_overrides_parse_by_type():
             "optim.lr=2e-4",
             "eval.rerank",
             "model.temporal_blocks=none",
+            "model.remat=none",
+            "init.imagenet=none",
         ],
     )
     assert config.optim.freeze == ("backbone/conv1",) and config.model.strf.resolutions == (1, 5)
     assert config.train.eval_every == -1 and config.optim.lr == 2e-4 and config.eval.rerank
     assert config.model.temporal_blocks is None
+    # `none` is None, except for a key with a choice of that name.
+    assert config.model.remat == "none" and config.init.imagenet is None
     with pytest.raises(ConfigError, match="resolutions must be odd"):
         config_lib.load_config("strf_mars", "smoke", ["model.strf.resolutions=(1, 4)"])
     with pytest.raises(ConfigError, match=r"the keys of config\.optim are"):
