@@ -33,7 +33,7 @@ MIN_SLICE_BYTES = 256 * 1024
 
 def _register_array_handler() -> None:
     """Orbax's `jax.Array` handler with that floor (its warning about the swap silenced)."""
-    absl_logger, level = logging.getLogger("absl"), logging.getLogger("absl").level
+    level = (absl_logger := logging.getLogger("absl")).level
     absl_logger.setLevel(logging.ERROR)  # commands keep stderr to one line for the user
     try:
         options = {"min_slice_bytes_for_replica_parallel": MIN_SLICE_BYTES}
