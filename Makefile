@@ -8,7 +8,7 @@ export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 TORCH ?= torch==2.13.0+cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install install-dev demo test test-fast lint format bench
+.PHONY: install install-dev demo test test-fast coverage lint format bench
 
 # The pinned requirements, then reidjax itself (editable): `import reidjax` works from
 # any folder, and `python -m reidjax.data` / `python -m reidjax.search` from anywhere.
@@ -33,13 +33,22 @@ format:
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-# The full suite: what CI and the README run.
+# The full suite: what CI and the README run. Two workers: most of the time is
+# single-threaded XLA compilation. The 25 slowest tests are listed at the end.
 test: install-dev lint
-	$(PYTHON) -m pytest -n 2  # two workers: most of the time is single-threaded XLA compilation
+	$(PYTHON) -m pytest -n 2 --durations=25
 
-# The inner loop: everything but the compile-heavy end-to-end tests (marked slow).
+# The inner loop: everything but the trained runs and real processes (marked slow).
 test-fast: lint
 	$(PYTHON) -m pytest -n 2 -m "not slow"
+
+# Line coverage of reidjax over the full suite, the train.py/eval.py/tool processes the
+# tests start included (settings in pyproject.toml).
+coverage: install-dev
+	$(PYTHON) -m coverage erase
+	$(PYTHON) -m coverage run -m pytest -n 2 -q
+	$(PYTHON) -m coverage combine -q
+	$(PYTHON) -m coverage report
 
 bench: install-dev
 	$(PYTHON) bench/backbone_step.py

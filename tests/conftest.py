@@ -22,10 +22,34 @@ import jax
 import numpy as np
 import pytest
 
+from tests import fixtures
+from tests.shared import trained_run
+
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# One trained smoke run per model family, trained once per test run and shared by every
+# test that only reads a run (evaluation, search, export, releases, tracks, t-SNE, ...).
+@pytest.fixture(scope="session")
+def dsanet_run(tmp_path_factory):
+    """DSANet on the synthetic dataset: the library's own smoke run (configs/synthetic.py)."""
+    return trained_run(tmp_path_factory, "synthetic")
+
+
+@pytest.fixture(scope="session")
+def baseline_run(tmp_path_factory):
+    """The C2D baseline on the MARS fixture (configs/c2d_mars.py:smoke)."""
+    return trained_run(tmp_path_factory, "c2d_mars", fixtures.prepare)
+
+
+@pytest.fixture(scope="session")
+def strf_run(tmp_path_factory):
+    """STRF-P3D-C on the DukeMTMC-VideoReID fixture with dense training pieces
+    (configs/strf_dukev.py:smoke)."""
+    return trained_run(tmp_path_factory, "strf_dukev", fixtures.prepare)
 
 
 def pytest_report_header(config):

@@ -211,3 +211,28 @@ def write_folder(root: str, seed: int = 0) -> dict:
     return {"train": {"tracklets": 5, "ids": 3, "frames": 14},
             "query": {"tracklets": 2, "ids": 2, "frames": 5},
             "gallery": {"tracklets": 4, "ids": 3, "frames": 11}}  # fmt: skip
+
+
+# The writer of each dataset's native layout.
+WRITERS = {
+    "mars": write_mars,
+    "dukev": write_dukev,
+    "lsvid": write_lsvid,
+    "ilidsvid": write_ilidsvid,
+    "prid2011": write_prid2011,
+    "folder": write_folder,
+}
+
+
+def prepare(config, data_dir) -> str:
+    """The fixture of `config.dataset.name` written next to `data_dir` and built there by
+    its tensorflow-datasets builder at the config's frame size; returns `data_dir`."""
+    from reidjax.data.build import build_dataset
+    from reidjax.data.open import builder_config
+
+    name = config.dataset.name
+    raw = os.path.join(os.path.dirname(str(data_dir)), f"{name}_raw")
+    if not os.path.exists(raw):
+        WRITERS[name](raw)
+    build_dataset(name, builder_config(config), str(data_dir), raw, workers=1)
+    return str(data_dir)

@@ -22,9 +22,10 @@ from tests.runs import (
     two_process_env,
     variables_of,
 )
+from tests.shared import once
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STEPS = 24  # long enough that a stop lands well before the end
+STEPS = 12  # long enough that a stop lands well before the end (stops land at steps 3-8)
 # Seconds (REIDJAX_PEER_TIMEOUT): a lost process is noticed after this. 10 s once stopped a
 # healthy run on a 2-core machine overloaded by other trainings (one beat per second, none
 # seen for 10 s); 20 s keeps the faults below (SIGKILL, 40 s SIGSTOP) well past it.
@@ -38,7 +39,10 @@ EXIT_BOUND = 90
 class TwoProcesses:
     """`train.py` on two processes of one jax.distributed run."""
 
-    def __init__(self, tmp_path, workdir, *extra, peer_timeout=PEER_TIMEOUT, env_of=None):
+    def __init__(
+        self, tmp_path, workdir, *extra, data=None, peer_timeout=PEER_TIMEOUT, env_of=None
+    ):
+        data = data or tmp_path / "data"
         port = free_port()
         self.procs, self.logs = [], []
         for rank in (0, 1):
@@ -47,7 +51,7 @@ class TwoProcesses:
             )
             args = [
                 sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
-                "--workdir", str(workdir), f"--config.dataset.data_dir={tmp_path / 'data'}",
+                "--workdir", str(workdir), f"--config.dataset.data_dir={data}",
                 f"--config.train.num_steps={STEPS}", "--config.train.eval_every=-1",
                 "--config.train.log_every=1", *extra,
             ]  # fmt: skip
@@ -107,16 +111,20 @@ def stopped_step(line: str) -> int:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """The two-process run of STEPS steps, uninterrupted: the reference."""
-    tmp_path = tmp_path_factory.mktemp("hosts")
-    workdir = tmp_path / "whole"
-    run = TwoProcesses(tmp_path, workdir)
-    assert run.wait(time.monotonic() + 600) == [0, 0], run.stderr(0)[-3000:]
-    return tmp_path, variables_of(workdir, synthetic_config(tmp_path))
+    """The two-process run of STEPS steps, uninterrupted: the reference, made once per test
+    run. Returns its data dir and (step, variables)."""
+
+    def make(folder):
+        folder.mkdir()
+        run = TwoProcesses(folder, folder / "whole")
+        assert run.wait(time.monotonic() + 600) == [0, 0], run.stderr(0)[-3000:]
+
+    root = once(tmp_path_factory, "hosts", make)
+    return root / "data", variables_of(root / "whole", synthetic_config(root))
 
 
-def resume_to_the_end(tmp_path, workdir, expected, *extra, run=None):
-    run = run or TwoProcesses(tmp_path, workdir, *extra)
+def resume_to_the_end(tmp_path, workdir, expected, *extra, data, run=None):
+    run = run or TwoProcesses(tmp_path, workdir, *extra, data=data)
     assert run.wait(time.monotonic() + 600) == [0, 0], run.stderr(0)[-3000:] + run.stderr(1)
     step, got = variables_of(workdir, synthetic_config(tmp_path))
     assert step == STEPS == expected[0]
@@ -124,16 +132,16 @@ def resume_to_the_end(tmp_path, workdir, expected, *extra, run=None):
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes_bitwise(uninterrupted):
+def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes_bitwise(uninterrupted, tmp_path):
     """Checkpoints at every step: SIGTERM to process 1 only, then (resumed) to process 0
     only. Both processes stop at the same step, save it, exit 75 with one line each; the
     resumed run ends equal to the uninterrupted one."""
-    tmp_path, expected = uninterrupted
+    data, expected = uninterrupted
     workdir = tmp_path / "every_step"
     every = "--config.train.checkpoint_every=1"
     stops = []
     for victim, after in ((1, 3), (0, 2)):
-        run = TwoProcesses(tmp_path, workdir, every)
+        run = TwoProcesses(tmp_path, workdir, every, data=data)
         run.wait_for_step(stops[-1] + after if stops else after)
         since = run.signal(victim, signal.SIGTERM)
         assert run.wait(since) == [75, 75], run.stderr(0)[-3000:] + run.stderr(1)[-3000:]
@@ -142,11 +150,11 @@ def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes_bitwise(unint
         stops.append(steps.pop())
         assert (workdir / "checkpoints" / str(stops[-1])).is_dir()
     assert 3 <= stops[0] < stops[1] < STEPS
-    resume_to_the_end(tmp_path, workdir, expected, every)
+    resume_to_the_end(tmp_path, workdir, expected, every, data=data)
 
 
 @pytest.mark.slow
-def test_sigterm_between_checkpoints_then_kill_then_skewed_start(uninterrupted):
+def test_sigterm_between_checkpoints_then_kill_then_skewed_start(uninterrupted, tmp_path):
     """No checkpoint due: SIGTERM to process 1 makes both save the step they stop at (not
     only the signalled one). Then kill -9 of process 1 in the resumed run: process 0 says
     in one line that its peer is gone and exits 1 within the bound (freeing the workdir
@@ -155,17 +163,17 @@ def test_sigterm_between_checkpoints_then_kill_then_skewed_start(uninterrupted):
     process paused for 40 s while compiling), past the 30 s in which the first
     collective's set-up times out: the barrier after compiling holds process 0, and the
     run trains to the end, equal to the uninterrupted run."""
-    tmp_path, expected = uninterrupted
+    data, expected = uninterrupted
     workdir = tmp_path / "between"
     rare = "--config.train.checkpoint_every=1000"
-    run = TwoProcesses(tmp_path, workdir, rare)
+    run = TwoProcesses(tmp_path, workdir, rare, data=data)
     run.wait_for_step(3)
     since = run.signal(1, signal.SIGTERM)
     assert run.wait(since) == [75, 75], run.stderr(0)[-3000:] + run.stderr(1)[-3000:]
     (stop,) = {stopped_step(run.last_line(rank)) for rank in (0, 1)}
     assert stop % 1000 and (workdir / "checkpoints" / str(stop)).is_dir()
 
-    run = TwoProcesses(tmp_path, workdir, rare)
+    run = TwoProcesses(tmp_path, workdir, rare, data=data)
     run.wait_for_step(stop + 2)
     since = run.signal(1, signal.SIGKILL)
     statuses = run.wait(since)
@@ -179,12 +187,12 @@ def test_sigterm_between_checkpoints_then_kill_then_skewed_start(uninterrupted):
     assert "rerun the same command" in line.lower(), line
 
     cold = {1: {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cold_cache")}}
-    run = TwoProcesses(tmp_path, workdir, rare, peer_timeout=80, env_of=cold)
+    run = TwoProcesses(tmp_path, workdir, rare, data=data, peer_timeout=80, env_of=cold)
     run.wait_for("compiling the train step")
     run.signal(1, signal.SIGSTOP)
     time.sleep(40)
     run.signal(1, signal.SIGCONT)
-    resume_to_the_end(tmp_path, workdir, expected, run=run)
+    resume_to_the_end(tmp_path, workdir, expected, data=data, run=run)
 
 
 def test_peer_timeout_from_the_environment(monkeypatch):

@@ -7,18 +7,13 @@ import shutil
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from reidjax import experiment, metrics, train_lib
-from reidjax.config_lib import load_config
+from reidjax import experiment, metrics
 from reidjax.data import build as build_lib
-from reidjax.data.batch import TRAIN_FIELDS
 from reidjax.data.builders import config_name
-from reidjax.data.open import registry_meta
 from reidjax.evaluator import Evaluator
 from reidjax.features import FeatureExtractor
 from reidjax.inference import (
@@ -28,9 +23,7 @@ from reidjax.inference import (
     same_person,
     tracklet_folders,
 )
-from reidjax.models.factory import dummy_clips
-from reidjax.optim import build_optimizer
-from reidjax.state import state_of
+from tests.shared import copy_run, once
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -53,16 +46,13 @@ def write_split_folders(data, root) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A trained smoke run (with its final evaluation) and its test split as folders."""
-    tmp = tmp_path_factory.mktemp("inference")
-    config = load_config("synthetic", "smoke")
-    with config.unlocked():
-        config.dataset.data_dir = str(tmp / "data")
-    workdir = tmp / "run"
-    train_lib.train_and_evaluate(config, str(workdir))
+def run(dsanet_run, tmp_path_factory):
+    """The shared DSANet smoke run (trained and evaluated once per test run) and its test
+    split as folders."""
+    config, workdir = dsanet_run.config, dsanet_run.workdir
     data = experiment.setup(config, train=False).data
-    return config, workdir, data, write_split_folders(data, tmp / "folders")
+    folders = once(tmp_path_factory, "synthetic_folders", lambda f: write_split_folders(data, f))
+    return config, workdir, data, folders
 
 
 def test_embedder_gives_the_evaluator_features(run):
@@ -228,40 +218,6 @@ def test_frames_of_another_size_get_the_evaluation_features(run, tmp_path):
     np.testing.assert_allclose(embedder.embed(paths), evaluated, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["strf_mars", "dsanet_lsvid"])
-def test_train_and_eval_steps_lower_for_gpu_and_tpu(name):
-    """The real train step (forward, every loss, backward, optimizer, divergence guard) and
-    the eval feature function of the smoke configs export for CUDA and TPU from this
-    CPU-only machine, with the strided convolutions accelerators use (`native`)."""
-    config = load_config(name, "smoke")
-    with config.unlocked():
-        config.model.strided_conv = "native"
-    model = experiment.build(config, registry_meta(config))
-    tx, schedule = build_optimizer(config.optim, 10, config.train.epochs)
-    state = jax.eval_shape(lambda: state_of(model.init(jax.random.key(0), dummy_clips(config)), tx))
-    b = config.train.ids_per_batch * config.train.clips_per_id
-    clips = (b, config.input.num_frames, config.input.height, config.input.width, 3)
-    batch = {
-        "clips": jax.ShapeDtypeStruct(clips, jnp.uint8),
-        "flip": jax.ShapeDtypeStruct((b,), jnp.bool_),
-        "erase": jax.ShapeDtypeStruct((b, 4), jnp.int32),
-        "labels": jax.ShapeDtypeStruct((b,), jnp.int32),
-        "cameras": jax.ShapeDtypeStruct((b,), jnp.int32),
-    }
-    assert tuple(batch) == TRAIN_FIELDS
-    key = jax.eval_shape(lambda: jax.random.key(0))
-    step = jax.jit(train_lib.make_train_step(model, tx, schedule))
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    for platform in ("cuda", "tpu"):
-        train = jax.export.export(step, platforms=(platform,))(state, batch, key)
-        assert train.platforms == (platform,) and "stablehlo" in train.mlir_module()
-        predict = jax.export.export(jax.jit(model.predict), platforms=(platform,))(
-            variables, batch["clips"]
-        )
-        assert predict.out_avals[0].shape[0] == b
-    assert jax.default_backend() == "cpu"  # lowered for GPU/TPU on a machine without them
-
-
 def test_tsne_tool_maps_and_saves_every_output(run, tmp_path):
     """tools/tsne.py on the smoke DSANet run: the test feature and f_cam of every test
     tracklet saved (the embedding equal to the evaluator's), the picture drawn; an output
@@ -287,15 +243,17 @@ def test_tsne_tool_maps_and_saves_every_output(run, tmp_path):
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "f_cam" in bad.stderr
 
 
-def test_cross_dataset_eval_on_a_synthetic_variant(run):
+def test_cross_dataset_eval_on_a_synthetic_variant(run, tmp_path):
     """eval.py --test_on: the smoke run (16 identities, 4 cameras) tested on another
     prepared variant (12 identities, 3 cameras, other people): the run's model is restored
     with its own classifier sizes, the report says what it was trained and tested on, and
     the numbers equal the metrics of the Embedder's features of the variant's tracklets."""
-    config, workdir, _, _ = run
+    config, shared, _, _ = run
+    workdir = copy_run(shared, tmp_path / "run")  # the report is written into the run
     result = subprocess.run(
         [sys.executable, "eval.py", "--workdir", str(workdir), "--test_on", "synthetic",
-         "--config.dataset.synthetic_ids=12", "--config.dataset.synthetic_cameras=3"],
+         "--config.dataset.synthetic_ids=12", "--config.dataset.synthetic_cameras=3",
+         f"--config.dataset.data_dir={tmp_path / 'data'}"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -305,6 +263,7 @@ def test_cross_dataset_eval_on_a_synthetic_variant(run):
     variant = config.copy_and_resolve_references()
     with variant.unlocked():
         variant.dataset.synthetic_ids, variant.dataset.synthetic_cameras = 12, 3
+        variant.dataset.data_dir = str(tmp_path / "data")
     data = experiment.setup(variant, train=False).data
     assert len(data.camera_names) == 3
     embedder = Embedder.from_workdir(str(workdir))

@@ -1,6 +1,7 @@
 """STRF unit against a NumPy reference of Eqs. (1)-(8), and STRF-aided networks."""
 
 import itertools
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -245,8 +246,8 @@ def test_strf_p3dc_at_init_equals_p3dc():
     base = traverse_util.unflatten_dict({k: v for k, v in flat.items() if "strf" not in k})
     for train in (False, True):
         kw = {"mutable": ["batch_stats"]} if train else {}
-        out = strf_model.apply(variables, clips, train=train, **kw)
-        ref = p3dc.apply(base, clips, train=train, **kw)
+        out = jax.jit(partial(strf_model.apply, train=train, **kw))(variables, clips)
+        ref = jax.jit(partial(p3dc.apply, train=train, **kw))(base, clips)
         out, ref = (out[0], ref[0]) if train else (out, ref)
         np.testing.assert_allclose(out["bn_features"], ref["bn_features"], atol=1e-5)
         np.testing.assert_allclose(out["logits"], ref["logits"], atol=1e-5)
@@ -329,13 +330,14 @@ def test_position_spatial_feeds_the_spatial_conv():
     the paper's `temporal`; i3d has one conv, so both positions are the same network."""
     clips = jax.random.normal(jax.random.key(0), (1, 4, 32, 16, 3))
     sizes = {}
-    for position in ("temporal", "spatial"):
+    for position in ("temporal", "spatial"):  # shapes only: nothing to compile
         config = strf_config("p3dc", "tiny", num_classes=7)
         config.model.strf.position = position
         model = build_module(config)
-        variables = jax.jit(model.init)(jax.random.key(1), clips)
-        apply = jax.jit(lambda v, m=model: m.apply(v, clips, mutable=["intermediates"]))
-        _, state = apply(variables)
+        variables = jax.eval_shape(model.init, jax.random.key(1), clips)
+        _, state = jax.eval_shape(
+            lambda v, m=model: m.apply(v, clips, mutable=["intermediates"]), variables
+        )
         flat = traverse_util.flatten_dict(state["intermediates"])
         sizes[position] = {k[1]: v[0].shape[-1] for k, v in flat.items() if k[-1] == "mask_t_tau"}
     assert sizes["temporal"]["layer2_0"] == 8 and sizes["spatial"]["layer2_0"] == 32

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -37,7 +38,7 @@ CROSS_LAYOUT_ATOL = 5e-3
 
 @pytest.mark.slow
 def test_resume_and_rerun_equal_the_uninterrupted_run_bitwise(tmp_path):
-    """Same device count (8), Adam: an interrupted run resumed from its checkpoint, a run
+    """Same device count (1), Adam: an interrupted run resumed from its checkpoint, a run
     started from another run's checkpoint (config.resume) and a rerun (with a profiler
     trace of two steps) end bitwise equal to the uninterrupted run. XLA's CPU reductions
     are deterministic for a fixed program and device count, so any difference is a real
@@ -82,7 +83,7 @@ def test_resume_on_another_device_count(tmp_path):
     next test's question.)"""
     no_eval = {"train.eval_every": -1}
     moved = tmp_path / "moved"
-    config = synthetic_config(tmp_path, **no_eval, **{"train.num_steps": 2})
+    config = synthetic_config(tmp_path, **no_eval, **{"train.num_steps": 2, "mesh.data": 8})
     train_lib.train_and_evaluate(config, str(moved))
     _, on_8 = variables_of(moved, config, devices=8)
     _, on_1 = variables_of(moved, config, devices=1)
@@ -154,13 +155,12 @@ def test_clear_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_restores_variables_without_an_optimizer(tmp_path):
+def test_eval_restores_variables_without_an_optimizer(dsanet_run, tmp_path):
     """evaluate_workdir reads params and BN statistics only: with an optimizer name that
     cannot be built it still evaluates, and gives the numbers of the training run's own
     final evaluation."""
-    workdir = tmp_path / "run"
-    config = synthetic_config(tmp_path)
-    train_lib.train_and_evaluate(config, str(workdir))
+    workdir = dsanet_run.workdir
+    config = dsanet_run.config.copy_and_resolve_references()
     with config.unlocked():
         config.optim.name = "no-such-optimizer"
     with pytest.raises(ValueError, match="no-such-optimizer"):
@@ -175,23 +175,28 @@ def test_eval_restores_variables_without_an_optimizer(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
-    """train.py itself: the default workdir, progress lines, SIGTERM saves a checkpoint, a
-    rerun continues; then eval.py on it."""
+def test_train_py_and_eval_py_end_to_end(tmp_path):
+    """train.py and eval.py themselves, as a user runs them: the default workdir, the
+    start-up report, progress lines, SIGTERM saves a checkpoint and exits 75, a rerun
+    continues and evaluates; `eval.py --workdir W` alone reproduces that evaluation from
+    W/config.json (overrides included); eval.py with --config writes the report, pictures
+    and features; a checkpoint of another model and a missing one are one line each."""
     workdir = tmp_path / "runs" / "synthetic_smoke"  # the default for configs/synthetic.py:smoke
     env = dict(os.environ)  # with the session's compilation cache (conftest.py)
+    data = f"--config.dataset.data_dir={tmp_path / 'data'}"
     args = [
         sys.executable, str(ROOT / "train.py"), "--config", f"{ROOT}/configs/synthetic.py:smoke",
-        f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.train.checkpoint_every=1000",
+        data, "--config.train.checkpoint_every=1000", "--config.train.log_every=1",
+        "--config.eval.max_rank=5",  # an override eval.py must pick up from config.json
     ]  # fmt: skip
     process = subprocess.Popen(
         [*args, "--config.train.num_steps=100000"], cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
+    lines = []
     try:
-        assert process.stdout.readline().startswith(f"config: {ROOT}/configs/synthetic.py:smoke ")
-        assert process.stdout.readline().strip() == "workdir: runs/synthetic_smoke"
         for line in process.stdout:
+            lines.append(line)
             if line.startswith("step 2/"):
                 assert "clips/s" in line and "ETA" in line and "loss" in line
             if line.startswith("step 4/"):
@@ -201,6 +206,23 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
         assert process.returncode == 75, err[-3000:]  # preempted, saved: requeue me
     finally:
         process.kill()
+    out = "".join(lines)
+    assert lines[0].startswith(f"config: {ROOT}/configs/synthetic.py:smoke {data}")
+    assert "--config.eval.max_rank=5" in lines[0]
+    assert lines[1].strip() == "workdir: runs/synthetic_smoke"
+    for line in (
+        "building the synthetic dataset ids16_cams4_seed0_32x64",
+        "dsanet (tiny, c2d): 169,479 parameters; synthetic (16 ids, 4 cameras, seed 0)",
+        "data: 23 training tracklets of 8 identities; 2 steps per epoch of 8 clips x 2 frames",
+        "schedule: 100000 steps (50000.0 epochs)",
+        "mesh data=8; workdir runs/synthetic_smoke",
+        "start: from scratch (config.init.imagenet=none)",
+    ):
+        assert line in out, (line, out)
+    # Compiled before the first step; that the first line's clips/s then leaves the
+    # compilation out is test_metrics_log's (on a set clock, not this machine's).
+    assert re.search(r"compiling the train step\.\.\. [\d.]+ s", out)
+    assert out.index("compiling the train step") < out.index("step 1/")
     stopped = int(err.split("preempted: saved step ")[1].split(";")[0])
     assert 4 <= stopped < 100000
     assert (workdir / "checkpoints" / str(stopped)).is_dir()  # saved although not due
@@ -214,12 +236,37 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
     assert "steps per epoch of 8 clips x 2 frames" in result.stdout  # the start-up plan
     assert f"start: resumed from {workdir}/checkpoints/{stopped}" in result.stdout
     assert any(p.name.startswith("events") for p in (workdir / "tensorboard").iterdir())
+    trained_text = (workdir / "eval" / "results.json").read_text()
+    trained = json.loads(trained_text)
+    assert len(trained["cmc"]) == 5 and trained["written_by"] == "train.py"
+    assert trained["step"] == stopped + 2
+    last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["eval/mAP"] == pytest.approx(trained["mAP"], abs=0.005)  # percent too
 
-    # eval.py on that checkpoint: the table, results.json and the three pictures
+    # eval.py --workdir alone: the run's own config.json, its overrides included
+    evaluated = subprocess.run(
+        [sys.executable, "eval.py", "--workdir", str(workdir)], cwd=ROOT, capture_output=True,
+        text=True, check=False, env=env,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert f"report: {workdir / 'eval' / f'step{stopped + 2}'}" in evaluated.stdout
+    again = json.loads((workdir / "eval" / f"step{stopped + 2}" / "results.json").read_text())
+    assert set(again) == set(trained) and again["written_by"] == "eval.py"
+    for key in ("R1", "R5", "mAP", "mINP", "cmc", "num_queries", "dataset", "checkpoint"):
+        assert again[key] == trained[key], key
+    assert (workdir / "eval" / "results.json").read_text() == trained_text  # not overwritten
+    missing = subprocess.run(
+        [sys.executable, "eval.py", "--workdir", str(tmp_path / "nowhere")], cwd=ROOT,
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.count("error: no config.json in") == 1
+
+    # eval.py --config on that checkpoint: the table, results.json and the three pictures
     out = tmp_path / "report"
     args = [
         sys.executable, "eval.py", "--config", "configs/synthetic.py:smoke",
-        "--workdir", str(workdir), f"--config.dataset.data_dir={tmp_path / 'data'}",
+        "--workdir", str(workdir), data,
     ]  # fmt: skip
     result = subprocess.run(
         [*args, "--output", str(out), "--save_features"], cwd=ROOT, capture_output=True,
@@ -240,7 +287,7 @@ def test_train_py_end_to_end_sigterm_and_resume(tmp_path):
         np.testing.assert_array_equal(saved["query_index"], np.arange(numbers["num_queries"]))
         assert (saved["gallery_num_frames"] >= 1).all()
     # the report of the final evaluation of train.py agrees with eval.py
-    assert json.loads((workdir / "eval" / "results.json").read_text())["mAP"] == numbers["mAP"]
+    assert trained["mAP"] == numbers["mAP"]
     # a checkpoint of another model: a clear error, not a traceback
     result = subprocess.run(
         [*args, "--config.model.dsanet.loss_w=False"], cwd=ROOT, capture_output=True, text=True,
@@ -309,16 +356,16 @@ def test_two_process_run_equals_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_fine_tuning_from_another_run_with_frozen_layers(tmp_path, capsys):
+def test_fine_tuning_from_another_run_with_frozen_layers(dsanet_run, tmp_path, capsys):
     """config.init.checkpoint starts from another run's variables (fresh step and
     optimizer), re-initialising the classifier when the identity count differs;
     config.optim.freeze keeps the named parameters exactly as loaded."""
-    source = tmp_path / "source"
-    no_eval = {"train.eval_every": -1, "train.num_steps": 2}
-    train_lib.train_and_evaluate(synthetic_config(tmp_path, **no_eval), str(source))
-    _, pretrained = variables_of(source, synthetic_config(tmp_path))
+    source = dsanet_run.workdir
+    last = dsanet_run.config.train.num_steps
+    _, pretrained = variables_of(source, dsanet_run.config)
     config = synthetic_config(
-        tmp_path, **{**no_eval, "train.num_steps": 1, "optim.freeze": ("backbone/conv1",)}
+        tmp_path,
+        **{"train.eval_every": -1, "train.num_steps": 1, "optim.freeze": ("backbone/conv1",)},
     )
     with config.unlocked():
         config.dataset.synthetic_ids = 12  # 6 training identities instead of 8
@@ -327,7 +374,7 @@ def test_fine_tuning_from_another_run_with_frozen_layers(tmp_path, capsys):
     state = train_lib.train_and_evaluate(config, str(tuned_dir))
     assert int(state.step) == 1  # a fresh step count
     start = capsys.readouterr().out
-    assert f"fine-tuning from {source}/checkpoints/2:" in start and "kept at init" in start
+    assert f"fine-tuning from {source}/checkpoints/{last}:" in start and "kept at init" in start
     _, tuned = variables_of(tuned_dir, config)
     classifier = [k for k in tuned if k.startswith("params/classifier")]
     assert classifier and all(tuned[k].shape != pretrained[k].shape for k in classifier)
