@@ -1,7 +1,7 @@
 """A pytest plugin that counts what a test run compiles (`-p tests.compile_count`).
 
-Run with a fresh, empty persistent compilation cache that keeps every program
-(`JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0`): then a persistent-cache *hit* inside one
+Run with a fresh, empty persistent compilation cache (and a low
+`JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`): then a persistent-cache *hit* inside one
 process is a program this process already compiled, asked for again because its in-memory
 jit cache missed it (a new `jax.jit` wrapper per call, a changed static argument that
 lowers to the same module, an eager op on a fresh closure). Each such hit is a compile the
