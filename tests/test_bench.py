@@ -20,8 +20,9 @@ except ImportError:  # the PyTorch sides need requirements-dev.txt
 
 # script -> (arguments, a key the JSON line must hold)
 BENCHES = {
-    "train_step.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
-                      "strf"),
+    # One model: DSANet goes through the same code (its train step is the shared run's).
+    "train_step.py": (["--steps", "1", "--warmup", "0", "--models", "strf", "--only",
+                       ",".join(["jax_f32", *TORCH])], "strf"),
     "accelerator.py": ([], "train_step"),
     "backbone_step.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                          "jax_f32"),

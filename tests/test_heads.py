@@ -92,8 +92,8 @@ def test_baseline_network_outputs():
     config.model.num_classes = 11
     model = build_module(config)
     clips = jax.random.normal(jax.random.key(0), (4, 2, 32, 16, 3))
-    variables = model.init(jax.random.key(1), clips)
-    out = model.apply(variables, clips)
+    variables = jax.jit(model.init)(jax.random.key(1), clips)
+    out = jax.jit(model.apply)(variables, clips)
     assert out["features"].shape == (4, 256) and out["logits"].shape == (4, 11)
     np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=1), 1.0, rtol=1e-5)
 

@@ -176,11 +176,12 @@ def test_variant_matches_torch_3d_reference(variant):
 def test_temporal_block_indices_configurable_and_validated():
     clip = jnp.zeros((1, 2, 32, 16, 3))
     model = ResNet3D(arch="tiny", variant="p3dc", temporal_blocks=((0,), (), (), ()))
-    params = traverse_util.flatten_dict(model.init(jax.random.key(0), clip)["params"])
+    params = jax.eval_shape(model.init, jax.random.key(0), clip)["params"]
+    params = traverse_util.flatten_dict(params)
     assert {k[0] for k in params if "conv2_t" in k} == {"layer1_0"}
     bad = ResNet3D(arch="tiny", variant="p3dc", temporal_blocks=((), (0, 2), (), ()))
     with pytest.raises(ValueError, match=r"layer2 has indices \[2\]"):
-        bad.init(jax.random.key(0), clip)
+        jax.eval_shape(bad.init, jax.random.key(0), clip)
 
 
 def test_unknown_variant_and_arch_list_valid_names():
@@ -201,10 +202,10 @@ def test_bf16_compute_keeps_f32_params_and_tracks_f32():
     config.model.dtype = "bfloat16"
     model = build_module(config)
     clip = jax.random.normal(jax.random.key(0), (2, 2, 32, 16, 3))
-    variables = model.init(jax.random.key(1), clip)
+    variables = jax.jit(model.init)(jax.random.key(1), clip)
     assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype("float32")}
-    out = model.apply(variables, clip)
+    out = jax.jit(model.apply)(variables, clip)
     assert out["logits"].dtype == jnp.float32
     config.model.dtype = "float32"
-    ref = build_module(config).apply(variables, clip)
+    ref = jax.jit(build_module(config).apply)(variables, clip)
     np.testing.assert_allclose(out["features"], ref["features"], rtol=0.05, atol=0.05)

@@ -265,7 +265,7 @@ def test_resnet50_weights_into_tiny_arch_fail_clearly(state_dict):
     config.model.arch = "tiny"
     config.model.num_classes = 10
     model = build_module(config)
-    target = model.init(jax.random.key(0), dummy_clips(config))
+    target = jax.eval_shape(model.init, jax.random.key(0), dummy_clips(config))  # shapes suffice
     source = weights.torch_to_flax(state_dict)
     with pytest.raises(weights.WeightFileError, match=r"model\.arch='resnet50'"):
         inflation.inflate(source, target)
