@@ -214,7 +214,7 @@ def test_train_py_and_eval_py_end_to_end(tmp_path):
         "building the synthetic dataset ids16_cams4_seed0_32x64",
         "dsanet (tiny, c2d): 169,479 parameters; synthetic (16 ids, 4 cameras, seed 0)",
         "data: 23 training tracklets of 8 identities; 2 steps per epoch of 8 clips x 2 frames",
-        "schedule: 100000 steps (50000.0 epochs)",
+        "schedule: 100,000 steps (50000.0 epochs)",
         "mesh data=8; workdir runs/synthetic_smoke",
         "start: from scratch (config.init.imagenet=none)",
     ):
