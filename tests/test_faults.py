@@ -352,7 +352,7 @@ def test_second_trainer_on_a_workdir_is_refused(setup, tmp_path):
     finally:
         killed.kill()
     assert (tmp_path / "killed" / ".lock").exists()
-    again = train(tmp_path / "killed", data)
+    again = train(tmp_path / "killed", data, steps=2)
     assert again.returncode == 0, again.stderr[-3000:]
 
 

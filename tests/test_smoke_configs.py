@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax import experiment, train_lib
+from reidjax import checkpoint, experiment, train_lib
 from reidjax.config_lib import load_config
 from reidjax.data.batch import TRAIN_FIELDS
 from reidjax.data.open import registry_meta
@@ -22,7 +22,6 @@ from reidjax.models.factory import dummy_clips
 from reidjax.optim import build_optimizer
 from reidjax.state import state_of
 from tests import fixtures
-from tests.runs import variables_of
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py"))
@@ -103,13 +102,15 @@ def test_train_and_eval_steps_lower_for_gpu_and_tpu(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["baseline_run", "strf_run", "dsanet_run"])
 def test_one_smoke_run_per_family_trains_and_evaluates(family, request):
-    """The shared run of each family: trained to its last step with finite parameters and
-    statistics, evaluated (results.json, the retrieval picture)."""
+    """The shared run of each family: trained to its last step with a finite state
+    (parameters, statistics, optimizer state), evaluated (results.json, the retrieval
+    picture)."""
     run = request.getfixturevalue(family)
     config = run.config
-    step, variables = variables_of(run.workdir, config, devices=1)
-    assert step == config.train.num_steps
-    assert all(np.isfinite(v).all() for v in variables.values())
+    abstract = experiment.setup(config).abstract_state
+    state = checkpoint.restore_checked(str(run.workdir / "checkpoints"), abstract)
+    assert int(state.step) == config.train.num_steps
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state)))
     results = json.loads((run.workdir / "eval" / "results.json").read_text())
     assert 0 <= results["mAP"] <= 100 and results["step"] == config.train.num_steps
     assert (run.workdir / "eval" / "retrieval.png").stat().st_size > 0

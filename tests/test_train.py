@@ -288,22 +288,17 @@ def test_train_py_and_eval_py_end_to_end(tmp_path):
         assert (saved["gallery_num_frames"] >= 1).all()
     # the report of the final evaluation of train.py agrees with eval.py
     assert trained["mAP"] == numbers["mAP"]
-    # a checkpoint of another model: a clear error, not a traceback
-    result = subprocess.run(
-        [*args, "--config.model.dsanet.loss_w=False"], cwd=ROOT, capture_output=True, text=True,
-        check=False, env=env,
-    )  # fmt: skip
-    assert result.returncode == 1
-    assert "was written by a different model" in result.stderr
-    assert "unexpected fwg_classifier/" in result.stderr
-    assert "Traceback" not in result.stderr
-    # a missing checkpoint: one line that says how to get one
-    result = subprocess.run(
-        [*args[:5], str(tmp_path / "empty"), args[6]], cwd=ROOT, capture_output=True,
-        text=True, check=False, env=env,
-    )  # fmt: skip
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "error: nothing to evaluate; train first" in result.stderr
+    # Refusals before anything is evaluated, through the call eval.py makes (its one-line
+    # errors: tests/test_config_errors.py): a checkpoint of another model, no checkpoint.
+    config = synthetic_config(tmp_path, **{"mesh.data": -1})
+    with config.unlocked():
+        config.model.dsanet.loss_w = False
+    with pytest.raises(UserError) as caught:
+        eval_lib.evaluate_workdir(config, str(workdir), output=str(tmp_path / "other"))
+    assert "was written by a different model" in str(caught.value)
+    assert "unexpected fwg_classifier/" in str(caught.value)
+    with pytest.raises(UserError, match="nothing to evaluate; train first"):
+        eval_lib.evaluate_workdir(synthetic_config(tmp_path), str(tmp_path / "empty"))
 
 
 @pytest.mark.slow
