@@ -25,7 +25,7 @@ from tests.runs import (
 from tests.shared import once
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STEPS = 12  # long enough that a stop lands well before the end (stops land at steps 3-8)
+STEPS = 24  # long enough that a stop lands well before the end
 # Seconds (REIDJAX_PEER_TIMEOUT): a lost process is noticed after this. 10 s once stopped a
 # healthy run on a 2-core machine overloaded by other trainings (one beat per second, none
 # seen for 10 s); 20 s keeps the faults below (SIGKILL, 40 s SIGSTOP) well past it.
