@@ -57,11 +57,7 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests marked `slow` (trained runs, real processes: tens of seconds each) run
-    first, so that the two workers share them out and the short tests fill the end (the
-    longest-first order, for xdist's load scheduling); otherwise the collection order.
-    Tests marked `torch` are skipped, with the reason, when PyTorch is not installed."""
-    items.sort(key=lambda item: "slow" not in item.keywords)  # stable: same order per worker
+    """Tests marked `torch` are skipped, with the reason, when PyTorch is not installed."""
     if importlib.util.find_spec("torch") is not None:
         return
     skip = pytest.mark.skip(reason="needs PyTorch: pip install -r requirements-dev.txt")
