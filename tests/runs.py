@@ -10,20 +10,13 @@ import numpy as np
 from flax import traverse_util
 
 from reidjax import experiment, restore
-from reidjax.config_lib import load_config
+from tests.shared import smoke_config
 
 
 def synthetic_config(tmp_path, **overrides):
     """The synthetic smoke config on `tmp_path/data`, on one device unless `mesh.data` is
     given (the tests about sharding say how many)."""
-    config = load_config("synthetic", "smoke")
-    with config.unlocked():
-        config.dataset.data_dir = str(tmp_path / "data")
-        config.mesh.data = 1
-        for key, value in overrides.items():
-            section, name = key.split(".")
-            config[section][name] = value
-    return config
+    return smoke_config("synthetic", tmp_path / "data", **{"mesh.data": 1, **overrides})
 
 
 def variables_of(workdir, config, devices=1, folder="checkpoints"):

@@ -23,10 +23,9 @@ import pytest
 from flax import traverse_util
 
 from reidjax import experiment, restore, runlock, train_lib
-from reidjax.config_lib import load_config
 from reidjax.divergence import TrainingDivergedError
 from reidjax.errors import ConfigError, UserError
-from tests.shared import once
+from tests.shared import once, smoke_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -64,21 +63,14 @@ def wait_for_line(process, prefix):
     raise AssertionError(f"no line {prefix!r}: {process.stderr.read()[-2000:]}")
 
 
-def smoke_config(data, **overrides):
+def config_of(data, **overrides):
     """The config `command` gives train.py, for the same run in process."""
-    config = load_config("synthetic", "smoke")
-    with config.unlocked():
-        config.dataset.data_dir = str(data)
-        config.train.eval_every, config.train.log_every = -1, 1
-        config.train.num_steps, config.mesh.data = STEPS, 1
-        for key, value in overrides.items():
-            section, name = key.split(".")
-            config[section][name] = value
-    return config
+    same = {"train.eval_every": -1, "train.log_every": 1, "train.num_steps": STEPS}
+    return smoke_config("synthetic", data, **{**same, "mesh.data": 1, **overrides})
 
 
 def variables(workdir, data):
-    config = smoke_config(data)
+    config = config_of(data)
     model = experiment.setup(config, train=False).model
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     folder = os.path.join(workdir, "checkpoints")
@@ -360,7 +352,7 @@ def test_resume_with_another_model_is_one_line(setup, tmp_path):
     data, _ = setup
     stopped_at(data, 2, tmp_path)
     saved = (tmp_path / "config.json").read_text()
-    other = smoke_config(data)
+    other = config_of(data)
     with other.unlocked():
         other.model.dsanet.loss_w = False
     with pytest.raises(ConfigError) as caught:  # the run's record names the changed key
@@ -379,7 +371,7 @@ def test_resume_with_another_model_is_one_line(setup, tmp_path):
 
 def test_divergence_stops_before_saving_a_non_finite_state(setup, tmp_path):
     data, _ = setup
-    config = smoke_config(data, **{"optim.lr": 1e30, "train.checkpoint_every": 1})
+    config = config_of(data, **{"optim.lr": 1e30, "train.checkpoint_every": 1})
     with pytest.raises(TrainingDivergedError) as caught:
         train_lib.train_and_evaluate(config, str(tmp_path))
     message = str(caught.value)
