@@ -47,7 +47,7 @@ test-fast: lint
 coverage: install-dev
 	$(PYTHON) -m coverage erase
 	$(PYTHON) -m coverage run -m pytest -n 2 -q
-	$(PYTHON) -m coverage combine -q
+	$(PYTHON) -m coverage combine  # its last line counts files lost by killed processes
 	$(PYTHON) -m coverage report
 
 bench: install-dev
