@@ -58,10 +58,9 @@ def test_every_config_inits_by_shape_and_reads_its_data(name, tmp_path):
     assert batch["clips"].shape == (b, t, h, w, 3) and batch["clips"].dtype == np.uint8
     assert len(np.unique(batch["labels"])) == config.train.ids_per_batch
     assert (batch["labels"] < run.meta.num_train_ids).all()
-    state = run.abstract_state
-    assert jax.tree.structure(state.params) == jax.tree.structure(
-        jax.eval_shape(run.model.init, jax.random.key(0), dummy_clips(config))["params"]
-    )
+    # The train state holds the parameters the smoke model was traced with above (the
+    # fixture's identity count changes the classifier's width, not the tree).
+    assert jax.tree.structure(run.abstract_state.params) == jax.tree.structure(shapes["params"])
 
 
 @pytest.mark.parametrize("name", ["c2d_mars", "strf_mars", "dsanet_lsvid"])
