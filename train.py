@@ -15,6 +15,14 @@ multi-process run, also during start-up): every process stopped at the same step
 it, and the same command resumes from it.
 """
 
+# SIGTERM from here on is recorded as a preemption notice (read at defined points: exit 75),
+# before the imports below, which take seconds. Not in the worker processes that re-import
+# this file (spawned, as __mp_main__): their pool ends them with SIGTERM.
+from reidjax import preemption  # isort: skip (the standard library only)
+
+if __name__ == "__main__":
+    preemption.install()
+
 import os
 import sys
 
@@ -27,7 +35,7 @@ from reidjax.workdir import Workdir
 
 # Exit status after SIGTERM (preemption) once the step reached is saved: EX_TEMPFAIL, "try
 # again later". Non-zero so that a scheduler requeues the job; 1 means an error.
-PREEMPTED = 75
+PREEMPTED = hosts.PREEMPTED
 
 _CONFIG, _PRINT = cli.define_config_flags(
     "Experiment config file (configs/*.py), with an optional :variant"
@@ -39,7 +47,6 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def main(argv):
-    hosts.stop_at_startup()  # first thing: SIGTERM while starting up is a preemption too
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_logging()
@@ -51,6 +58,10 @@ def main(argv):
         if _PRINT.value:
             print(config)
             return 0
+        # Several processes meet first, so that a notice to one of them during start-up
+        # stops them all (hosts.STOPPED) instead of leaving the others waiting for it.
+        hosts.initialize()
+        preemption.check("after the config was read")
         workdir = Workdir(cli.workdir_or_default(_WORKDIR.value))
         overrides = [f"--{item}" for item in cli.overrides()]
         print(f"config: {' '.join([cli.config_path(), *overrides])}", flush=True)
@@ -77,8 +88,9 @@ def main(argv):
     def run_unless_stopped() -> int:
         try:
             return run()
-        except hosts.StoppedAtStartup as stop:
+        except preemption.StoppedAtStartup as stop:
             print(stop, file=sys.stderr, flush=True)
+            hosts.abort(PREEMPTED, tell=hosts.STOPPED)  # several processes: all stop, 75
             return PREEMPTED
 
     return cli.run_or_explain(run_unless_stopped)

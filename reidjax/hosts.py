@@ -1,9 +1,9 @@
 """Several processes as one run: start-up, one stop that every process agrees on, a lost
 process noticed by the others, and processes that meet before their first step.
 
-On one process everything here is a no-op except SIGTERM: a request to stop that the
-training loop reads once per step (`StopRequests`), and during start-up (before the loop
-reads it) an immediate `StoppedAtStartup`.
+On one process everything here is a no-op except SIGTERM: the flag of
+`reidjax.preemption`, read during start-up (`preemption.check`) and by the training loop
+once per step (`StopRequests`).
 
 With several processes (`initialize()`: `jax.distributed`):
 
@@ -15,7 +15,8 @@ With several processes (`initialize()`: `jax.distributed`):
   service's key-value store every second and watches the others' (`PeerWatch`). A process
   that stops beating for `REIDJAX_PEER_TIMEOUT` seconds (60 by default; killed, host lost,
   hung) or that reports an error (`abort`) makes every other process print one line and
-  exit 1. JAX's own heartbeat timeout is set above it, so the line comes first. When
+  exit 1; a process preempted during start-up (`STOPPED`) makes the others exit 75 with
+  it. JAX's own heartbeat timeout is set above it, so the line comes first. When
   process 0 is lost, the coordination service goes with it and JAX ends the others at once
   with its own message ("the JAX distributed service detected fatal errors").
 - **Processes meet after compiling** (`barrier`), so that a fast process (a warm
@@ -35,6 +36,7 @@ import time
 import jax
 from jax.experimental import multihost_utils
 
+from reidjax import preemption
 from reidjax.errors import UserError
 
 # Seconds without a beat after which a process counts as lost (REIDJAX_PEER_TIMEOUT).
@@ -43,28 +45,9 @@ PEER_TIMEOUT_S = 60.0
 BARRIER_TIMEOUT_S = 3600
 _BEAT_S = 1.0
 _KEY = "reidjax/alive/"
-DONE, FAILED = "done", "failed"
-
-
-class StoppedAtStartup(Exception):
-    """SIGTERM arrived before the first step; nothing new to save."""
-
-    def __init__(self):
-        super().__init__(
-            "preempted during start-up, before any step: nothing new to save; run the same "
-            "command to resume"
-        )
-
-
-def _raise_at_startup(signum, frame):
-    raise StoppedAtStartup()
-
-
-def stop_at_startup() -> None:
-    """SIGTERM raises `StoppedAtStartup` until the training loop takes it over (train.py
-    installs this first thing, so that a stop while the data, model or checkpoint load
-    ends with the preempted status and one line, not status 143)."""
-    signal.signal(signal.SIGTERM, _raise_at_startup)
+# Exit status of a preempted run (EX_TEMPFAIL, "try again later"; train.py's too).
+PREEMPTED = 75
+DONE, FAILED, STOPPED = "done", "failed", "stopped"
 
 
 def peer_timeout() -> float:
@@ -131,13 +114,18 @@ class PeerWatch:
     @classmethod
     def finish(cls, status: str = DONE) -> None:
         """Stops beating and tells the others this process ended (`done`: the others may
-        go on without it; `failed`: they stop too)."""
+        go on without it; `failed`: they stop too, exit 1; `stopped`: preempted before
+        the first step, they stop too, exit 75)."""
         if cls._thread is None or cls._stop.is_set():
             return
         cls._stop.set()
         cls._thread.join(timeout=5)
         with contextlib.suppress(Exception):  # the coordinator is gone: nothing to tell
             _client().key_value_set(f"{_KEY}{jax.process_index()}", status, allow_overwrite=True)
+            if status != DONE and jax.process_index() == 0:
+                # Process 0 holds the coordination service: the others read the status
+                # from it at their next beat, before it goes away with this process.
+                time.sleep(3 * _BEAT_S)
 
     @classmethod
     def _run(cls, client, me: int, count: int, timeout: float) -> None:
@@ -162,6 +150,13 @@ class PeerWatch:
                 value = values.get(str(p))
                 if value == FAILED:
                     _die(f"process {p} of {count} stopped with an error (its output says why)")
+                if value == STOPPED:
+                    _die(
+                        f"preempted during start-up: process {p} of {count} got the notice "
+                        "before any step; nothing new to save. Rerun the same command on every "
+                        "host to resume",
+                        status=PREEMPTED,
+                    )
                 if value != seen.get(p):
                     seen[p], last[p] = value, now
             lost = [p for p in peers if seen.get(p) != DONE and now - last[p] > timeout]
@@ -196,26 +191,29 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def _die(reason: str) -> None:
-    """One line, then exit 1 at once: waiting would only hang in the next collective."""
+def _die(reason: str, status: int = 1) -> None:
+    """One line, then exit at once (1, or `status` with `reason` as the whole line): waiting
+    would only hang in the next collective."""
     PeerWatch._stop.set()
     with contextlib.suppress(Exception):
         sys.stdout.flush()
-    message = (
-        f"\nerror: {reason}; stopping process {jax.process_index()} too. Rerun the same command "
-        "on every host to resume from the last checkpoint\n"
-    )
-    os.write(2, message.encode())
-    os._exit(1)
+    if status == 1:
+        reason = (
+            f"error: {reason}; stopping process {jax.process_index()} too. Rerun the same "
+            "command on every host to resume from the last checkpoint"
+        )
+    os.write(2, f"\n{reason}\n".encode())
+    os._exit(status)
 
 
-def abort(status: int) -> None:
-    """Ends this process of a multi-process run with `status` after an error it has
-    already reported: tells the others (they stop with one line) and exits at once, since
-    JAX's orderly shutdown would wait for processes that are still training."""
+def abort(status: int, tell: str = FAILED) -> None:
+    """Ends this process of a multi-process run with `status` after it has reported why:
+    tells the others (`FAILED`: they stop with one line and exit 1; `STOPPED`: preempted
+    before any step, they exit 75 too) and exits at once, since JAX's orderly shutdown
+    would wait for processes that are still running. A no-op on one process."""
     if not several_processes():
         return
-    PeerWatch.finish(FAILED)
+    PeerWatch.finish(tell)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -241,35 +239,38 @@ def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
 class StopRequests:
     """SIGTERM as a request to stop, read by the training loop once per step.
 
-    One process: a flag set by a SIGTERM handler installed for the loop's lifetime (the
-    previous handler comes back on exit). Several processes: JAX's preemption service
-    (which owns SIGTERM once `jax.distributed` is initialized) decides a step every process
-    stops at. `requested()` must be called at every step, on every process.
+    One process: the flag of `reidjax.preemption` (a notice during start-up counts too).
+    Its handler is installed for the loop's lifetime if it was not already (train.py
+    installs it first thing); then the previous handler comes back on exit and the notice
+    is forgotten, since `Preempted` has reported it. Several processes: JAX's preemption
+    service (which owns SIGTERM once `jax.distributed` is initialized) decides a step every
+    process stops at. `requested(step)` must be called at every step, on every process.
     """
 
     def __init__(self):
-        self.calls = 0
-        self.flag = False
         self.collective = jax.process_count() > 1
         self.previous = None
+        self.installed_here = False
 
     def __enter__(self) -> StopRequests:
-        if not self.collective:
-            self.previous = signal.signal(signal.SIGTERM, self._on_signal)
+        if not self.collective and not preemption.installed():
+            self.previous = signal.getsignal(signal.SIGTERM)
+            preemption.install()
+            self.installed_here = True
         return self
 
     def __exit__(self, *exc) -> None:
-        if not self.collective:
+        if self.installed_here:
             signal.signal(signal.SIGTERM, self.previous)
+            preemption.clear()
 
-    def _on_signal(self, signum, frame) -> None:
-        self.flag = True
-
-    def requested(self) -> bool:
-        """Whether to stop after the step just taken (the same answer on every process)."""
-        self.calls += 1
+    def requested(self, step: int) -> bool:
+        """Whether to stop after global step `step`, just taken (the same answer on every
+        process)."""
         if self.collective:
-            # Counted from 1 in this process: a notice that arrived before the first call
-            # then stops at the first step (the service's safe step is max(calls) + 1).
-            return multihost_utils.reached_preemption_sync_point(self.calls)
-        return self.flag
+            # The global step, as orbax's CheckpointManager passes it to the same counter:
+            # the service's stop step is one past the highest step any caller reported, so
+            # a count of this process's own calls would lag it by the step a run resumed
+            # from, and the stop would come that many steps late.
+            return multihost_utils.reached_preemption_sync_point(step)
+        return preemption.requested()

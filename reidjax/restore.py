@@ -11,9 +11,8 @@ import os
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
-from reidjax import checkpoint, inflation, weights, workdir_io
+from reidjax import checkpoint, hosts, inflation, weights, workdir_io
 from reidjax.models import ReIDModel
 from reidjax.optim import parameter_name
 from reidjax.state import TrainState, abstract_variables, create_state, init_variables
@@ -95,7 +94,7 @@ def restore_newest_readable(
             where = ckpt.move_aside(bad, cause) if jax.process_index() == 0 else "(process 0)"
             notes.append(f"checkpoint step {bad} is unreadable ({words}); moved to {where}")
         if jax.process_count() > 1 and damaged:
-            multihost_utils.sync_global_devices("reidjax damaged checkpoints moved")
+            hosts.barrier("damaged-checkpoints-moved")
             ckpt.manager.reload()
         origin = f"resumed from {ckpt.directory}/{step}"
         return state, "; ".join([*notes, origin])

@@ -23,6 +23,7 @@ from reidjax import (
     eval_lib,
     experiment,
     hosts,
+    preemption,
     restore,
     runlock,
     sharding,
@@ -124,8 +125,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     Raises:
         Preempted: SIGTERM arrived (on any process); the step reached was saved.
-        hosts.StoppedAtStartup: SIGTERM arrived before the loop, with `hosts.stop_at_startup`
-            installed (train.py).
+        preemption.StoppedAtStartup: SIGTERM arrived before the first step, with
+            `preemption.install()` in effect (train.py).
         UserError: (subclasses) the data, weights, checkpoint or config cannot work, the
             workdir is in use by another trainer, a save failed, or training diverged.
     """
@@ -176,6 +177,7 @@ class StepProfiler(contextlib.AbstractContextManager):
 
 def train(run: experiment.Run, workdir: Workdir) -> TrainState:
     """The training loop of `run` in `workdir` (see `train_and_evaluate`)."""
+    preemption.check("after the data and model set-up")
     config, total = run.config, run.plan.total_steps
     with contextlib.ExitStack() as resources:
         # The lock first: a refused second trainer must not touch the running one's files.
@@ -192,6 +194,7 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
         else:  # a fresh run records its config before anything can fail
             experiment.write_config(workdir, config, run.meta)
         state, origin = restore.restore_or_init(run, ckpt)
+        preemption.check("after the checkpoint restore")
         if resuming:  # rewritten only once the restored state is known to fit
             experiment.write_config(workdir, config, run.meta)
         # What a divergence is judged against (divergence.rollback_advice): read once.
@@ -232,6 +235,7 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
         if first is not None:
             # Compiled ahead of the loop, so that the first progress line's clips/s and ETA
             # leave the compilation out.
+            preemption.check("before the compile")
             if jax.process_index() == 0:
                 print("compiling the train step...", end=" ", flush=True)
             begin = time.perf_counter()
@@ -240,6 +244,7 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
                 print(f"{time.perf_counter() - begin:.1f} s", flush=True)
             # All processes start stepping together: a fast one (a warm compilation cache)
             # would otherwise time out in the first collective's set-up.
+            preemption.check("after the compile")
             hosts.barrier("compiled")
             log.restart_clock()
 
@@ -255,7 +260,7 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
             profile.after(step, state)
             guard = guard or divergence.DivergenceGuard(metrics)
             guard.update(metrics)
-            stopping = stops.requested()  # read once per step: SIGTERM may arrive at any line
+            stopping = stops.requested(step)  # once per step: SIGTERM may come at any line
             force = step == total or stopping
             logging_step = step % config.train.log_every == 0 or step == total
             if logging_step or ckpt.due(step, force):

@@ -14,8 +14,8 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
+from reidjax import hosts
 from reidjax.data import registry
 from reidjax.data.build import build_dataset
 from reidjax.data.builders import config_name
@@ -105,7 +105,7 @@ def open_dataset(config: ml_collections.ConfigDict) -> ReIDDataset:
         if jax.process_index() == 0:
             _build_synthetic_once(config, name)
         if jax.process_count() > 1:
-            multihost_utils.sync_global_devices("reidjax synthetic dataset")
+            hosts.barrier("synthetic-dataset")  # a build takes longer than a collective waits
             _build_synthetic_once(config, name)  # hosts without a shared disk
     spec = registry.get(config.dataset.name)
     fold = config.dataset.split if spec.splits > 1 else 0
