@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from reidjax import trees, workdir, workdir_io
+from reidjax import integrity, trees, workdir, workdir_io
 from reidjax.errors import UserError
 
 # The folder of the train state inside each step folder (orbax's single-item default).
@@ -60,6 +60,10 @@ class CheckpointSaveError(UserError, OSError):
 
 class DamagedCheckpointError(UserError, ValueError):
     """A checkpoint's files are unreadable (truncated, or parts missing)."""
+
+
+class DigestMismatchError(DamagedCheckpointError):
+    """A checkpoint's arrays read back with other bytes than were saved (a flipped bit)."""
 
 
 class CheckpointReadError(UserError, OSError):
@@ -105,6 +109,9 @@ def diagnose(error: BaseException) -> tuple[bool, str]:
     aside). Otherwise (no permission, no memory, unreachable storage, anything not
     recognised) the step is left alone and the words say what to do."""
     chain = _chain(error)
+    for e in chain:
+        if isinstance(e, DigestMismatchError):
+            return True, str(e)
     text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
     for damaged, types, needles, words in _READ_RULES:
         if any(isinstance(e, types) for e in chain) or any(n in text for n in needles):
@@ -166,6 +173,8 @@ class Checkpointer:
             return False
         self.wait()  # the previous save's failure is that step's, not this one's
         try:
+            # The digests first: a step folder never exists without them.
+            write_digests(self.directory, step, state, set(self.manager.all_steps()))
             saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
         except Exception as e:
             raise self._save_error(step, e) from e
@@ -211,7 +220,9 @@ class Checkpointer:
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
             target,
         )
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        verify(self.directory, step, state)
+        return state
 
     def check_matches(self, params, step: int | None = None) -> None:
         """Raises `CheckpointMismatchError` naming the differences when the parameters
@@ -257,6 +268,9 @@ class Checkpointer:
             target, suffix = os.path.join(target_dir, f"{step}.{suffix}"), suffix + 1
         epath.Path(os.path.join(self.directory, str(step))).rename(target)  # any workdir
         epath.Path(target + ".why.txt").write_text(cause + "\n")
+        digests = epath.Path(integrity.path(self.directory, step))
+        if digests.exists():
+            digests.rename(target + ".digests.json")
         self.manager.reload()
         return target
 
@@ -268,6 +282,10 @@ class Checkpointer:
                 yet reported surfaces here, possibly while another error propagates).
         """
         try:
+            self.manager.wait_until_finished()
+            saved = hasattr(self, "_pending")  # a reader (eval.py) leaves the folder as is
+            if saved and jax.process_index() == 0:  # digests of steps deleted since a save
+                integrity.prune(self.directory, set(self.manager.all_steps()))
             self.manager.close()
         except Exception as e:
             raise self._save_error(getattr(self, "_pending", None), e) from e
@@ -371,6 +389,7 @@ def _partial_restore(ckpt: Checkpointer, step: int, target: dict, sharding) -> t
                 partial_restore=True,
             ),
         )
+    verify(ckpt.directory, step, restored)
     variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
     return variables, int(restored["step"])
 
@@ -391,6 +410,7 @@ class BestCheckpointer:
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state, value: float) -> None:
+        write_digests(self.directory, step, state, set(self.manager.all_steps()))
         self.manager.save(
             step, args=ocp.args.StandardSave(state), metrics={self.metric: value}, force=True
         )
@@ -398,3 +418,32 @@ class BestCheckpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def write_digests(directory: str, step: int, state, kept: set[int]) -> None:
+    """The digests of `state` for `step` (`reidjax.integrity`), computed on every process,
+    written by process 0, with those of steps no longer kept removed."""
+    digests = integrity.of(state)
+    if jax.process_index() == 0:
+        integrity.write(directory, step, digests)
+        integrity.prune(directory, kept | {step})
+
+
+def verify(directory: str, step: int, restored) -> None:
+    """Compares the arrays restored from `step` with the digests written with it (a step
+    without digests passes: written by an older reidjax).
+
+    Raises:
+        DigestMismatchError: naming the arrays that differ.
+    """
+    expected = integrity.read(directory, step)
+    if expected is None:
+        return
+    if not expected:
+        raise DigestMismatchError(f"its digest file {integrity.path(directory, step)} is damaged")
+    bad = integrity.mismatches(expected, restored)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise DigestMismatchError(
+            f"{len(bad)} array(s) read back with other bytes than were saved: {shown}"
+        )

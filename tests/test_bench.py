@@ -26,6 +26,7 @@ BENCHES = {
     "accelerator.py": ([], "train_step"),
     "backbone_step.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                          "jax_f32"),
+    "checkpoint_digest.py": (["--repeats", "1"], "digest_share_of_save"),
     "dtype_compare.py": (["--part", "fullsize", "--steps", "1"], "max_rel_diff"),
     "eval.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                 "jax_f32"),
