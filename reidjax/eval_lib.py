@@ -9,7 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from reidjax import checkpoint, experiment, report, restore, sharding
+from reidjax import checkpoint, experiment, preemption, report, restore, sharding, workdir_io
 from reidjax.data import registry
 from reidjax.data.records import ReIDDataset
 from reidjax.data.sampling import dense_clips
@@ -67,7 +67,14 @@ class PeriodicEvaluation:
     def __init__(self, run: experiment.Run, workdir: Workdir):
         self.config, self.model, self.data, self.workdir = run.config, run.model, run.data, workdir
         self.evaluator = Evaluator(run.model.predict, run.config, run.data, run.mesh, print)
+        if jax.process_count() == 1:  # a notice stops it within a batch (train_lib saves)
+            self.evaluator.extract.should_stop = preemption.requested
         self.best = checkpoint.BestCheckpointer(workdir.checkpoints(best=True))
+
+    def reported(self) -> bool:
+        """Whether the final report was written (a run stopped during its final
+        evaluation has its last step saved but no report)."""
+        return workdir_io.exists(os.path.join(self.workdir.eval(), "results.json"))
 
     def due(self, step: int, total: int) -> bool:
         every = self.config.train.eval_every

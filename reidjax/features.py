@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from reidjax import sharding
+from reidjax import preemption, sharding
 from reidjax.data.batch import EVAL_FIELDS
 from reidjax.data.pipelines import eval_dataset, iterate, to_device
 from reidjax.data.records import FrameSource, TrackletIndex
@@ -107,6 +107,9 @@ class FeatureExtractor:
         by_frames = config.eval.clip_weights == "frames"
         self.config, self.mesh = config, mesh
         self.progress = progress if jax.process_index() == 0 else None
+        # Asked after every batch; True stops the extraction (train.py's evaluation: a
+        # preemption notice, `preemption.EvaluationStopped`).
+        self.should_stop: Callable[[], bool] | None = None
         self.repl, self.batch_sharding = sharding.replicated(mesh), sharding.data_sharded(mesh)
 
         def step(acc, variables, batch):
@@ -155,6 +158,8 @@ class FeatureExtractor:
         try:
             for i, batch in enumerate(to_device(stream, self.batch_sharding, EVAL_FIELDS)):
                 acc = self.step(acc, variables, batch)
+                if self.should_stop is not None and self.should_stop():
+                    raise preemption.EvaluationStopped(f"{label}: stopped after batch {i + 1}")
                 now = time.perf_counter()
                 if self.progress and (now - last > PROGRESS_SECONDS or i + 1 == num_batches):
                     jax.block_until_ready(acc)

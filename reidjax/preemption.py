@@ -11,7 +11,9 @@ The flag is read at defined points instead:
   there ends the run with `StoppedAtStartup` (nothing new to save; exit 75);
 - in the training loop, once per step (`hosts.StopRequests`): the step reached is saved,
   then `Preempted` (exit 75);
-- in an evaluation, once per batch (`eval_lib`).
+- in the periodic evaluation of a one-process run, once per batch
+  (`features.FeatureExtractor.should_stop`): `EvaluationStopped`, then the step is saved
+  and `Preempted`. With several processes the notice is JAX's, read at the next step.
 
 This module imports nothing but the standard library.
 """
@@ -31,6 +33,10 @@ class StoppedAtStartup(Exception):
             f"preempted during start-up ({stage}), before any step: nothing new to save; "
             "run the same command to resume"
         )
+
+
+class EvaluationStopped(Exception):
+    """A notice arrived during an evaluation, which stopped after its current batch."""
 
 
 def _on_sigterm(signum, frame) -> None:

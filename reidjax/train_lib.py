@@ -271,9 +271,28 @@ def train(run: experiment.Run, workdir: Workdir) -> TrainState:
             if evaluation is not None and evaluation.due(step, total):
                 guard.check(advice)
                 hosts.barrier(f"evaluate-{step}")  # its collectives start together too
-                evaluation.run(state, step, final=step == total, log=log)
+                evaluate(evaluation, ckpt, state, step, total, log)
             if stopping and step < total:
                 ckpt.wait()
                 raise Preempted(step)
+        if start == total and evaluation is not None and not evaluation.reported():
+            # Stopped during the final evaluation before: its step is saved, its report
+            # was not written.
+            evaluate(evaluation, ckpt, state, total, total, log)
         ckpt.wait()
     return state
+
+
+def evaluate(evaluation, ckpt, state: TrainState, step: int, total: int, log) -> None:
+    """The periodic evaluation at `step`; a preemption notice stops it within a batch,
+    then `step` is saved.
+
+    Raises:
+        Preempted: the notice came during the evaluation.
+    """
+    try:
+        evaluation.run(state, step, final=step == total, log=log)
+    except preemption.EvaluationStopped:
+        ckpt.save(step, state, force=True)
+        ckpt.wait()
+        raise Preempted(step) from None

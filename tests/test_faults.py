@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax import experiment, restore, runlock, train_lib
+from reidjax import experiment, features, restore, runlock, train_lib
 from reidjax.divergence import TrainingDivergedError
 from reidjax.errors import ConfigError, UserError
 from tests.shared import once, smoke_config
@@ -398,3 +398,36 @@ def test_the_checkpoint_to_go_on_from_after_a_divergence_is_judged_by_its_norm()
     assert newest_sound({10: float("nan"), 20: float("inf")}, start) is None
     assert newest_sound({10: 1e30}, start) is None
     assert newest_sound({}, start) is None
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_evaluation_stops_it_within_a_batch(tmp_path, monkeypatch):
+    """A notice during the periodic evaluation (here: sent as its first batch is read)
+    ends it after that batch; the step is saved and the run ends with `Preempted`. The
+    same during the final evaluation; the rerun then writes the final report it lacks."""
+    workdir = tmp_path / "run"
+    config = smoke_config(
+        "synthetic", tmp_path / "data", **{"train.num_steps": 4, "train.eval_every": 2,
+                                            "eval.batch_size": 2, "mesh.data": 1}
+    )  # fmt: skip
+    real, read = features.to_device, []
+
+    def signalled(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            read.append(batch)
+            if len(read) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    monkeypatch.setattr(features, "to_device", signalled)
+    for stop in (2, 4):  # the periodic evaluation, then the final one
+        read.clear()
+        with pytest.raises(train_lib.Preempted) as preempted:
+            train_lib.train_and_evaluate(config, str(workdir))
+        assert preempted.value.step == stop and len(read) == 1
+        assert (workdir / "checkpoints" / str(stop)).is_dir()
+        assert not (workdir / "eval" / "results.json").exists()
+    monkeypatch.setattr(features, "to_device", real)
+    state = train_lib.train_and_evaluate(config, str(workdir))
+    assert int(state.step) == 4
+    assert json.loads((workdir / "eval" / "results.json").read_text())["step"] == 4
