@@ -62,10 +62,6 @@ class DamagedCheckpointError(UserError, ValueError):
     """A checkpoint's files are unreadable (truncated, or parts missing)."""
 
 
-class DigestMismatchError(DamagedCheckpointError):
-    """A checkpoint's arrays read back with other bytes than were saved (a flipped bit)."""
-
-
 class CheckpointReadError(UserError, OSError):
     """A checkpoint could not be read for a reason that is not damage (no permission, no
     memory, storage that does not answer): nothing is moved."""
@@ -110,7 +106,7 @@ def diagnose(error: BaseException) -> tuple[bool, str]:
     recognised) the step is left alone and the words say what to do."""
     chain = _chain(error)
     for e in chain:
-        if isinstance(e, DigestMismatchError):
+        if isinstance(e, integrity.DigestMismatchError):
             return True, str(e)
     text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
     for damaged, types, needles, words in _READ_RULES:
@@ -174,7 +170,7 @@ class Checkpointer:
         self.wait()  # the previous save's failure is that step's, not this one's
         try:
             # The digests first: a step folder never exists without them.
-            write_digests(self.directory, step, state, set(self.manager.all_steps()))
+            integrity.save(self.directory, step, state, set(self.manager.all_steps()))
             saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
         except Exception as e:
             raise self._save_error(step, e) from e
@@ -221,7 +217,7 @@ class Checkpointer:
             target,
         )
         state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        verify(self.directory, step, state)
+        integrity.verify(self.directory, step, state)
         return state
 
     def check_matches(self, params, step: int | None = None) -> None:
@@ -389,61 +385,10 @@ def _partial_restore(ckpt: Checkpointer, step: int, target: dict, sharding) -> t
                 partial_restore=True,
             ),
         )
-    verify(ckpt.directory, step, restored)
+    integrity.verify(ckpt.directory, step, restored)
     variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
     return variables, int(restored["step"])
 
 
 def _sharding_of(tree):
     return jax.tree.leaves(tree)[0].sharding
-
-
-class BestCheckpointer:
-    """Keeps the one checkpoint with the highest evaluation `metric` (e.g. mAP)."""
-
-    def __init__(self, directory: str, metric: str = "mAP"):
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m[metric], best_mode="max", create=True
-        )
-        self.metric = metric
-        self.directory = os.path.abspath(directory) if workdir_io.is_local(directory) else directory
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
-
-    def save(self, step: int, state, value: float) -> None:
-        write_digests(self.directory, step, state, set(self.manager.all_steps()))
-        self.manager.save(
-            step, args=ocp.args.StandardSave(state), metrics={self.metric: value}, force=True
-        )
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
-def write_digests(directory: str, step: int, state, kept: set[int]) -> None:
-    """The digests of `state` for `step` (`reidjax.integrity`), computed on every process,
-    written by process 0, with those of steps no longer kept removed."""
-    digests = integrity.of(state)
-    if jax.process_index() == 0:
-        integrity.write(directory, step, digests)
-        integrity.prune(directory, kept | {step})
-
-
-def verify(directory: str, step: int, restored) -> None:
-    """Compares the arrays restored from `step` with the digests written with it (a step
-    without digests passes: written by an older reidjax).
-
-    Raises:
-        DigestMismatchError: naming the arrays that differ.
-    """
-    expected = integrity.read(directory, step)
-    if expected is None:
-        return
-    if not expected:
-        raise DigestMismatchError(f"its digest file {integrity.path(directory, step)} is damaged")
-    bad = integrity.mismatches(expected, restored)
-    if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise DigestMismatchError(
-            f"{len(bad)} array(s) read back with other bytes than were saved: {shown}"
-        )

@@ -8,8 +8,17 @@ import os
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
-from reidjax import checkpoint, experiment, preemption, report, restore, sharding, workdir_io
+from reidjax import (
+    experiment,
+    integrity,
+    preemption,
+    report,
+    restore,
+    sharding,
+    workdir_io,
+)
 from reidjax.data import registry
 from reidjax.data.records import ReIDDataset
 from reidjax.data.sampling import dense_clips
@@ -59,6 +68,28 @@ def report_extra(
     }
 
 
+class BestCheckpointer:
+    """Keeps the one checkpoint with the highest evaluation `metric` (e.g. mAP)."""
+
+    def __init__(self, directory: str, metric: str = "mAP"):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m[metric], best_mode="max", create=True
+        )
+        self.metric = metric
+        self.directory = os.path.abspath(directory) if workdir_io.is_local(directory) else directory
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, state, value: float) -> None:
+        integrity.save(self.directory, step, state, set(self.manager.all_steps()))
+        self.manager.save(
+            step, args=ocp.args.StandardSave(state), metrics={self.metric: value}, force=True
+        )
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
 class PeriodicEvaluation:
     """The evaluation of `train.py`: every `train.eval_every` steps (0: after the last step
     only) the metrics go to the log, the best-mAP state to `workdir/checkpoints_best`, and
@@ -69,7 +100,7 @@ class PeriodicEvaluation:
         self.evaluator = Evaluator(run.model.predict, run.config, run.data, run.mesh, print)
         if jax.process_count() == 1:  # a notice stops it within a batch (train_lib saves)
             self.evaluator.extract.should_stop = preemption.requested
-        self.best = checkpoint.BestCheckpointer(workdir.checkpoints(best=True))
+        self.best = BestCheckpointer(workdir.checkpoints(best=True))
 
     def reported(self) -> bool:
         """Whether the final report was written (a run stopped during its final

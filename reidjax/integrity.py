@@ -26,7 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from reidjax.errors import UserError
+
 FOLDER = "digests"
+
+
+class DigestMismatchError(UserError, ValueError):
+    """A checkpoint's arrays read back with other bytes than were saved (a flipped bit):
+    damage, like a truncated file (`checkpoint.diagnose`)."""
 
 
 def leaf_name(path) -> str:
@@ -113,3 +120,32 @@ def prune(directory: str, keep: set[int]) -> None:
         stem = item.name.removesuffix(".json")
         if stem.isdigit() and int(stem) not in keep:
             item.unlink(missing_ok=True)
+
+
+def save(directory: str, step: int, state, kept: set[int]) -> None:
+    """The digests of `state` for `step`, computed on every process (a jitted program),
+    written by process 0, with those of steps no longer kept removed."""
+    digests = of(state)
+    if jax.process_index() == 0:
+        write(directory, step, digests)
+        prune(directory, kept | {step})
+
+
+def verify(directory: str, step: int, restored) -> None:
+    """Compares the arrays restored from `step` with the digests written with it (a step
+    without digests passes: written by an older reidjax).
+
+    Raises:
+        DigestMismatchError: naming the arrays that differ.
+    """
+    expected = read(directory, step)
+    if expected is None:
+        return
+    if not expected:
+        raise DigestMismatchError(f"its digest file {path(directory, step)} is damaged")
+    bad = mismatches(expected, restored)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise DigestMismatchError(
+            f"{len(bad)} array(s) read back with other bytes than were saved: {shown}"
+        )

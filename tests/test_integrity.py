@@ -139,7 +139,7 @@ def test_eval_reads_of_a_flipped_step_stop_in_one_line(tmp_path):
     ckpt.close()
     _silent_flip(directory, 3, _abstract())
     with pytest.raises(
-        checkpoint.DigestMismatchError, match=r"other bytes than were saved: params/w$"
+        integrity.DigestMismatchError, match=r"other bytes than were saved: params/w$"
     ):
         checkpoint.read_variables(directory, 3)
 
