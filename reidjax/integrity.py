@@ -56,8 +56,7 @@ def _words(x: jax.Array) -> jax.Array:
         x = x.astype(jnp.uint8)
     size = x.dtype.itemsize
     unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[size]
-    words = jax.lax.bitcast_convert_type(x, unsigned) if size != 1 or x.dtype != jnp.uint8 else x
-    return words.astype(jnp.uint32).reshape(-1)
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).reshape(-1)
 
 
 def _digest(x: jax.Array) -> jax.Array:
