@@ -126,6 +126,7 @@ def test_kill_9_during_a_save_resumes_bitwise(setup, tmp_path):
         process.wait(timeout=60)
     finally:
         process.kill()
+    assert (tmp_path / ".lock").exists()  # left by the killed trainer: it must not block
     again = train(tmp_path, data)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "start: resumed from" in again.stdout
@@ -335,17 +336,6 @@ def test_second_trainer_on_a_workdir_is_refused(setup, tmp_path):
     (_, err), _ = next(r for r in results if r[1] == 1)
     assert "is in use by another trainer" in last_line(err)
     assert_same_as_uninterrupted(tmp_path / "both", reference, data)
-    # a lock left by a killed trainer does not block the next one
-    killed = start(tmp_path / "killed", data)
-    try:
-        wait_for_line(killed, "step 1/")
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=60)
-    finally:
-        killed.kill()
-    assert (tmp_path / "killed" / ".lock").exists()
-    again = train(tmp_path / "killed", data, steps=2)
-    assert again.returncode == 0, again.stderr[-3000:]
 
 
 def test_resume_with_another_model_is_one_line(setup, tmp_path):

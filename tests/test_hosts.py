@@ -25,7 +25,9 @@ from tests.runs import (
 from tests.shared import once
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STEPS = 14  # long enough that the second stop (by step 11, see below) lands before the end
+STEPS = (
+    14  # long enough that the second stop (by step 11) and the kill after it land before the end
+)
 # A stop comes at most this many steps after the last step process 0 printed before the
 # signal: that process may have taken one more step when the signal lands, and the stop
 # step is one past the highest step any process has reported to JAX's preemption service;
@@ -137,17 +139,28 @@ def resume_to_the_end(tmp_path, workdir, expected, *extra, data, run=None):
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes_bitwise(uninterrupted, tmp_path):
-    """Checkpoints at every step: SIGTERM to process 1 only, then (resumed from a step
-    other than 0) to process 0 only. Both processes stop at the same step, within
-    STOP_LAG steps of the signal, save it, exit 75 with one line each; the resumed run
-    ends equal to the uninterrupted one."""
+def test_preempted_twice_then_killed_then_skewed_start_resumes_bitwise(uninterrupted, tmp_path):
+    """One chain of interrupted runs of one workdir, each resumed where the last stopped.
+
+    1. No checkpoint due (checkpoints every 1000 steps): SIGTERM to process 1 only. Both
+       processes stop at the same step, within STOP_LAG steps of the signal, save it (not
+       only the signalled one), exit 75 with one line each.
+    2. Resumed from that step (not 0), checkpoints at every step: SIGTERM to process 0
+       only; the same, on time in the resumed run too (the stop step is counted in global
+       steps).
+    3. kill -9 of process 1: process 0 says in one line that its peer is gone and exits 1
+       within the bound (freeing the workdir lock: the next run takes it).
+    4. A resume in which process 1 reaches its first step 40 s after process 0 (a cold
+       compilation cache where process 0's is warm, and the process paused for 40 s while
+       compiling), past the 30 s in which the first collective's set-up times out: the
+       barrier after compiling holds process 0, and the run trains to the end, equal to
+       the uninterrupted run bitwise."""
     data, expected = uninterrupted
-    workdir = tmp_path / "every_step"
-    every = "--config.train.checkpoint_every=1"
+    workdir = tmp_path / "chain"
+    rare, every = "--config.train.checkpoint_every=1000", "--config.train.checkpoint_every=1"
     stops = []
-    for victim, after in ((1, 3), (0, 2)):
-        run = TwoProcesses(tmp_path, workdir, every, data=data)
+    for victim, after, cadence in ((1, 3, rare), (0, 2, every)):
+        run = TwoProcesses(tmp_path, workdir, cadence, data=data)
         seen = stops[-1] + after if stops else after
         run.wait_for_step(seen)
         since = run.signal(victim, signal.SIGTERM)
@@ -155,35 +168,13 @@ def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes_bitwise(unint
         steps = {stopped_step(run.last_line(rank)) for rank in (0, 1)}
         assert len(steps) == 1, steps  # the same step on both processes
         stops.append(steps.pop())
-        # On time in the resumed run too (the stop step is counted in global steps).
         assert seen < stops[-1] <= seen + STOP_LAG, (seen, stops)
         assert (workdir / "checkpoints" / str(stops[-1])).is_dir()
-    assert 3 <= stops[0] < stops[1] < STEPS
-    resume_to_the_end(tmp_path, workdir, expected, every, data=data)
-
-
-@pytest.mark.slow
-def test_sigterm_between_checkpoints_then_kill_then_skewed_start(uninterrupted, tmp_path):
-    """No checkpoint due: SIGTERM to process 1 makes both save the step they stop at (not
-    only the signalled one). Then kill -9 of process 1 in the resumed run: process 0 says
-    in one line that its peer is gone and exits 1 within the bound (freeing the workdir
-    lock: the next run takes it). Then a resume in which process 1 reaches its first step
-    40 s after process 0 (a cold compilation cache where process 0's is warm, and the
-    process paused for 40 s while compiling), past the 30 s in which the first
-    collective's set-up times out: the barrier after compiling holds process 0, and the
-    run trains to the end, equal to the uninterrupted run."""
-    data, expected = uninterrupted
-    workdir = tmp_path / "between"
-    rare = "--config.train.checkpoint_every=1000"
-    run = TwoProcesses(tmp_path, workdir, rare, data=data)
-    run.wait_for_step(3)
-    since = run.signal(1, signal.SIGTERM)
-    assert run.wait(since) == [75, 75], run.stderr(0)[-3000:] + run.stderr(1)[-3000:]
-    (stop,) = {stopped_step(run.last_line(rank)) for rank in (0, 1)}
-    assert stop % 1000 and (workdir / "checkpoints" / str(stop)).is_dir()
+    assert stops[0] % 1000  # saved although no checkpoint was due
+    assert 3 <= stops[0] < stops[1] < STEPS - 1
 
     run = TwoProcesses(tmp_path, workdir, rare, data=data)
-    run.wait_for_step(stop + 2)
+    run.wait_for_step(stops[1] + 1)
     since = run.signal(1, signal.SIGKILL)
     statuses = run.wait(since)
     assert statuses[1] == -signal.SIGKILL
