@@ -280,15 +280,12 @@ def test_sao_does_not_reach_the_running_statistics(tiny_model):
 
 
 @pytest.mark.slow
-def test_fwg_pseudo_label_classifier_trains():
+def test_fwg_pseudo_label_classifier_trains(tiny_model):
     """With the per-frame CE (the default), P_FW's weights move and the pseudo labels stop
     being uniform within a few Adam steps; without it P_FW's gradient is exactly zero."""
-    config = dsanet(arch="tiny")
-    config.model.num_classes = 4
-    model = build_module(config)
-    clips = jax.random.normal(jax.random.key(0), (8, 2, 32, 64, 3))
+    config, model, clips, variables = tiny_model
+    config = config.copy_and_resolve_references()  # the loss switch changes below
     labels, cams = jnp.repeat(jnp.arange(4), 2), jnp.tile(jnp.arange(2), 4)
-    variables = jax.jit(model.init)(jax.random.key(1), clips)
 
     def loss(params, frame_ce):
         config.loss.fwg_frame_ce = frame_ce
