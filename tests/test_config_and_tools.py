@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -13,6 +14,8 @@ from reidjax import config_lib
 from reidjax.data.build import build_dataset
 from reidjax.errors import ConfigError
 from reidjax.experiment import build_module
+from reidjax.models.factory import dummy_clips
+from reidjax.models.summary import count_params
 from tests import fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -80,10 +83,19 @@ def run_tool(*args):
     ],
 )
 def test_model_summary_full_size_counts(config, params):
-    result = run_tool("tools/model_summary.py", "--config", config, "--noflops")
+    """The count the tool prints, by shape in process (the tool itself: below)."""
+    path, _, arg = config.partition(":")
+    model_config = config_lib.load_config(path, arg or None)
+    model = build_module(model_config)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), dummy_clips(model_config))
+    assert count_params(shapes["params"]) == params
+
+
+def test_model_summary_tool_prints_the_breakdown_and_the_count():
+    result = run_tool("tools/model_summary.py", "--config", "configs/strf_mars.py", "--noflops")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == f"params: {params}"
-    assert "total" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "params: 25538225"
+    assert "total" in result.stdout and "backbone" in result.stdout
 
 
 def test_model_summary_reports_flops_on_smoke_config():
