@@ -32,12 +32,12 @@ import simplejpeg
 from absl import app, flags
 from common import header
 
+from input_pipeline.batch import TRAIN_FIELDS, train_batch_spec
+from input_pipeline.build import build_dataset
+from input_pipeline.pipelines import iterate, to_device, train_dataset
 from reidjax import aot, cli, experiment, sharding, train_lib
 from reidjax.config_lib import load_config
-from reidjax.data.batch import TRAIN_FIELDS, train_batch_spec
-from reidjax.data.build import build_dataset
-from reidjax.data.open import registry_meta
-from reidjax.data.pipelines import iterate, to_device, train_dataset
+from reidjax.data_setup import registry_meta
 from reidjax.models.factory import compute_dtype
 from reidjax.optim import build_optimizer
 from reidjax.state import create_state, init_variables

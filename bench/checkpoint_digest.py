@@ -29,7 +29,7 @@ from common import header
 
 from reidjax import checkpoint, experiment, integrity, sharding
 from reidjax.config_lib import load_config
-from reidjax.data.open import registry_meta
+from reidjax.data_setup import registry_meta
 from reidjax.optim import build_optimizer
 from reidjax.state import create_state, init_variables
 

@@ -98,11 +98,11 @@ def part_default(seeds: list[int], tiny: bool, keep: str = "") -> dict:
 def part_fullsize(steps: int, clips: int, tiny: bool) -> dict:
     import jax
 
+    from input_pipeline.batch import TRAIN_FIELDS
+    from input_pipeline.pipelines import TrainBatches
     from reidjax import experiment, sharding, train_lib
     from reidjax.config_lib import load_config
-    from reidjax.data.batch import TRAIN_FIELDS
-    from reidjax.data.open import open_data
-    from reidjax.data.pipelines import TrainBatches
+    from reidjax.data_setup import open_data
     from reidjax.optim import build_optimizer
     from reidjax.state import create_state, init_variables
 

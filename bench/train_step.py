@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from common import header, time_eager
 
+from input_pipeline.batch import TRAIN_FIELDS
 from reidjax import experiment, sharding, train_lib
 from reidjax.config_lib import load_config
-from reidjax.data.batch import TRAIN_FIELDS
-from reidjax.data.open import registry_meta
+from reidjax.data_setup import registry_meta
 from reidjax.optim import build_optimizer
 from reidjax.state import create_state, init_variables
 
@@ -43,7 +43,7 @@ CONFIGS = {"strf": ("strf_mars", "p3dc"), "dsanet": ("dsanet_mars", "c2d")}
 
 
 def batch_arrays(args, size, classes, cameras):
-    """A training batch (`reidjax.data.batch.TrainBatch`) of random clips, 2 per identity,
+    """A training batch (`input_pipeline.batch.TrainBatch`) of random clips, 2 per identity,
     with the flip / erasing each clip gets in the train step."""
     rng = np.random.default_rng(0)
     ids, (h, w) = args.batch // 2, size

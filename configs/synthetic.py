@@ -3,7 +3,7 @@
     python train.py --config configs/synthetic.py --workdir runs/demo
 
 No download and no ImageNet weights: the synthetic dataset (200 procedural identities, 100
-for training and 100 for testing, 4 cameras, 128×64 frames; reidjax/data/synthetic.py)
+for training and 100 for testing, 4 cameras, 128×64 frames; input_pipeline/synthetic.py)
 is built on first use by its tensorflow-datasets builder into
 ~/tensorflow_datasets/reid_synthetic/ids200_cams4_seed0_128x64 (or
 --config.dataset.data_dir), in about 10 s on 2 cores. The model is DSANet on the `tiny`

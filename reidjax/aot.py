@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from input_pipeline import registry
+from input_pipeline.batch import eval_batch_spec, train_batch_spec
 from reidjax import experiment, hlo_bytes, sharding, train_lib
 from reidjax.chips import (  # noqa: F401 (the accelerators, re-exported for callers)
     ALIASES,
@@ -38,9 +40,7 @@ from reidjax.chips import (  # noqa: F401 (the accelerators, re-exported for cal
     gpu_devices,
     tpu_devices,
 )
-from reidjax.data import registry
-from reidjax.data.batch import eval_batch_spec, train_batch_spec
-from reidjax.data.open import registry_meta
+from reidjax.data_setup import registry_meta
 from reidjax.errors import ConfigError
 from reidjax.features import FeatureExtractor
 from reidjax.models.remat import remat_mode

@@ -20,7 +20,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from reidjax import config_lib, hosts, run_config
-from reidjax.errors import ConfigError, UserError
+from reidjax.errors import USER_ERRORS, ConfigError
 
 RUNS_DIR = "runs"
 _OVERRIDES: list[str] = []
@@ -168,7 +168,7 @@ def run_or_explain(fn: Callable[[], int]) -> int:
     """
     try:
         return fn()
-    except UserError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         hosts.abort(1)
         return 1

@@ -14,10 +14,9 @@ import math
 
 import ml_collections
 
-from reidjax import losses, metrics, optim
-from reidjax.data import registry
-from reidjax.data.pipelines import WORKER_KINDS
-from reidjax.data.sampling import (
+from input_pipeline import registry
+from input_pipeline.pipelines import WORKER_KINDS
+from input_pipeline.sampling import (
     BATCH_SAMPLERS,
     CLIP_WEIGHTS,
     STRIDE_THRESHOLDS,
@@ -25,6 +24,7 @@ from reidjax.data.sampling import (
     TEST_SAMPLERS,
     TRAIN_SAMPLERS,
 )
+from reidjax import losses, metrics, optim
 from reidjax.errors import ConfigError
 from reidjax.models.conv import IMPLS
 from reidjax.models.dsanet import TEST_FEATURES
@@ -137,7 +137,7 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
     if d.name == "folder" and not d.folder_name:
         raise ConfigError(
             "config.dataset.folder_name is empty: set it to the --name the dataset was built "
-            "with (python -m reidjax.data build --dataset folder --name NAME ...)"
+            "with (python -m input_pipeline build --dataset folder --name NAME ...)"
         )
     if d.dense_train and registry.get(d.name).dense_rule is None:
         cut = sorted(n for n, s in registry.DATASETS.items() if s.dense_rule)

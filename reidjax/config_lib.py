@@ -38,11 +38,11 @@ def base_config() -> ml_collections.ConfigDict:
     # mars | lsvid | dukev | ilidsvid | prid2011 | synthetic | folder (your own data).
     config.dataset.name = "mars"
     # The tensorflow-datasets data dir the dataset was built in (python -m
-    # reidjax.data.build ... --data_dir DIR); "synthetic" is built there on first use.
+    # input_pipeline build ... --data_dir DIR); "synthetic" is built there on first use.
     config.dataset.data_dir = "~/tensorflow_datasets"
     # iLIDS-VID / PRID2011: which of the ten train/test splits (0-9).
     config.dataset.split = 0
-    # "folder" datasets (your own): the --name given to python -m reidjax.data build.
+    # "folder" datasets (your own): the --name given to python -m input_pipeline build.
     config.dataset.folder_name = ""
     config.dataset.num_cameras = 0  # 0: from the dataset registry (or the prepared data).
     # Train on the lineage's dense pieces of long tracklets (docs/data.md): 64-frame pieces

@@ -10,6 +10,9 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from input_pipeline import registry
+from input_pipeline.records import ReIDDataset
+from input_pipeline.sampling import dense_clips
 from reidjax import (
     experiment,
     integrity,
@@ -19,9 +22,6 @@ from reidjax import (
     sharding,
     workdir_io,
 )
-from reidjax.data import registry
-from reidjax.data.records import ReIDDataset
-from reidjax.data.sampling import dense_clips
 from reidjax.evaluator import Evaluator
 from reidjax.metrics_log import MetricsLog
 from reidjax.models import ReIDModel

@@ -18,8 +18,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from input_pipeline.records import ReIDDataset, TrackletIndex
 from reidjax import metrics, thresholds
-from reidjax.data.records import ReIDDataset, TrackletIndex
 from reidjax.features import FeatureExtractor, PredictFn
 
 

@@ -31,10 +31,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from input_pipeline.pipelines import TrainBatches, TrainSpec
+from input_pipeline.records import ReIDDataset
 from reidjax import hosts, sharding, workdir_io
-from reidjax.data.open import DataMeta, open_data, registry_meta
-from reidjax.data.pipelines import TrainBatches, TrainSpec
-from reidjax.data.records import ReIDDataset
+from reidjax.data_setup import DataMeta, open_data, registry_meta
 from reidjax.errors import ConfigError
 from reidjax.models import ReIDModel, build_model
 from reidjax.models.factory import dummy_clips

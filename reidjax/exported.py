@@ -1,5 +1,5 @@
 """Run a model exported by `tools/export.py`: needs jax, numpy and Pillow (and the
-NumPy-only clip and frame rules of `reidjax.data.sampling` and `reidjax.data.frames`), no
+NumPy-only clip and frame rules of `input_pipeline.sampling` and `input_pipeline.frames`), no
 model code.
 
     from reidjax.exported import load
@@ -28,8 +28,8 @@ import struct
 import jax
 import numpy as np
 
-from reidjax.data.frames import prepare_frame
-from reidjax.data.sampling import dense_clips, rrs_test_indices
+from input_pipeline.frames import prepare_frame
+from input_pipeline.sampling import dense_clips, rrs_test_indices
 
 MAGIC = b"REIDJAX1"
 
@@ -71,7 +71,7 @@ class ExportedModel:
 
     def embed(self, tracklets) -> np.ndarray:
         """L2-normalised features `[N, D]` of tracklets, each a list of image paths or
-        uint8 frames `[L, h, w, 3]` of any size (`reidjax.data.frames.prepare_frame`).
+        uint8 frames `[L, h, w, 3]` of any size (`input_pipeline.frames.prepare_frame`).
 
         Raises:
             ValueError: an empty tracklet, or a frame that cannot be read (named).
@@ -114,7 +114,7 @@ class ExportedModel:
 
 def clip_indices(n: int, t: int, sampler: str, padding: str = "repeat"):
     """(frame indices [T], counted mask [T]) of each test clip of an n-frame tracklet: the
-    evaluator's own rules (`reidjax.data.sampling`, NumPy only)."""
+    evaluator's own rules (`input_pipeline.sampling`, NumPy only)."""
     if sampler == "rrs":
         yield rrs_test_indices(n, t), np.ones(t, bool)
         return

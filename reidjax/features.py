@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from input_pipeline.batch import EVAL_FIELDS
+from input_pipeline.pipelines import eval_dataset, iterate, to_device
+from input_pipeline.records import FrameSource, TrackletIndex
 from reidjax import preemption, sharding
-from reidjax.data.batch import EVAL_FIELDS
-from reidjax.data.pipelines import eval_dataset, iterate, to_device
-from reidjax.data.records import FrameSource, TrackletIndex
 
 PROGRESS_SECONDS = 10.0
 # (variables, uint8 clips [B, T, H, W, 3]) -> clip features [B, D], or per-frame

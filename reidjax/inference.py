@@ -12,7 +12,7 @@ the same dense clips (or the config's `rrs` clip), the same clip averaging over 
 each clip covers, the same L2 normalisation, batched and sharded over the local devices,
 compiled once for every tracklet length. Frames may be image files or uint8 arrays of any
 size: each becomes exactly what a dataset build stores for it
-(`reidjax.data.frames.prepare_frame`: resized bicubically and JPEG quality-95 encoded
+(`input_pipeline.frames.prepare_frame`: resized bicubically and JPEG quality-95 encoded
 unless already an RGB JPEG, or an array, at the run's size), so a tracklet gets the same
 feature here as from `eval.py` on a dataset built from the same images. They are decoded
 when their batch is read, so a large gallery never sits in memory decoded.
@@ -28,10 +28,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from input_pipeline.frames import FrameError, prepare_frame
+from input_pipeline.records import TrackletIndex
 from reidjax import experiment, metrics, restore, run_config, sharding, thresholds
-from reidjax.data.frames import FrameError, prepare_frame
-from reidjax.data.open import DataMeta
-from reidjax.data.records import TrackletIndex
+from reidjax.data_setup import DataMeta
 from reidjax.errors import UserError
 from reidjax.features import FeatureExtractor
 from reidjax.workdir import Workdir
@@ -46,7 +46,7 @@ class InputError(UserError, ValueError):
 
 def load_frame(frame: str | np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """One frame as uint8 `[H, W, 3]` at `size`, exactly as a dataset build would store
-    it (`reidjax.data.frames.prepare_frame`).
+    it (`input_pipeline.frames.prepare_frame`).
 
     Raises:
         InputError: an unreadable image (named) or an array that is not uint8 `[h, w, 3]`.

@@ -9,8 +9,8 @@ import os
 import jax
 import numpy as np
 
+from input_pipeline.records import ReIDDataset
 from reidjax import visualize, workdir_io
-from reidjax.data.records import ReIDDataset
 from reidjax.evaluator import EvalResult
 
 TABLE_COLUMNS = ("R1", "R5", "R10", "R20", "mAP", "mINP")

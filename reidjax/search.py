@@ -41,8 +41,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from input_pipeline.records import TrackletIndex
 from reidjax import cli, metrics, thresholds, visualize, workdir_io
-from reidjax.data.records import TrackletIndex
 from reidjax.inference import (
     Embedder,
     InputError,

@@ -11,7 +11,7 @@ pixels from the top-left; rows with conf 0, which MOT ground truth uses for "ign
 skipped). For every track the command crops its boxes (clipped to the frame), drops boxes
 lower than `--min_height` pixels and then tracks with fewer than `--min_frames` boxes
 (both printed), takes at most `--max_frames` boxes evenly spread over the track, prepares
-each crop exactly as the dataset builders store a frame (`reidjax.data.frames`) and embeds
+each crop exactly as the dataset builders store a frame (`input_pipeline.frames`) and embeds
 the track with the run's model and test rule (`reidjax.inference.Embedder`).
 
 Tracks are then grouped into global identities by agglomerative clustering with average
@@ -279,7 +279,7 @@ def draw_identities(result: dict, path: str, rows: int = 12, size=(128, 64)) -> 
     the middle crop of each of its tracks, labelled camera/track and its frames."""
     from matplotlib.figure import Figure
 
-    from reidjax.data.frames import prepare_frame
+    from input_pipeline.frames import prepare_frame
 
     tracks, labels, crops = result["tracks"], result["labels"], result["crops"]
     groups = {}

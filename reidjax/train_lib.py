@@ -17,6 +17,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from input_pipeline.augment import apply_augmentation
+from input_pipeline.batch import TRAIN_FIELDS
+from input_pipeline.pipelines import iterate, to_device
 from reidjax import (
     checkpoint,
     divergence,
@@ -28,9 +31,6 @@ from reidjax import (
     runlock,
     sharding,
 )
-from reidjax.data.augment import apply_augmentation
-from reidjax.data.batch import TRAIN_FIELDS
-from reidjax.data.pipelines import iterate, to_device
 from reidjax.metrics_log import MetricsLog
 from reidjax.models import ReIDModel
 from reidjax.state import TrainState

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from input_pipeline.records import FrameSource, TrackletIndex
 from reidjax import workdir_io
-from reidjax.data.records import FrameSource, TrackletIndex
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -227,8 +227,8 @@ WRITERS = {
 def prepare(config, data_dir) -> str:
     """The fixture of `config.dataset.name` written next to `data_dir` and built there by
     its tensorflow-datasets builder at the config's frame size; returns `data_dir`."""
-    from reidjax.data.build import build_dataset
-    from reidjax.data.open import builder_config
+    from input_pipeline.build import build_dataset
+    from reidjax.data_setup import builder_config
 
     name = config.dataset.name
     raw = os.path.join(os.path.dirname(str(data_dir)), f"{name}_raw")

@@ -16,7 +16,7 @@ import pytest
 
 from reidjax import aot, chips, experiment, hlo_bytes
 from reidjax.config_lib import load_config
-from reidjax.data.open import registry_meta
+from reidjax.data_setup import registry_meta
 from reidjax.errors import ConfigError
 from reidjax.models.factory import dummy_clips
 

@@ -31,7 +31,7 @@ BENCHES = {
     "dtype_compare.py": (["--part", "fullsize", "--steps", "1"], "max_rel_diff"),
     "eval.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                 "jax_f32"),
-    "input_pipeline.py": (["--skip_torch"] if not TORCH else [], "train_inline"),
+    "data_rate.py": (["--skip_torch"] if not TORCH else [], "train_inline"),
     "metrics.py": ([], "mars"),
     "strf_memory.py": (["--batch", "2"], "strf_extra_temp_mib"),
 }  # fmt: skip

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reidjax.data import build as build_lib
-from reidjax.data.builders import ReIDConfig, config_name, encode_array
-from reidjax.data.builders.mars.mars_dataset_builder import Builder as MarsBuilder
-from reidjax.data.datasets import dukev, folder, ilidsvid, lsvid, mars, prid2011
-from reidjax.data.datasets.tracklets import DatasetError
-from reidjax.data.records import ReIDDataset
-from reidjax.data.registry import NUM_SPLITS
+from input_pipeline import build as build_lib
+from input_pipeline.builders import ReIDConfig, config_name, encode_array
+from input_pipeline.builders.mars.mars_dataset_builder import Builder as MarsBuilder
+from input_pipeline.datasets import dukev, folder, ilidsvid, lsvid, mars, prid2011
+from input_pipeline.errors import DatasetError
+from input_pipeline.records import ReIDDataset
+from input_pipeline.registry import NUM_SPLITS
 from tests import fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,7 +172,7 @@ def test_corrupt_jpeg_stops_the_build_and_leaves_nothing(tmp_path):
         _build("dukev", tmp_path / "raw", tmp_path / "tfds")
     left = [p for p in (tmp_path / "tfds").rglob("*") if p.is_file() and ".config" not in str(p)]
     assert left == []
-    with pytest.raises(DatasetError, match=r"is not prepared in .*python -m reidjax\.data build"):
+    with pytest.raises(DatasetError, match=r"is not prepared in .*python -m input_pipeline build"):
         ReIDDataset("dukev", "16x8", str(tmp_path / "tfds"))
     bad.unlink()
     _build("dukev", tmp_path / "raw", tmp_path / "tfds", size=(32, 16))
@@ -182,7 +182,7 @@ def test_corrupt_jpeg_stops_the_build_and_leaves_nothing(tmp_path):
 
 def test_cli_summary_json_and_errors(tmp_path):
     fixtures.write_dukev(str(tmp_path / "raw"))
-    run = [sys.executable, "-m", "reidjax.data", "build", "--data_dir", str(tmp_path / "tfds")]
+    run = [sys.executable, "-m", "input_pipeline", "build", "--data_dir", str(tmp_path / "tfds")]
     out = subprocess.run(
         [*run, "--dataset", "dukev", "--manual_dir", str(tmp_path / "raw"), "--size", "16x8"],
         capture_output=True, text=True, cwd=ROOT, check=True,
@@ -207,11 +207,11 @@ def test_cli_summary_json_and_errors(tmp_path):
 
 def test_tfds_build_command_gives_the_same_dataset(tmp_path):
     """TFDS's own `tfds build` code path (tools/tfds_build.py runs it without TensorFlow)
-    on a builder folder writes the same frames as `python -m reidjax.data build`."""
+    on a builder folder writes the same frames as `python -m input_pipeline build`."""
     fixtures.write_mars(str(tmp_path / "raw"))
     ours = _build("mars", tmp_path / "raw", tmp_path / "ours", size=(128, 64))
     subprocess.run(
-        [sys.executable, "tools/tfds_build.py", "reidjax/data/builders/mars",
+        [sys.executable, "tools/tfds_build.py", "input_pipeline/builders/mars",
          f"--manual_dir={tmp_path / 'raw'}", f"--data_dir={tmp_path / 'theirs'}",
          "--config=128x64", "--file_format=array_record"],
         capture_output=True, text=True, cwd=ROOT, check=True,
@@ -228,8 +228,8 @@ def test_tensorflow_is_never_imported(tmp_path):
     """Building, reading and making a training batch import no TensorFlow."""
     code = f"""
 import sys
-from reidjax.data.build import build_dataset
-from reidjax.data.pipelines import TrainSpec, train_dataset
+from input_pipeline.build import build_dataset
+from input_pipeline.pipelines import TrainSpec, train_dataset
 data = build_dataset("synthetic", "ids8_cams3_seed0_32x16", {str(tmp_path)!r}, quiet=True)
 batch = train_dataset(data, TrainSpec(ids_per_batch=2, clips_per_id=2, num_frames=2))[0]
 assert batch["clips"].shape == (4, 2, 32, 16, 3)

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
+from input_pipeline.build import build_dataset
 from reidjax import config_lib
-from reidjax.data.build import build_dataset
 from reidjax.errors import ConfigError
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips

@@ -1,4 +1,4 @@
-"""Dataset parsers on fixtures written in each native layout (reidjax/data/datasets)."""
+"""Dataset parsers on fixtures written in each native layout (input_pipeline/datasets)."""
 
 import os
 import pathlib
@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from reidjax.data.datasets import dukev, folder, ilidsvid, lsvid, mars, prid2011
-from reidjax.data.datasets.tracklets import DatasetError, frame_number
-from reidjax.data.registry import load_dataset
+from input_pipeline.datasets import dukev, folder, ilidsvid, lsvid, mars, prid2011
+from input_pipeline.datasets.tracklets import frame_number
+from input_pipeline.errors import DatasetError
+from input_pipeline.registry import load_dataset
 from tests import fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -206,7 +207,7 @@ def test_registry_and_errors(tmp_path):
 
 def test_summary_cli(mars_root, tmp_path, capsys):
     root, counts = mars_root
-    command = [sys.executable, "-m", "reidjax.data", "inspect", "--dataset", "mars"]
+    command = [sys.executable, "-m", "input_pipeline", "inspect", "--dataset", "mars"]
     done = subprocess.run(
         [*command, "--manual_dir", root], capture_output=True, text=True, cwd=ROOT
     )

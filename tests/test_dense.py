@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
+from input_pipeline import registry
+from input_pipeline.build import build_dataset
+from input_pipeline.dense import DenseRule
+from input_pipeline.records import TrackletIndex
 from reidjax import config_lib
 from reidjax.config_checks import validate
-from reidjax.data import registry
-from reidjax.data.build import build_dataset
-from reidjax.data.dense import DenseRule
-from reidjax.data.records import TrackletIndex
 from reidjax.errors import ConfigError
 from tests import fixtures
 

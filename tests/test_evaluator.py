@@ -8,12 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from input_pipeline.errors import DatasetError
+from input_pipeline.pipelines import eval_clips
+from input_pipeline.records import TrackletIndex
+from input_pipeline.sampling import rrs_test_indices
 from reidjax import config_checks, evaluator, experiment, features, metrics, sharding
 from reidjax.config_lib import load_config
-from reidjax.data.pipelines import eval_clips
-from reidjax.data.records import TrackletIndex
-from reidjax.data.sampling import rrs_test_indices
-from reidjax.errors import ConfigError, UserError
+from reidjax.errors import ConfigError
 from reidjax.models.factory import normalize
 from reidjax.state import init_variables
 
@@ -250,5 +251,5 @@ def test_cross_dataset_eval_runs_every_split_and_the_mean(monkeypatch, tmp_path)
     assert rows["dukerun on ilidsvid (mean)"]["mAP"] == pytest.approx(4.5)
     saved = json.loads((tmp_path / "dukerun" / "eval" / "on_ilidsvid" / "results.json").read_text())
     assert saved["mean"]["R1"] == pytest.approx(4.5) and len(saved["splits"]) == 10
-    with pytest.raises(UserError, match=r"Unknown dataset 'nope'; valid: \["):
+    with pytest.raises(DatasetError, match=r"Unknown dataset 'nope'; valid: \["):
         eval_lib.evaluate_across(config, str(tmp_path / "dukerun"), "nope")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from input_pipeline import build as build_lib
+from input_pipeline.builders import config_name
 from reidjax import experiment, metrics
-from reidjax.data import build as build_lib
-from reidjax.data.builders import config_name
 from reidjax.evaluator import Evaluator
 from reidjax.features import FeatureExtractor
 from reidjax.inference import (

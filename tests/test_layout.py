@@ -1,7 +1,8 @@
-"""The code's layout rules: no import cycle in the library (a submodule import runs its
-parent packages' `__init__` first, so those count as imports too), modules under ~400
-lines, no model-family switches outside `reidjax/models/`, models never read data, and
-training imports neither PyTorch nor matplotlib."""
+"""The code's layout rules: the input pipeline is the bottom layer (it imports nothing of
+reidjax), no import cycle in the library (a submodule import runs its parent packages'
+`__init__` first, so those count as imports too), modules under ~400 lines, no
+model-family switches outside `reidjax/models/`, models never read data, and training
+imports neither PyTorch nor matplotlib."""
 
 import ast
 import pathlib
@@ -9,7 +10,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACKAGES = ("reidjax",)
+PACKAGES = ("input_pipeline", "reidjax")
 MAX_LINES = 400
 
 
@@ -95,6 +96,35 @@ def test_a_planted_parent_package_loop_is_caught(tmp_path):
     assert find_cycle(tmp_path) is None
 
 
+def input_pipeline_imports_of_reidjax(root=ROOT):
+    """Modules of `input_pipeline` that import something of `reidjax`, with what."""
+    known = dict(modules(root))
+    found = {}
+    for name, path in known.items():
+        above = sorted(d for d in imports(path, known) if d.split(".")[0] == "reidjax")
+        if name.split(".")[0] == "input_pipeline" and above:
+            found[name] = above
+    return found
+
+
+def test_the_input_pipeline_imports_nothing_of_reidjax():
+    assert not input_pipeline_imports_of_reidjax()
+
+
+def test_a_planted_climb_out_of_the_input_pipeline_is_caught(tmp_path):
+    files = {
+        "reidjax/__init__.py": "",
+        "reidjax/errors.py": "class UserError(Exception): pass\n",
+        "input_pipeline/__init__.py": "",
+        "input_pipeline/sampling.py": "def f():\n    from reidjax.errors import UserError\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = input_pipeline_imports_of_reidjax(tmp_path)
+    assert found == {"input_pipeline.sampling": ["reidjax", "reidjax.errors"]}, found
+
+
 def test_modules_are_small():
     long = {
         name: n for name, path in modules() if (n := len(path.read_text().splitlines())) > MAX_LINES
@@ -114,9 +144,9 @@ def test_model_families_are_switched_only_in_models():
 def test_models_do_not_read_datasets():
     for name, path in modules():
         if name.startswith("reidjax.models"):
-            assert not any(d.startswith("reidjax.data") for d in imports(path, dict(modules()))), (
-                name
-            )
+            assert not any(
+                d.startswith("input_pipeline") for d in imports(path, dict(modules()))
+            ), name
 
 
 def test_training_imports_neither_pytorch_nor_matplotlib():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reidjax import config_lib
-from reidjax.data.open import registry_meta
+from reidjax.data_setup import registry_meta
 from reidjax.experiment import build
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reidjax.data.augment import apply_augmentation
-from reidjax.data.build import build_dataset
-from reidjax.data.pipelines import (
+from input_pipeline.augment import apply_augmentation
+from input_pipeline.build import build_dataset
+from input_pipeline.pipelines import (
     EvalBatches,
     TrainSpec,
     eval_dataset,
@@ -16,8 +16,8 @@ from reidjax.data.pipelines import (
     train_dataset,
     worker_kind,
 )
-from reidjax.data.registry import load_dataset
-from reidjax.data.sampling import (
+from input_pipeline.registry import load_dataset
+from input_pipeline.sampling import (
     IdentitySampler,
     TrackletChunkSampler,
     augment_clip,

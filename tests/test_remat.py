@@ -14,7 +14,7 @@ from jax.ad_checkpoint import print_saved_residuals
 
 from reidjax import experiment
 from reidjax.config_lib import load_config
-from reidjax.data.open import registry_meta
+from reidjax.data_setup import registry_meta
 from reidjax.errors import ConfigError
 from reidjax.models.factory import dummy_clips
 from reidjax.models.remat import remat_mode

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from input_pipeline.batch import TRAIN_FIELDS
 from reidjax import checkpoint, experiment, train_lib
 from reidjax.config_lib import load_config
-from reidjax.data.batch import TRAIN_FIELDS
-from reidjax.data.open import registry_meta
+from reidjax.data_setup import registry_meta
 from reidjax.models.factory import dummy_clips
 from reidjax.optim import build_optimizer
 from reidjax.state import state_of

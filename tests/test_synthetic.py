@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from reidjax.data.build import build_dataset
-from reidjax.data.builders import encode_array
-from reidjax.data.synthetic import render_tracklet
+from input_pipeline.build import build_dataset
+from input_pipeline.builders import encode_array
+from input_pipeline.synthetic import render_tracklet
 
 
 def test_deterministic_and_protocol(tmp_path):

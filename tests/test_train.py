@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from input_pipeline.batch import TRAIN_FIELDS
+from input_pipeline.errors import DatasetError
+from input_pipeline.pipelines import to_device
 from reidjax import checkpoint, eval_lib, experiment, sharding, train_lib
 from reidjax.checkpoint import CheckpointNotFoundError
-from reidjax.data.batch import TRAIN_FIELDS
-from reidjax.data.pipelines import to_device
 from reidjax.errors import ConfigError, UserError
 from reidjax.optim import build_optimizer
 from reidjax.state import create_state, init_variables
@@ -147,8 +148,8 @@ def test_clear_errors(tmp_path):
     with config.unlocked():
         config.dataset.name = "mars"
     with pytest.raises(
-        UserError,
-        match=r"mars \(32x64\) is not prepared in .*: python -m reidjax\.data build "
+        DatasetError,
+        match=r"mars \(32x64\) is not prepared in .*: python -m input_pipeline build "
         r"--dataset mars --manual_dir DATASET_DIR --data_dir .* --size 32x64",
     ):
         train_lib.train_and_evaluate(config, str(tmp_path / "w"))

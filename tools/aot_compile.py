@@ -36,7 +36,7 @@ import jax
 from absl import app, flags
 
 from reidjax import aot, chips, cli, experiment, hlo_bytes
-from reidjax.errors import UserError
+from reidjax.errors import USER_ERRORS
 
 _CONFIG, _PRINT = cli.define_config_flags("Experiment config file")
 flags.adopt_module_key_flags(cli)
@@ -67,7 +67,7 @@ def steps_per_epoch(config) -> tuple[int | None, str]:
     try:
         _, plan = experiment.plan_only(config)
         return plan.steps_per_epoch, "the prepared data's plan"
-    except UserError:
+    except USER_ERRORS:
         pass
     estimate = aot.estimated_steps_per_epoch(config)
     if estimate is None:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from reidjax import cli, exported
-from reidjax.errors import UserError
+from reidjax.errors import USER_ERRORS, UserError
 from reidjax.inference import Embedder
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     args = flags.FLAGS
     try:
         header = export(args.workdir, args.out, args.platforms, args.checkpoint, args.batch or None)
-    except UserError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     size = os.path.getsize(args.out) / 2**20

@@ -1,6 +1,6 @@
 """`tfds build` without TensorFlow: runs tensorflow-datasets' own build command.
 
-    PYTHONPATH=. python tools/tfds_build.py reidjax/data/builders/mars \
+    PYTHONPATH=. python tools/tfds_build.py input_pipeline/builders/mars \
         --manual_dir=/data/MARS --file_format=array_record
 
 Takes exactly the flags of `tfds build` (--data_dir, --config, --manual_dir, ...). The

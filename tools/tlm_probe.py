@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags
 
 from reidjax import cli
-from reidjax.data.open import open_dataset
+from reidjax.data_setup import open_dataset
 from reidjax.errors import ConfigError
 from reidjax.eval_lib import attention_inputs
 from reidjax.inference import Embedder

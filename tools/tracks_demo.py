@@ -26,9 +26,9 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from input_pipeline.synthetic import render_tracklet
 from reidjax import cli, restore, sharding, thresholds
 from reidjax.association import cluster, conflicts, pair_scores
-from reidjax.data.synthetic import render_tracklet
 from reidjax.inference import Embedder
 from reidjax.tracks import associate, write_outputs
 

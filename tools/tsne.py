@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from reidjax import cli
-from reidjax.data.open import open_dataset
+from reidjax.data_setup import open_dataset
 from reidjax.errors import ConfigError
 from reidjax.features import FeatureExtractor
 from reidjax.inference import Embedder

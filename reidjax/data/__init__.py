@@ -1,1 +1,0 @@
-"""Input pipeline: dataset parsers, tensorflow-datasets builders, sampling and grain pipelines."""

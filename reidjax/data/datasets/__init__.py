@@ -1,2 +1,0 @@
-"""Parsers of the datasets' distributed layouts: each module's `load(root, **options)`
-returns the train/query/gallery `Splits` (`reidjax.data.registry` names them)."""
