@@ -72,6 +72,13 @@ def find_cycle(root=ROOT):
     return None
 
 
+def plant(root, files):
+    """Writes a small library tree under `root`: {relative path: text}."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
 def test_no_import_cycle():
     cycle = find_cycle()
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
@@ -87,9 +94,7 @@ def test_a_planted_parent_package_loop_is_caught(tmp_path):
         "reidjax/models/heads.py": "def f(): pass\n",
         "reidjax/models/factory.py": "from reidjax import losses\n",
     }
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+    plant(tmp_path, files)
     cycle = find_cycle(tmp_path)
     assert cycle is not None and "reidjax.losses" in cycle and "reidjax.models" in cycle, cycle
     (tmp_path / "reidjax/losses.py").write_text("def f(): pass\n")  # the loop removed
@@ -118,9 +123,7 @@ def test_a_planted_climb_out_of_the_input_pipeline_is_caught(tmp_path):
         "input_pipeline/__init__.py": "",
         "input_pipeline/sampling.py": "def f():\n    from reidjax.errors import UserError\n",
     }
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+    plant(tmp_path, files)
     found = input_pipeline_imports_of_reidjax(tmp_path)
     assert found == {"input_pipeline.sampling": ["reidjax", "reidjax.errors"]}, found
 
