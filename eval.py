@@ -57,7 +57,6 @@ _OUTPUT = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    cli.quiet_logging()
     kwargs = dict(step=_STEP.value, best=_BEST.value, init=_INIT.value, rerank=_RERANK.value,
                   save_features=_SAVE.value, output=_OUTPUT.value)  # fmt: skip
 

@@ -49,7 +49,6 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    cli.quiet_logging()
 
     def run() -> int:
         if not _CONFIG.value:

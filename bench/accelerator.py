@@ -162,7 +162,6 @@ def input_pipeline(config, tmp: str) -> dict:
 
 def main(argv):
     del argv
-    cli.quiet_logging()
     path = _CONFIG.value or "configs/strf_mars.py" + (":smoke" if _TINY.value else "")
     if _TINY.value:
         for name, value in (("steps", 2), ("warmup", 1), ("batches", 2), ("ids", 8)):

@@ -29,7 +29,8 @@ _OVERRIDES: list[str] = []
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flags parser with `--config.KEY=VALUE` (or `--config.KEY VALUE`, or a bare
     `--config.KEY` for a boolean) taken out first; `config()` applies them. A flag absl
-    does not know (or cannot parse) is one `error:` line and exit status 1."""
+    does not know (or cannot parse) is one `error:` line and exit status 1. Logging is
+    then quiet (`quiet_logging`) unless `--verbosity` was given."""
     asked = {"--help", "-h", "-?", "--helpshort", "--helpfull"} & set(argv[1:])
     if asked:  # absl's own --help exits 1; asking for help is not an error
         flags.FLAGS.mark_as_parsed()
@@ -52,6 +53,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         print(f"error: {e} (see {os.path.basename(argv[0])} --help)", file=sys.stderr)
         sys.exit(1)
     compilation_cache()
+    quiet_logging()  # every command: its own lines, not orbax's and JAX's INFO records
     return remaining
 
 

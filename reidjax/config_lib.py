@@ -157,7 +157,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.mesh.data = -1  # devices on the data axis; -1 = all
 
     config.optim = ml_collections.ConfigDict()
-    config.optim.name = "adam"  # adam: L2 coupled as in torch.optim.Adam | adamw.
+    # adam: L2 coupled as in torch.optim.Adam; adamw: decoupled weight decay; sgd:
+    # momentum 0.9, L2 coupled.
+    config.optim.name = "adam"
     config.optim.lr = 3e-4  # peak learning rate.
     config.optim.weight_decay = 5e-4  # L2 (adam) or decoupled (adamw) decay.
     config.optim.lr_decay_every_epochs = 50  # step schedule: x decay_factor every N epochs.
@@ -321,6 +323,28 @@ def parse_value(text: str | None, field_type: type, key: str):
     return value
 
 
+# Names other libraries give to a key (the last part of it): an unknown key ending in one
+# is answered with the key of this schema, where spelling alone would suggest another.
+SYNONYMS = {
+    "learning_rate": "lr", "base_lr": "lr", "wd": "weight_decay", "optimizer": "name",
+    "steps": "num_steps", "max_steps": "num_steps", "total_steps": "num_steps",
+    "batch": "batch_size", "frames": "num_frames", "seq_len": "num_frames",
+    "clip_len": "num_frames", "classes": "num_classes", "backbone": "variant",
+    "precision": "dtype", "num_workers": "workers",
+}  # fmt: skip
+
+
+def synonyms_of(key: str, known: Sequence[str]) -> list[str]:
+    """The schema's keys for `key` if its last part is another library's name for one
+    (`optim.learning_rate` -> `optim.lr`), the same section first."""
+    section, _, leaf = key.rpartition(".")
+    name = SYNONYMS.get(leaf)
+    if name is None:
+        return []
+    found = [k for k in known if k.rpartition(".")[2] == name]
+    return sorted(found, key=lambda k: k.rpartition(".")[0] != section)[:3]
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
     """Sets `KEY=VALUE` overrides (`KEY` alone: a boolean set to true), each parsed as the
     type of the key's current value.
@@ -334,7 +358,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         key, has_value, text = item.partition("=")
         key = key.strip().removeprefix("config.")
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            close = synonyms_of(key, known) or difflib.get_close_matches(key, known, 3, 0.6)
             hint = f"; did you mean {' or '.join('config.' + k for k in close)}?" if close else ""
             section = key.rsplit(".", 1)[0]
             siblings = sorted(k for k in known if k.startswith(section + "."))

@@ -2,8 +2,9 @@
 
     python -m reidjax.config_reference > docs/config.md
 
-Every key with its default and the comment that documents it in `base_config`'s source
-(the comment lines above the assignment and the one at its end). `tests/test_config_and_tools.py`
+Every key with its default, the comment that documents it in `base_config`'s source
+(the comment lines above the assignment and the one at its end) and what the config checks
+accept for it (`config_checks.CHOICES`, `RANGES`, `POSITIVE`). `tests/test_config_and_tools.py`
 checks that docs/config.md is what this prints, so the page cannot drift from the code.
 The keys most often changed are listed by train.py --help (`COMMON_KEYS`).
 """
@@ -82,6 +83,20 @@ def flat_defaults() -> dict[str, object]:
     return out
 
 
+def declared(key: str) -> str:
+    """What the config checks accept for `key`: its choices, or its range."""
+    from reidjax import config_checks
+
+    if key in config_checks.CHOICES:
+        return "Choices: " + ", ".join(f"`{c}`" for c in config_checks.CHOICES[key]) + "."
+    if key in config_checks.RANGES:
+        low, high = config_checks.RANGES[key][:2]
+        return f"Range: {low} to {high}." if high is not None else f"At least {low}."
+    if key in config_checks.POSITIVE:
+        return "Above 0."
+    return ""
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
@@ -119,7 +134,8 @@ def render() -> str:
         if head != section:
             section = head
             lines += ["", f"## {section}", "", "| key | default | meaning |", "|---|---|---|"]
-        lines.append(f"| `{key}` | `{_cell(repr(value))}` | {_cell(notes.get(key, ''))} |")
+        meaning = " ".join(filter(None, [notes.get(key, ""), declared(key)]))
+        lines.append(f"| `{key}` | `{_cell(repr(value))}` | {_cell(meaning)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,8 @@ SYNTHETIC = ["--config", "configs/synthetic.py"]
 # (arguments of train.py, a fragment of the one error line)
 BAD = [
     ([*SYNTHETIC, "--config.train.num_step=5"], "did you mean config.train.num_steps"),
+    ([*SYNTHETIC, "--config.optim.learning_rate=0.1"], "did you mean config.optim.lr?"),
+    ([*SYNTHETIC, "--config.train.max_steps=9"], "did you mean config.train.num_steps?"),
     ([*SYNTHETIC, "--config.model.name=resnet"], "config.model.name='resnet' is not one of"),
     ([*SYNTHETIC, "--config.dataset.name=market"], "config.dataset.name='market' is not one"),
     ([*SYNTHETIC, "--config.train.num_steps=ten"], "config.train.num_steps='ten' is not a int"),

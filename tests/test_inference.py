@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,8 @@ def test_export_reloads_in_a_fresh_process(run, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "for cpu, cuda, tpu" in result.stdout
+    # Its own lines only: no INFO records of orbax or JAX (27 lines before the command did).
+    assert not re.search(r"^I\d{4} ", result.stderr, re.MULTILINE), result.stderr[:2000]
     embedder = Embedder.from_workdir(str(workdir))
     _, files = tracklet_folders(str(folders / "gallery"))
     arrays = [np.stack([load_frame(p, embedder.frame_size) for p in t]) for t in files]
