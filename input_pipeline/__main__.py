@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from input_pipeline import registry
 from input_pipeline.builders import config_name
@@ -122,17 +122,21 @@ def main(argv: list[str]) -> int:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flags parser, with `--help` exiting 0 (absl's own exits 1) and an unknown or
-    malformed flag as one `error:` line and exit status 1."""
+    """absl's flags parser, with `--help` exiting 0 (absl's own exits 1), an unknown or
+    malformed flag as one `error:` line and exit status 1, and logging at WARNING unless
+    `--verbosity` is given."""
     asked = {"--help", "-h", "-?", "--helpshort", "--helpfull"} & set(argv[1:])
     if asked:
         flags.FLAGS.mark_as_parsed()
         app.usage(shorthelp="--helpfull" not in asked, writeto_stdout=True, exitcode=0)
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
     except flags.Error as e:
         print(f"error: {e} (see python -m input_pipeline --help)", file=sys.stderr)
         sys.exit(1)
+    if not flags.FLAGS["verbosity"].present:  # the command's own lines, not TFDS's INFO
+        logging.set_verbosity(logging.WARNING)
+    return remaining
 
 
 if __name__ == "__main__":

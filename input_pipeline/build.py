@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 
 import numpy as np
 from absl import logging as absl_logging
@@ -57,9 +58,11 @@ def build_dataset(
         download_mode=mode.REUSE_DATASET_IF_EXISTS if not overwrite else mode.FORCE_REDOWNLOAD,
     )
     verbosity = absl_logging.get_verbosity()
-    if quiet:  # no progress bars or TFDS log lines (e.g. inside a training run's log)
+    if quiet:  # no TFDS log lines (e.g. inside a training run's log)
         absl_logging.set_verbosity(absl_logging.ERROR)
-        tfds.display_progress_bar(False)
+    # Progress bars on a terminal only: in a log file they are escape codes and carriage
+    # returns.
+    tfds.display_progress_bar(not quiet and sys.stderr.isatty())
     try:
         builder = cls(
             config=known.get(config) or ReIDConfig.parse(config),
@@ -67,12 +70,14 @@ def build_dataset(
             file_format="array_record",
         )
         builder.workers = workers
-        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        # TFDS prints "Downloading and preparing dataset Unknown size ..." (nothing is
+        # downloaded) and "... Subsequent calls will reuse this data": the callers say
+        # what was built and where.
+        with contextlib.redirect_stdout(io.StringIO()):
             builder.download_and_prepare(download_config=download_config)
     finally:
-        if quiet:
-            absl_logging.set_verbosity(verbosity)
-            tfds.display_progress_bar(True)
+        absl_logging.set_verbosity(verbosity)
+        tfds.display_progress_bar(True)
     return ReIDDataset(name, config, data_dir)
 
 

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -189,6 +190,11 @@ def test_cli_summary_json_and_errors(tmp_path):
     )  # fmt: skip
     lines = out.stdout.strip().splitlines()
     assert "split     ids  cams  tracklets     frames" in out.stdout
+    # Its own lines only: not TFDS's "Downloading and preparing dataset" (nothing is
+    # downloaded), INFO records, or progress bars' escape codes in a file.
+    assert "Downloading" not in out.stdout + out.stderr, out.stdout[:2000]
+    assert not any(c in out.stdout + out.stderr for c in "\r\x1b"), out.stderr[:2000]
+    assert not re.search(r"^I\d{4} ", out.stderr, re.MULTILINE), out.stderr[:2000]
     assert json.loads(lines[-1]) == {
         "train": {"tracklets": 5, "ids": 3, "frames": 18},
         "query": {"tracklets": 2, "ids": 2, "frames": 6},
