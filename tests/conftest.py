@@ -1,15 +1,17 @@
-"""Test setup: 8 fake CPU devices (set before JAX is imported), one compilation cache for
-the session, and shared fixtures."""
+"""Test setup: 8 fake CPU devices and the tests' compiler flags (tests/xla_flags.py, set
+before JAX is imported), one compilation cache for the session, and shared fixtures."""
 
 import importlib.util
 import os
 import tempfile
 
+from tests.xla_flags import CPU_OPTIMISATION, xla_flags
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
+if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " " + CPU_OPTIMISATION
 
 # Many tests (and the train.py / eval.py processes they start) compile the same programs:
 # a persistent compilation cache for the session compiles each once. Exported through the

@@ -11,6 +11,7 @@ from flax import traverse_util
 
 from reidjax import experiment, restore
 from tests.shared import smoke_config
+from tests.xla_flags import xla_flags
 
 
 def synthetic_config(tmp_path, **overrides):
@@ -48,7 +49,7 @@ def two_process_env(port: int, rank: int, **extra) -> dict:
     machine: 2 CPU devices each, gloo collectives, the coordinator on 127.0.0.1:`port`."""
     env = dict(os.environ)
     env.update(
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        XLA_FLAGS=xla_flags(2),
         JAX_PLATFORMS="cpu",
         JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
         JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",

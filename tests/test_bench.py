@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tests.xla_flags import xla_flags
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 try:
@@ -40,7 +42,7 @@ BENCHES = {
 def run_bench(script, args):
     # One CPU device: a bench uses every local device, and 8 fake ones on 2 cores only
     # make its tiny run slower (its figures are not what is tested here).
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
     done = subprocess.run(
         [sys.executable, f"bench/{script}", "--tiny", *args],
         capture_output=True, text=True, cwd=ROOT, timeout=900, env=env,
