@@ -34,19 +34,20 @@ format:
 	$(PYTHON) -m ruff format .
 
 # The full suite: what CI and the README run. Two workers: most of the time is
-# single-threaded XLA compilation. The 25 slowest tests are listed at the end.
+# single-threaded XLA compilation. Each worker takes one test at a time, the longest first
+# (tests/conftest.py), so that both end together. The 25 slowest tests are listed at the end.
 test: install-dev lint
-	$(PYTHON) -m pytest -n 2 --durations=25
+	$(PYTHON) -m pytest -n 2 --maxschedchunk 1 --durations=25
 
 # The inner loop: everything but the trained runs and real processes (marked slow).
 test-fast: lint
-	$(PYTHON) -m pytest -n 2 -m "not slow"
+	$(PYTHON) -m pytest -n 2 --maxschedchunk 1 -m "not slow"
 
 # Line coverage of reidjax over the full suite, the train.py/eval.py/tool processes the
 # tests start included (settings in pyproject.toml).
 coverage: install-dev
 	$(PYTHON) -m coverage erase
-	$(PYTHON) -m coverage run -m pytest -n 2 -q
+	$(PYTHON) -m coverage run -m pytest -n 2 --maxschedchunk 1 -q
 	$(PYTHON) -m coverage combine  # its last line counts files lost by killed processes
 	$(PYTHON) -m coverage report
 

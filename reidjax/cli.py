@@ -53,8 +53,33 @@ def parse_flags(argv: list[str]) -> list[str]:
         print(f"error: {e} (see {os.path.basename(argv[0])} --help)", file=sys.stderr)
         sys.exit(1)
     compilation_cache()
+    local_platforms()
     quiet_logging()  # every command: its own lines, not orbax's and JAX's INFO records
     return remaining
+
+
+def local_platforms() -> None:
+    """On a machine with no TPU chip and no GPU, JAX is told to use its CPU backend only.
+
+    Left to itself JAX tries every backend it finds installed, and libtpu is installed with
+    the test requirements (for the TPU compile of tools/aot_compile.py, which loads it
+    itself): on a CPU-only machine that try prints 3-4 lines of TPU errors before any
+    command's own output. A choice made with `JAX_PLATFORMS` (or `jax_platforms`) is kept,
+    as is JAX's own search wherever an accelerator is visible."""
+    import jax
+
+    if os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms:
+        return
+    try:
+        from jax._src import hardware_utils as hw  # the PCI scan JAX makes itself
+    except ImportError:  # moved in another JAX version: JAX's own search, as before
+        return
+    if (
+        hw.num_available_tpu_chips_and_device_id()[0] == 0
+        and not hw.has_visible_nvidia_gpu()
+        and hw.num_available_amd_gpus(stop_at=1) == 0
+    ):
+        jax.config.update("jax_platforms", "cpu")
 
 
 CACHE_ENV = "REIDJAX_COMPILATION_CACHE"

@@ -58,8 +58,29 @@ def pytest_report_header(config):
     return f"jax {jax.__version__}, devices: {jax.device_count()} x {jax.devices()[0].platform}"
 
 
+# Started first, longest first: with `--maxschedchunk 1` (Makefile) each xdist worker takes
+# the next test when it is free, so the longest tests must not come last, when the other
+# worker has nothing left to run beside them.
+FIRST = (
+    "tests/test_hosts.py::test_preempted_twice_then_killed_then_skewed_start_resumes_bitwise",
+    "tests/test_train.py::test_two_process_run_equals_one_process",
+    # the shared smoke runs, which many later tests read
+    "tests/test_smoke_configs.py::test_one_smoke_run_per_family_trains_and_evaluates",
+)
+
+
+def _rank(item) -> tuple[int, int]:
+    for i, prefix in enumerate(FIRST):
+        if item.nodeid.startswith(prefix):
+            return (0, i)
+    return (1, 0) if "slow" in item.keywords else (2, 0)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `torch` are skipped, with the reason, when PyTorch is not installed."""
+    """The tests in `FIRST`, then the other slow ones, then the rest (a stable sort: the
+    collection order within each). Tests marked `torch` are skipped, with the reason, when
+    PyTorch is not installed."""
+    items.sort(key=_rank)
     if importlib.util.find_spec("torch") is not None:
         return
     skip = pytest.mark.skip(reason="needs PyTorch: pip install -r requirements-dev.txt")

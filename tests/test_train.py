@@ -122,8 +122,9 @@ def test_trainer_step_on_8_devices_equals_1_device(tmp_path):
     """
     config = synthetic_config(tmp_path, **{"optim.name": "sgd", "optim.lr": 0.1})
     run = experiment.setup(config)
-    batch, model = run.batches(0), run.model
-    tx, schedule = build_optimizer(config.optim, 4, config.train.epochs)
+    # The run's own optimizer: the 1-device program is the one-step run's of the
+    # two-process test below (compiled once for both).
+    batch, model, tx, schedule = run.batches(0), run.model, run.tx, run.schedule
     variables = init_variables(model, config)
     results = []
     for n in (1, 8):
@@ -305,19 +306,19 @@ def test_train_py_and_eval_py_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_two_process_run_equals_one_process(tmp_path):
     """A real 2-process jax.distributed run (gloo CPU collectives on 127.0.0.1, 2 devices
-    per process) ends with the parameters of the 1-process run on 4 devices, within the
+    per process) ends with the parameters of the 1-process run on 1 device, within the
     bound of `test_trainer_step_on_8_devices_equals_1_device` (one SGD step at lr 0.1).
 
-    Measured here: 1.9e-4 at most (gloo's summation order flipped a near-tied max), where a
-    wiring error (a clip duplicated in the batch) gives 1.76. Over 3 steps the early
+    Measured here: 1.9e-4 at most against 4 devices in one process (gloo's summation
+    order flipped a near-tied max), 2.5e-6 against 1 device (2026-12-07), where a wiring
+    error (a clip duplicated in the batch) gives 1.76. Over 3 steps the early
     training amplified the same rounding to 2.5e-3, so one step is compared.
     """
     steps = 1
     single = tmp_path / "single"
     overrides = {"train.num_steps": steps, "train.eval_every": -1, "optim.name": "sgd",
                  "optim.lr": 0.1}  # fmt: skip
-    config = synthetic_config(tmp_path, **overrides, **{"mesh.data": 4})
-    train_lib.train_and_evaluate(config, str(single))
+    train_lib.train_and_evaluate(synthetic_config(tmp_path, **overrides), str(single))
     port = free_port()
     workdir = tmp_path / "multi"
     processes = []
