@@ -11,7 +11,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 .PHONY: install install-dev demo test test-fast coverage lint format bench
 
 # The pinned requirements, then reidjax itself (editable): `import reidjax` works from
-# any folder, and `python -m input_pipeline` / `python -m reidjax.search` from anywhere.
+# any folder, and `python -m input_pipeline` / `reidjax-search` from anywhere.
 install:
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps -e .

@@ -32,7 +32,8 @@ import sys
 
 from absl import app, flags
 
-from reidjax import cli, eval_lib, report
+from reidjax import cli
+from reidjax.evaluation import eval_lib, report
 
 _CONFIG, _PRINT = cli.define_config_flags(
     "Experiment config file (default: WORKDIR/config.json, the run's own)"

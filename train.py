@@ -18,7 +18,7 @@ it, and the same command resumes from it.
 # SIGTERM from here on is recorded as a preemption notice (read at defined points: exit 75),
 # before the imports below, which take seconds. Not in the worker processes that re-import
 # this file (spawned, as __mp_main__): their pool ends them with SIGTERM.
-from reidjax import preemption  # isort: skip (the standard library only)
+from reidjax.training import preemption  # isort: skip (the standard library only)
 
 if __name__ == "__main__":
     preemption.install()
@@ -28,10 +28,11 @@ import sys
 
 from absl import app, flags
 
-from reidjax import cli, hosts, train_lib
-from reidjax.checkpoint import CheckpointSaveError
+from reidjax import cli
 from reidjax.errors import ConfigError
-from reidjax.workdir import Workdir
+from reidjax.runtime.workdir import Workdir
+from reidjax.training import hosts, train_lib
+from reidjax.training.checkpoint import CheckpointSaveError
 
 # Exit status after SIGTERM (preemption) once the step reached is saved: EX_TEMPFAIL, "try
 # again later". Non-zero so that a scheduler requeues the job; 1 means an error.

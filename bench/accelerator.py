@@ -20,11 +20,8 @@ Made to finish in under 5 minutes; the last line is JSON.
 
 import json
 import os
-import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import numpy as np
@@ -35,12 +32,15 @@ from common import header
 from input_pipeline.batch import TRAIN_FIELDS, train_batch_spec
 from input_pipeline.build import build_dataset
 from input_pipeline.pipelines import iterate, to_device, train_dataset
-from reidjax import aot, cli, experiment, sharding, train_lib
-from reidjax.config_lib import load_config
+from reidjax import cli, experiment
+from reidjax.accelerators import aot
+from reidjax.config.config_lib import load_config
 from reidjax.data_setup import registry_meta
 from reidjax.models.factory import compute_dtype
-from reidjax.optim import build_optimizer
-from reidjax.state import create_state, init_variables
+from reidjax.runtime import sharding
+from reidjax.training import train_lib
+from reidjax.training.optim import build_optimizer
+from reidjax.training.state import create_state, init_variables
 
 _CONFIG, _PRINT = cli.define_config_flags("Experiment config file (default configs/strf_mars.py)")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed train steps.")
@@ -52,7 +52,7 @@ _REMAT = flags.DEFINE_list("remat", ["convs", "none"], "model.remat modes to tim
 _TINY = flags.DEFINE_bool("tiny", False, "The smoke config, 2 steps, 8 ids (tests).")
 flags.adopt_module_key_flags(cli)
 
-# Dense bf16 peaks per device (NVIDIA data sheets; TPUs: reidjax.aot.CHIPS).
+# Dense bf16 peaks per device (NVIDIA data sheets; TPUs: reidjax.accelerators.aot.CHIPS).
 GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
 
 

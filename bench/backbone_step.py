@@ -18,10 +18,7 @@ The last line is JSON with every figure and the JAX/PyTorch ratios.
 import json
 import os
 import platform
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
@@ -109,8 +106,7 @@ def bench_jax(args, dtype, strided_impl="auto"):
 def bench_torch(args, channels_last):
     import torch
     from torch import nn
-
-    from tests.torch_resnet import TorchResNet
+    from torch_resnet import TorchResNet
 
     torch.manual_seed(0)
     trunk = TorchResNet(dims=3, variant=args.variant, last_stride=1, num_classes=0)

@@ -12,18 +12,17 @@ the largest cosine distance between the two features of a tracklet. One JSON lin
 """
 
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import numpy as np
 from absl import app, flags
 
-from reidjax import cli, experiment, restore, sharding
-from reidjax.evaluator import Evaluator
-from reidjax.workdir import Workdir
+from reidjax import cli, experiment
+from reidjax.evaluation.evaluator import Evaluator
+from reidjax.runtime import sharding
+from reidjax.runtime.workdir import Workdir
+from reidjax.training import restore
 
 _CONFIG, _PRINT = cli.define_config_flags("Experiment config file (default: the run's own)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run.")

@@ -5,7 +5,7 @@
     python bench/checkpoint_digest.py --tiny             # the smoke config: seconds (tests)
 
 The state (parameters, BN statistics, Adam moments) of the config's model at full size,
-random values. Timed, each the median of `--repeats`: the digests (`reidjax.integrity.of`:
+random values. Timed, each the median of `--repeats`: the digests (`reidjax.training.integrity.of`:
 one pass over the state's bytes on the device and a few hundred integers to the host), the
 orbax save that they guard (started and finished, to a local temporary folder) and the
 restore; and, as the physical bound of one pass over those bytes, a NumPy copy of them on
@@ -16,22 +16,21 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from common import header
 
-from reidjax import checkpoint, experiment, integrity, sharding
-from reidjax.config_lib import load_config
+from reidjax import experiment
+from reidjax.config.config_lib import load_config
 from reidjax.data_setup import registry_meta
-from reidjax.optim import build_optimizer
-from reidjax.state import create_state, init_variables
+from reidjax.runtime import sharding
+from reidjax.training import checkpoint, integrity
+from reidjax.training.optim import build_optimizer
+from reidjax.training.state import create_state, init_variables
 
 
 def median_time(fn, repeats: int) -> float:

@@ -23,11 +23,8 @@ limit of as many cores as workers is measured just before each pipeline measurem
 
 import json
 import os
-import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 import simplejpeg

@@ -29,7 +29,6 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 DTYPES = ("float32", "bfloat16")
 
@@ -100,11 +99,13 @@ def part_fullsize(steps: int, clips: int, tiny: bool) -> dict:
 
     from input_pipeline.batch import TRAIN_FIELDS
     from input_pipeline.pipelines import TrainBatches
-    from reidjax import experiment, sharding, train_lib
-    from reidjax.config_lib import load_config
+    from reidjax import experiment
+    from reidjax.config.config_lib import load_config
     from reidjax.data_setup import open_data
-    from reidjax.optim import build_optimizer
-    from reidjax.state import create_state, init_variables
+    from reidjax.runtime import sharding
+    from reidjax.training import train_lib
+    from reidjax.training.optim import build_optimizer
+    from reidjax.training.state import create_state, init_variables
 
     curves = {}
     with tempfile.TemporaryDirectory(prefix="reidjax-dtype-") as root:

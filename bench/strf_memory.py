@@ -12,11 +12,7 @@ STRF forward on a small batch with three different inputs and reports the jit ca
 """
 
 import json
-import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +20,7 @@ from absl import app, flags
 from common import frame_size
 
 from reidjax import cli
-from reidjax.config_lib import base_config
+from reidjax.config.config_lib import base_config
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
 

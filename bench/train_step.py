@@ -5,7 +5,7 @@
     python bench/train_step.py --tiny                   # the smoke configs: seconds (tests)
     python bench/train_step.py --models strf --only jax_f32 --remat convs
 
-JAX runs the real train step of `reidjax.train_lib` (configs/strf_mars.py and
+JAX runs the real train step of `reidjax.training.train_lib` (configs/strf_mars.py and
 configs/dsanet_mars.py at full size): forward, every loss term of the model's objective,
 backward and the coupled-L2 Adam update, jit-compiled, in float32 and bfloat16 compute.
 Compile time and XLA's FLOP count per step are reported; with an accelerator, also the
@@ -21,11 +21,7 @@ is JSON.
 
 import argparse
 import json
-import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
@@ -33,11 +29,13 @@ import numpy as np
 from common import header, time_eager
 
 from input_pipeline.batch import TRAIN_FIELDS
-from reidjax import experiment, sharding, train_lib
-from reidjax.config_lib import load_config
+from reidjax import experiment
+from reidjax.config.config_lib import load_config
 from reidjax.data_setup import registry_meta
-from reidjax.optim import build_optimizer
-from reidjax.state import create_state, init_variables
+from reidjax.runtime import sharding
+from reidjax.training import train_lib
+from reidjax.training.optim import build_optimizer
+from reidjax.training.state import create_state, init_variables
 
 CONFIGS = {"strf": ("strf_mars", "p3dc"), "dsanet": ("dsanet_mars", "c2d")}
 
@@ -108,8 +106,7 @@ def bench_jax(args, name, dtype):
 def bench_torch(args, name):
     import torch
     from torch import nn
-
-    from tests.torch_resnet import TorchResNet
+    from torch_resnet import TorchResNet
 
     torch.manual_seed(0)
     trunk = TorchResNet(dims=3, variant=CONFIGS[name][1], last_stride=1, num_classes=0)

@@ -14,8 +14,8 @@ Published: the two papers report no C2D number on MARS (DSANet's C2D baseline re
 R1 73.3 / mAP 62.1 on LS-VID, DSANet Table 2).
 """
 
-from reidjax.config_lib import apply_variant, smoke
-from reidjax.recipes import baseline_recipe
+from reidjax.config.config_lib import apply_variant, smoke
+from reidjax.config.recipes import baseline_recipe
 
 
 def get_config(arg: str | None = None):

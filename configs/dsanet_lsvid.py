@@ -1,7 +1,7 @@
 """DSANet on LS-VID (842 training identities, 15 cameras) (DSANet paper).
 
 C2D ResNet-50 (last stride 1) with CEL, TLM, FWG and SAO.
-Recipe: `reidjax.recipes.dsanet_recipe`, which sets each of the paper's numbers.
+Recipe: `reidjax.config.recipes.dsanet_recipe`, which sets each of the paper's numbers.
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4; `python
 tools/recipe.py --config configs/dsanet_lsvid.py --config.dataset.data_dir=DIR` prints its steps,
 the total and the decay steps for a prepared dataset.
@@ -17,8 +17,8 @@ Published (DSANet Table 1): R1 85.1 / mAP 75.5; Table 2 (RRS evaluation): baseli
 73.3 / 62.1, full 75.8 / 64.2.
 """
 
-from reidjax.config_lib import apply_variant, smoke
-from reidjax.recipes import dsanet_recipe, set_dsanet_ablation
+from reidjax.config.config_lib import apply_variant, smoke
+from reidjax.config.recipes import dsanet_recipe, set_dsanet_ablation
 
 
 def get_config(arg: str | None = None):

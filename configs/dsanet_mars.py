@@ -1,7 +1,7 @@
 """DSANet on MARS (625 training identities, 6 cameras) (DSANet paper).
 
 C2D ResNet-50 (last stride 1) with CEL, TLM, FWG and SAO.
-Recipe: `reidjax.recipes.dsanet_recipe`, which sets each of the paper's numbers.
+Recipe: `reidjax.config.recipes.dsanet_recipe`, which sets each of the paper's numbers.
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4, ≈235 steps of
 32 clips on MARS (`python tools/recipe.py --config configs/dsanet_mars.py
 --config.dataset.data_dir=DIR` prints the exact count): 200 epochs ≈ 47k steps, learning rate
@@ -17,8 +17,8 @@ Parameters: 29,467,644 (paper: 29.5M).
 Published (DSANet Table 1): R1 91.1 / mAP 86.6.
 """
 
-from reidjax.config_lib import apply_variant, smoke
-from reidjax.recipes import dsanet_recipe, set_dsanet_ablation
+from reidjax.config.config_lib import apply_variant, smoke
+from reidjax.config.recipes import dsanet_recipe, set_dsanet_ablation
 
 
 def get_config(arg: str | None = None):

@@ -13,8 +13,8 @@ Schedule: an epoch is one pass over the training tracklets in chunks of K = 4, â
 Published (STRF Table 2): MARS mAP 82.7 / R1 88.5; DukeMTMC-VideoReID mAP 95.2 / R1 95.4.
 """
 
-from reidjax.config_lib import apply_variant, smoke
-from reidjax.recipes import baseline_recipe
+from reidjax.config.config_lib import apply_variant, smoke
+from reidjax.config.recipes import baseline_recipe
 
 
 def get_config(arg: str | None = None):

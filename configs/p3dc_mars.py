@@ -18,8 +18,8 @@ Published (STRF Table 2), MARS mAP / R1: P3D-A 83.2 / 88.9, P3D-B 83.0 / 88.8,
 P3D-C 83.1 / 88.5; DukeMTMC-VideoReID: P3D-A 95.0 / 95.0, P3D-B 95.4 / 95.3, P3D-C 95.3 / 95.3.
 """
 
-from reidjax.config_lib import apply_variant, smoke
-from reidjax.recipes import baseline_recipe, set_backbone, set_nonlocal
+from reidjax.config.config_lib import apply_variant, smoke
+from reidjax.config.recipes import baseline_recipe, set_backbone, set_nonlocal
 
 
 def get_config(arg: str | None = None):

@@ -2,7 +2,7 @@
 
 STRF units (FAM + four FFMs, cascade temporal → spatial, (r_τ, r_ς) = (1, 3), max pooling)
 on the input of the temporal conv of layer2 blocks {0, 2} and layer3 blocks {0, 2, 4}.
-Recipe: `reidjax.recipes.strf_recipe`, which sets each of the paper's numbers.
+Recipe: `reidjax.config.recipes.strf_recipe`, which sets each of the paper's numbers.
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4; `python
 tools/recipe.py --config configs/strf_dukev.py --config.dataset.data_dir=DIR` prints its steps,
 the total and the decay steps for a prepared dataset.
@@ -18,8 +18,8 @@ Table 2 mAP / R1 with STRF: I3D 95.2 / 95.9, P3D-A 95.6 / 96.0,
 P3D-B 96.4 / 97.4, P3D-C 96.2 / 97.2.
 """
 
-from reidjax.config_lib import apply_variant, smoke
-from reidjax.recipes import set_backbone, set_strf_stages, strf_recipe
+from reidjax.config.config_lib import apply_variant, smoke
+from reidjax.config.recipes import set_backbone, set_strf_stages, strf_recipe
 
 
 def get_config(arg: str | None = None):

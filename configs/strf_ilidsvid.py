@@ -4,7 +4,7 @@
 
 STRF units (FAM + four FFMs, cascade temporal → spatial, (r_τ, r_ς) = (1, 3), max pooling)
 on the input of the temporal conv of layer2 blocks {0, 2} and layer3 blocks {0, 2, 4}.
-Recipe: `reidjax.recipes.strf_recipe`, which sets each of the paper's numbers.
+Recipe: `reidjax.config.recipes.strf_recipe`, which sets each of the paper's numbers.
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4; `python
 tools/recipe.py --config configs/strf_ilidsvid.py --config.dataset.data_dir=DIR` prints its
 steps, the total and the decay steps for a prepared dataset.
@@ -18,8 +18,8 @@ Parameters: STRF-P3D-C 24,564,950 (150-way classifier).
 Published (STRF Table 3): STRF-P3D-C R1 89.3.
 """
 
-from reidjax.config_lib import apply_variant, smoke
-from reidjax.recipes import set_backbone, set_strf_stages, strf_recipe
+from reidjax.config.config_lib import apply_variant, smoke
+from reidjax.config.recipes import set_backbone, set_strf_stages, strf_recipe
 
 
 def get_config(arg: str | None = None):

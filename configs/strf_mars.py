@@ -2,7 +2,7 @@
 
 STRF units (FAM + four FFMs, cascade temporal → spatial, (r_τ, r_ς) = (1, 3), max pooling)
 on the input of the temporal conv of layer2 blocks {0, 2} and layer3 blocks {0, 2, 4}.
-Recipe: `reidjax.recipes.strf_recipe`, which sets each of the paper's numbers.
+Recipe: `reidjax.config.recipes.strf_recipe`, which sets each of the paper's numbers.
 Schedule: an epoch is one pass over the training tracklets in chunks of K = 4, ≈235 steps of
 32 clips on MARS (`python tools/recipe.py --config configs/strf_mars.py
 --config.dataset.data_dir=DIR` prints the exact count): 250 epochs ≈ 59k steps, learning rate
@@ -19,8 +19,8 @@ Table 2 mAP / R1 with STRF: I3D 83.1 / 88.7, P3D-A 85.4 / 89.8,
 P3D-B 85.6 / 90.3, P3D-C 86.1 / 90.3.
 """
 
-from reidjax.config_lib import apply_variant, smoke
-from reidjax.recipes import set_backbone, set_strf_stages, strf_recipe
+from reidjax.config.config_lib import apply_variant, smoke
+from reidjax.config.recipes import set_backbone, set_strf_stages, strf_recipe
 
 
 def get_config(arg: str | None = None):

@@ -13,8 +13,8 @@ WORKDIR/checkpoints_best); after the last step eval.py's report goes to WORKDIR/
 `:smoke` runs a few steps on a smaller dataset.
 """
 
-from reidjax.config_lib import apply_variant, smoke
-from reidjax.recipes import dsanet_recipe
+from reidjax.config.config_lib import apply_variant, smoke
+from reidjax.config.recipes import dsanet_recipe
 
 
 def synthetic_smoke(config):

@@ -139,5 +139,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     return remaining
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console command `reidjax-data` (`[project.scripts]` in pyproject.toml)."""
     sys.exit(app.run(main, flags_parser=parse_flags))
+
+
+if __name__ == "__main__":
+    run()

@@ -3,10 +3,10 @@
 The dataset builders store each frame as JPEG at the dataset's frame size: an RGB JPEG
 already at that size byte for byte, any other frame resized (bicubic, as the lineage
 code) and encoded at quality 95. Training and `eval.py` decode those bytes. Everything
-else that feeds the model frames (`reidjax.inference.Embedder`, `reidjax.search`,
-`reidjax.exported`, `reidjax.tracks`) calls `prepare_frame`, which returns exactly the
-decoded bytes a builder would have stored, so a tracklet gets one feature whichever way it
-enters. Needs only NumPy and Pillow.
+else that feeds the model frames (`reidjax.serving.inference.Embedder`,
+`reidjax.serving.search`, `reidjax.serving.exported`, `reidjax.serving.tracks`) calls
+`prepare_frame`, which returns exactly the decoded bytes a builder would have stored, so a
+tracklet gets one feature whichever way it enters. Needs only NumPy and Pillow.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class TrackletIndex:
 
 class FrameSource(Protocol):
     """Where clips are read from: a prepared dataset (`ReIDDataset`) or tracklets given by
-    a user (`reidjax.inference.TrackletFrames`). Records are frame numbers; a
+    a user (`reidjax.serving.inference.TrackletFrames`). Records are frame numbers; a
     `TrackletIndex` says which records each tracklet spans (`first`, `count`)."""
 
     @property

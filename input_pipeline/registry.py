@@ -40,7 +40,7 @@ class DatasetSpec:
         homepage: where to download it.
         train_tracklets: tracklets of the published training split (whole tracklets, per
             split where there are ten); 0 where not published. Estimates the steps per
-            epoch before the data is prepared (`reidjax.aot`).
+            epoch before the data is prepared (`reidjax.accelerators.aot`).
         dense_rule: how `config.dataset.dense_train` cuts training tracklets
             (`input_pipeline.dense`); None where the lineage trains on whole tracklets.
         dense_source: where that rule comes from.

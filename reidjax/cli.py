@@ -1,7 +1,7 @@
 """What every command shares: the `--config` flag and its `--config.KEY=VALUE` overrides,
 the workdir default and the error contract.
 
-Every entry point (train.py, eval.py, `python -m reidjax.search`, tools/, bench/) runs
+Every entry point (train.py, eval.py, `python -m reidjax.serving.search`, tools/, bench/) runs
 `app.run(main, flags_parser=cli.parse_flags)`: the overrides are taken out of the command
 line before absl parses the rest, and `cli.config()` applies them to the config file, or,
 without `--config`, to the run's own `WORKDIR/config.json`. Loading checks every value
@@ -19,8 +19,9 @@ from collections.abc import Callable
 import ml_collections
 from absl import app, flags, logging
 
-from reidjax import config_lib, hosts, run_config
+from reidjax.config import config_lib, run_config
 from reidjax.errors import USER_ERRORS, ConfigError
+from reidjax.training import hosts
 
 RUNS_DIR = "runs"
 _OVERRIDES: list[str] = []
@@ -113,7 +114,7 @@ def overrides() -> list[str]:
 def define_config_flags(what: str):
     """`--config` (with the common keys in its help) and `--print_config`; `what` says
     what the config file is. Returns both flag holders."""
-    from reidjax import config_reference
+    from reidjax.config import config_reference
 
     config = flags.DEFINE_string(
         "config",

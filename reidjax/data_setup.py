@@ -22,8 +22,8 @@ from input_pipeline.builders.reid_synthetic.reid_synthetic_dataset_builder impor
     synthetic_config,
 )
 from input_pipeline.records import ReIDDataset, dataset_dir
-from reidjax import hosts
 from reidjax.errors import ConfigError
+from reidjax.training import hosts
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 How a run flows:
 
-    config (checked when loaded: reidjax.config_checks)
+    config (checked when loaded: reidjax.config.config_checks)
       └─ setup(config) ──> Run, a frozen value:
            mesh                    devices on the ("data",) axis; batches checked against it
            data, meta              the prepared dataset; what it tells the model (ids, cameras)
@@ -33,14 +33,15 @@ import optax
 
 from input_pipeline.pipelines import TrainBatches, TrainSpec
 from input_pipeline.records import ReIDDataset
-from reidjax import hosts, sharding, workdir_io
 from reidjax.data_setup import DataMeta, open_data, registry_meta
 from reidjax.errors import ConfigError
 from reidjax.models import ReIDModel, build_model
 from reidjax.models.factory import dummy_clips
-from reidjax.optim import build_optimizer, decay_steps
-from reidjax.state import TrainState, abstract_state
-from reidjax.workdir import Workdir
+from reidjax.runtime import sharding, workdir_io
+from reidjax.runtime.workdir import Workdir
+from reidjax.training import hosts
+from reidjax.training.optim import build_optimizer, decay_steps
+from reidjax.training.state import TrainState, abstract_state
 
 
 def build(config: ml_collections.ConfigDict, meta: DataMeta) -> ReIDModel:

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from reidjax import experiment, restore
+from reidjax import experiment
+from reidjax.training import restore
 from tests.shared import smoke_config
 from tests.xla_flags import xla_flags
 

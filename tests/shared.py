@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import ml_collections
 
-from reidjax import train_lib
-from reidjax.config_lib import load_config
+from reidjax.config.config_lib import load_config
+from reidjax.training import train_lib
 
 
 def shared_root(tmp_path_factory) -> pathlib.Path:

@@ -14,8 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from reidjax import aot, chips, experiment, hlo_bytes
-from reidjax.config_lib import load_config
+from reidjax import experiment
+from reidjax.accelerators import aot, hlo_bytes, targets
+from reidjax.config.config_lib import load_config
 from reidjax.data_setup import registry_meta
 from reidjax.errors import ConfigError
 from reidjax.models.factory import dummy_clips
@@ -208,6 +209,6 @@ def test_aot_compile_tool_prints_the_json_line(tmp_path):
 def test_gpu_host_without_the_cuda_plugin_is_one_line(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(aot.AOTError, match=r'pip install "jax\[cuda12\]=='):
-        chips.devices("h100-8")
+        targets.devices("h100-8")
     with pytest.raises(aot.AOTError, match="unknown GPU host"):
         aot.gpu_devices("h100-eight")

@@ -31,10 +31,10 @@ BENCHES = {
                          "jax_f32"),
     "checkpoint_digest.py": (["--repeats", "1"], "digest_share_of_save"),
     "dtype_compare.py": (["--part", "fullsize", "--steps", "1"], "max_rel_diff"),
-    "eval.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
+    "eval_rate.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                 "jax_f32"),
     "data_rate.py": (["--skip_torch"] if not TORCH else [], "train_inline"),
-    "metrics.py": ([], "mars"),
+    "metrics_rate.py": ([], "mars"),
     "strf_memory.py": (["--batch", "2"], "strf_extra_temp_mib"),
 }  # fmt: skip
 
@@ -65,5 +65,5 @@ def test_bench_runs_at_tiny_shapes(script):
 def test_every_bench_script_is_covered():
     """A new bench script must join `BENCHES` (bn_unbiased_variance needs a trained run:
     tests/test_inference.py runs it on one)."""
-    scripts = {p.name for p in (ROOT / "bench").glob("*.py")} - {"common.py"}
+    scripts = {p.name for p in (ROOT / "bench").glob("*.py")} - {"common.py", "torch_resnet.py"}
     assert scripts == set(BENCHES) | {"bn_unbiased_variance.py"}

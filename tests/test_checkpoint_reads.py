@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from reidjax import checkpoint, restore
+from reidjax.training import checkpoint, restore
 
 
 def chained(*errors):

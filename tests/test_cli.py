@@ -25,3 +25,24 @@ def test_compilation_cache_folder_from_the_environment(monkeypatch, tmp_path):
         assert cli.compilation_cache() == str(tmp_path / "jax")
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_console_commands_name_the_command_functions():
+    """Every `[project.scripts]` entry of pyproject.toml names a module and a `run` that
+    exists: `pip install -e .` makes `reidjax-data`, `reidjax-search`, `reidjax-tracks`,
+    `reidjax-export` and `reidjax-release` (each also `python -m MODULE`)."""
+    import ast
+    import importlib.util
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {
+        "reidjax-data", "reidjax-search", "reidjax-tracks", "reidjax-export", "reidjax-release"
+    }  # fmt: skip
+    for name, target in scripts.items():  # read, not imported: each defines its own flags
+        module, function = target.split(":")
+        source = pathlib.Path(importlib.util.find_spec(module).origin).read_text()
+        defined = {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+        assert function in defined, (name, target)

@@ -30,7 +30,7 @@ TYPICAL = "tests/test_heads.py"
 # compile the count must catch).
 PLANTED = """
 import jax, jax.numpy as jnp
-from reidjax.config_lib import base_config
+from reidjax.config.config_lib import base_config
 from reidjax.experiment import build_module
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from input_pipeline.build import build_dataset
-from reidjax import config_lib
+from reidjax.config import config_lib
 from reidjax.errors import ConfigError
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
@@ -159,13 +159,15 @@ def test_recipe_tool_prints_the_plan(tmp_path):
 
 
 def test_config_reference_is_current_and_help_shows_common_keys():
-    """docs/config.md is what `python -m reidjax.config_reference` prints (regenerate it
+    """docs/config.md is what `python -m reidjax.config.config_reference` prints (regenerate it
     after changing the schema); every key has a description; --help lists the common keys
     and --print_config prints the config with the overrides, without running."""
-    from reidjax import config_reference
+    from reidjax.config import config_reference
 
     page = (ROOT / "docs" / "config.md").read_text()
-    assert page == config_reference.render(), "regenerate: python -m reidjax.config_reference"
+    assert page == config_reference.render(), (
+        "regenerate: python -m reidjax.config.config_reference"
+    )
     rows = [line for line in page.splitlines() if line.startswith("| `")]
     assert len(rows) == len(config_reference.flat_defaults())
     assert all(not row.endswith("|  |") for row in rows), [r for r in rows if r.endswith("|  |")]
@@ -183,10 +185,10 @@ def test_config_reference_is_current_and_help_shows_common_keys():
 
 
 def test_search_ids_file(tmp_path):
-    """reidjax.search --ids: integer identities keep their number, named ones are numbered;
+    """reidjax.serving.search --ids: integer identities keep their number, named ones are numbered;
     cameras come from the third column; split prefixes disambiguate; missing rows are named."""
-    from reidjax.inference import InputError
-    from reidjax.search import read_ids
+    from reidjax.serving.inference import InputError
+    from reidjax.serving.search import read_ids
 
     path = tmp_path / "ids.txt"
     path.write_text("# tracklet identity camera\nq1 7 north\nquery/a 9 south\ngallery/a 7 south\n")

@@ -107,7 +107,7 @@ def test_help_exits_zero_and_eval_takes_overrides_without_config(tmp_path):
         [sys.executable, "eval.py", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert done.returncode == 0 and "--workdir" in done.stdout and "--config" in done.stdout
-    from reidjax import config_lib
+    from reidjax.config import config_lib
 
     config = config_lib.load_config("synthetic", "smoke")
     (tmp_path / "config.json").write_text(config.to_json())
@@ -141,7 +141,7 @@ def test_help_exits_zero_and_eval_takes_overrides_without_config(tmp_path):
 def test_a_damaged_run_config_names_the_file_and_the_key(tmp_path, edit, key):
     """eval.py --workdir reads WORKDIR/config.json: an edited or damaged value is one
     ConfigError naming the file and the key, never a traceback."""
-    from reidjax import config_lib, run_config
+    from reidjax.config import config_lib, run_config
 
     saved = json.loads(config_lib.load_config("synthetic", "smoke").to_json())
     edit(saved)
@@ -157,7 +157,7 @@ def test_a_damaged_run_config_names_the_file_and_the_key(tmp_path, edit, key):
 def test_a_run_config_of_the_boolean_remat_reads_as_its_mode(tmp_path, old, new):
     """Runs trained before `model.remat` named a mode wrote a bool: they still evaluate,
     with the mode that bool meant (True: each block recomputed)."""
-    from reidjax import config_lib, run_config
+    from reidjax.config import config_lib, run_config
 
     saved = json.loads(config_lib.load_config("synthetic", "smoke").to_json())
     saved["model"]["remat"] = old
@@ -170,7 +170,7 @@ def test_a_run_config_of_the_boolean_remat_reads_as_its_mode(tmp_path, old, new)
 
 
 def test_overrides_parse_by_type():
-    from reidjax import config_lib
+    from reidjax.config import config_lib
     from reidjax.errors import ConfigError
 
     config = config_lib.load_config(

@@ -12,8 +12,8 @@ from input_pipeline import registry
 from input_pipeline.build import build_dataset
 from input_pipeline.dense import DenseRule
 from input_pipeline.records import TrackletIndex
-from reidjax import config_lib
-from reidjax.config_checks import validate
+from reidjax.config import config_lib
+from reidjax.config.config_checks import validate
 from reidjax.errors import ConfigError
 from tests import fixtures
 

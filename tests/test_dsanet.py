@@ -9,14 +9,14 @@ import numpy as np
 import optax
 import pytest
 
-from reidjax import losses
-from reidjax.config_lib import base_config
+from reidjax.config.config_lib import base_config
+from reidjax.config.recipes import DSANET_SWITCHES, set_dsanet_ablation
 from reidjax.errors import ConfigError
 from reidjax.experiment import build_module
+from reidjax.models import losses
 from reidjax.models.dsanet import TLM, DSANetConfig
 from reidjax.models.factory import dsanet_config, dummy_clips
 from reidjax.models.summary import count_params
-from reidjax.recipes import DSANET_SWITCHES, set_dsanet_ablation
 
 
 def dsanet(dataset="mars", arch="resnet50", **switches):

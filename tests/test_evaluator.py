@@ -12,11 +12,14 @@ from input_pipeline.errors import DatasetError
 from input_pipeline.pipelines import eval_clips
 from input_pipeline.records import TrackletIndex
 from input_pipeline.sampling import rrs_test_indices
-from reidjax import config_checks, evaluator, experiment, features, metrics, sharding
-from reidjax.config_lib import load_config
+from reidjax import experiment
+from reidjax.config import config_checks
+from reidjax.config.config_lib import load_config
 from reidjax.errors import ConfigError
+from reidjax.evaluation import evaluator, features, metrics
 from reidjax.models.factory import normalize
-from reidjax.state import init_variables
+from reidjax.runtime import sharding
+from reidjax.training.state import init_variables
 
 
 @pytest.mark.parametrize("clip_len", [2, 4])
@@ -230,7 +233,7 @@ def test_cross_dataset_eval_runs_every_split_and_the_mean(monkeypatch, tmp_path)
     """`evaluate_across` on a dataset with ten train/test splits: each split's test half
     with the run's model config (sizes kept), dataset.split set, its own report folder,
     training splits not cut; the mean of the ten in results.json."""
-    from reidjax import eval_lib
+    from reidjax.evaluation import eval_lib
 
     calls = []
 

@@ -22,9 +22,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax import experiment, features, restore, runlock, train_lib
-from reidjax.divergence import TrainingDivergedError
+from reidjax import experiment
 from reidjax.errors import ConfigError, UserError
+from reidjax.evaluation import features
+from reidjax.training import restore, runlock, train_lib
+from reidjax.training.divergence import TrainingDivergedError
 from tests.shared import once, smoke_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -284,7 +286,7 @@ def test_full_disk_stops_at_the_first_failed_save(setup, tmp_path):
 
 def test_failed_save_is_one_line(monkeypatch, tmp_path):
     """The disk-full path without a tmpfs: the checkpoint writer raises ENOSPC."""
-    from reidjax import checkpoint
+    from reidjax.training import checkpoint
 
     ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), save_every=1)
 
@@ -380,7 +382,7 @@ def test_divergence_stops_before_saving_a_non_finite_state(setup, tmp_path):
 def test_the_checkpoint_to_go_on_from_after_a_divergence_is_judged_by_its_norm():
     """Hand-computed: the newest step whose parameter norm is finite and within 10x of the
     start's."""
-    from reidjax.divergence import newest_sound
+    from reidjax.training.divergence import newest_sound
 
     start = 50.0
     assert newest_sound({10: 51.0, 20: 60.0, 30: 4e3, 40: 1e33}, start) == 20

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reidjax.config_lib import base_config
+from reidjax.config.config_lib import base_config
 from reidjax.experiment import build_module
-from reidjax.losses import l2_normalize
 from reidjax.models.heads import ReIDHead
+from reidjax.models.losses import l2_normalize
 
 
 def _numpy_head(fmap, scale, bias, mean, var, kernel, cbias, eps=1e-5):

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from reidjax import hosts, preemption, train_lib
 from reidjax.errors import UserError
+from reidjax.training import hosts, preemption, train_lib
 from tests.runs import (
     assert_bitwise_equal,
     free_port,

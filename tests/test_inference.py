@@ -1,4 +1,4 @@
-"""Using a trained model: the embedder, reidjax.search, the export, accelerator lowering."""
+"""Using a trained model: the embedder, reidjax.serving.search, the export, accelerator lowering."""
 
 import json
 import os
@@ -14,10 +14,11 @@ from PIL import Image
 
 from input_pipeline import build as build_lib
 from input_pipeline.builders import config_name
-from reidjax import experiment, metrics
-from reidjax.evaluator import Evaluator
-from reidjax.features import FeatureExtractor
-from reidjax.inference import (
+from reidjax import experiment
+from reidjax.evaluation import metrics
+from reidjax.evaluation.evaluator import Evaluator
+from reidjax.evaluation.features import FeatureExtractor
+from reidjax.serving.inference import (
     Embedder,
     InputError,
     load_frame,
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 def write_split_folders(data, root) -> pathlib.Path:
     """The query and gallery of a prepared dataset as image folders (the stored JPEG bytes,
-    one folder per tracklet) and an ids file: what a user would hand to reidjax.search."""
+    one folder per tracklet) and an ids file: what a user would hand to reidjax.serving.search."""
     lines = []
     for split in ("query", "gallery"):
         index = data.splits[split]
@@ -80,7 +81,7 @@ def test_search_cli_reproduces_the_evaluation(run, tmp_path):
     _, workdir, data, folders = run
     out = tmp_path / "search"
     result = subprocess.run(
-        [sys.executable, "-m", "reidjax.search", "--workdir", str(workdir),
+        [sys.executable, "-m", "reidjax.serving.search", "--workdir", str(workdir),
          "--query", str(folders / "query"), "--gallery", str(folders / "gallery"),
          "--ids", str(folders / "ids.txt"), "--out", str(out), "--top", "5"],
         cwd=ROOT, capture_output=True, text=True, check=False,
@@ -105,7 +106,7 @@ def test_search_cli_reproduces_the_evaluation(run, tmp_path):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(folders / split / f"{split[0]}{t:04d}", target)
     labelled = subprocess.run(
-        [sys.executable, "-m", "reidjax.search", "--workdir", str(workdir),
+        [sys.executable, "-m", "reidjax.serving.search", "--workdir", str(workdir),
          "--query", str(layout / "query"), "--gallery", str(layout / "gallery"),
          "--out", str(tmp_path / "layout_search")],
         cwd=ROOT, capture_output=True, text=True, check=False,
@@ -129,12 +130,12 @@ def test_bn_variance_bench_runs_on_a_trained_run(run):
 
 
 def test_export_reloads_in_a_fresh_process(run, tmp_path):
-    """tools/export.py for cpu, cuda and tpu; a fresh process with only jax and numpy (and
-    reidjax.exported) gives the checkpoint's features."""
+    """reidjax/serving/export.py for cpu, cuda and tpu; a fresh process with only jax and numpy (and
+    reidjax.serving.exported) gives the checkpoint's features."""
     _, workdir, _, folders = run
     path = tmp_path / "model.bin"
     result = subprocess.run(
-        [sys.executable, "tools/export.py", "--workdir", str(workdir), "--platforms",
+        [sys.executable, "-m", "reidjax.serving.export", "--workdir", str(workdir), "--platforms",
          "cpu,cuda,tpu", "--out", str(path)],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -151,7 +152,7 @@ def test_export_reloads_in_a_fresh_process(run, tmp_path):
     ]
     code = f"""
 import sys, numpy as np
-from reidjax.exported import load
+from reidjax.serving.exported import load
 model = load({str(path)!r})
 frames = np.load({str(tmp_path / "frames.npy")!r}, allow_pickle=True)
 np.save({str(tmp_path / "exported.npy")!r}, model.embed(list(frames)))
@@ -217,12 +218,12 @@ def test_frames_of_another_size_get_the_evaluation_features(run, tmp_path):
 
 
 def test_tsne_tool_maps_and_saves_every_output(run, tmp_path):
-    """tools/tsne.py on the smoke DSANet run: the test feature and f_cam of every test
+    """tools/tsne_plot.py on the smoke DSANet run: the test feature and f_cam of every test
     tracklet saved (the embedding equal to the evaluator's), the picture drawn; an output
     the model lacks is one line naming the ones it has."""
     _, workdir, data, _ = run
     out = tmp_path / "tsne"
-    command = [sys.executable, "tools/tsne.py", "--workdir", str(workdir), "--out", str(out)]
+    command = [sys.executable, "tools/tsne_plot.py", "--workdir", str(workdir), "--out", str(out)]
     done = subprocess.run(
         [*command, "--outputs", "test,f_cam"], cwd=ROOT, capture_output=True, text=True
     )
@@ -291,7 +292,7 @@ def test_saved_gallery_threshold_and_same_person(run, tmp_path):
 
     def search(*extra, out):
         done = subprocess.run(
-            [sys.executable, "-m", "reidjax.search", "--workdir", str(workdir),
+            [sys.executable, "-m", "reidjax.serving.search", "--workdir", str(workdir),
              "--query", str(folders / "query"), "--out", str(out), *extra],
             cwd=ROOT, capture_output=True, text=True, check=False,
         )  # fmt: skip
@@ -310,7 +311,7 @@ def test_saved_gallery_threshold_and_same_person(run, tmp_path):
     assert a["threshold"] == points["fpr_0.001"]["distance"]
     for matches in a["ranking"].values():
         assert all(m["same_person"] == (m["distance"] <= a["threshold"]) for m in matches)
-    from reidjax.search import load_index  # the command's module (it defines its flags)
+    from reidjax.serving.search import load_index  # the command's module (it defines its flags)
 
     embedder = Embedder.from_workdir(str(workdir))
     with pytest.raises(InputError, match="is not a gallery index"):
@@ -327,7 +328,7 @@ def test_saved_gallery_threshold_and_same_person(run, tmp_path):
 
 def test_tracks_command_on_a_rendered_two_camera_scene(run, tmp_path):
     """tools/tracks_demo.py renders a two-camera scene with ground-truth MOT files and
-    scores the association; python -m reidjax.tracks on that scene writes per-camera MOT
+    scores the association; python -m reidjax.serving.tracks on that scene writes per-camera MOT
     files with global identities (every kept box once; never two overlapping tracks of
     one camera under one identity), identities.json and the picture."""
     _, workdir, _, _ = run
@@ -342,7 +343,8 @@ def test_tracks_command_on_a_rendered_two_camera_scene(run, tmp_path):
     scene = tmp_path / "scene"
     out = tmp_path / "tracks"
     done = subprocess.run(
-        [sys.executable, "-m", "reidjax.tracks", "--workdir", str(workdir), "--out", str(out),
+        [sys.executable, "-m", "reidjax.serving.tracks", "--workdir", str(workdir),
+         "--out", str(out),
          "--camera", f"east={scene / 'east' / 'img1'},{scene / 'east' / 'gt.txt'}",
          "--camera", f"west={scene / 'west' / 'img1'},{scene / 'west' / 'gt.txt'}",
          "--threshold", "auto"],
@@ -369,15 +371,15 @@ def test_tracks_command_on_a_rendered_two_camera_scene(run, tmp_path):
 
 
 def test_release_round_trip(run, tmp_path):
-    """tools/release.py writes one archive (config, safetensors weights, results,
+    """reidjax/serving/make_release.py writes one archive (config, safetensors weights, results,
     checksums); Embedder.from_pretrained (a path, a file:// URL, the archive's SHA-256)
     gives the checkpoint's features and the run's thresholds; a damaged file or a wrong
     archive checksum is refused naming it."""
-    from reidjax.release import ReleaseError
+    from reidjax.serving.release import ReleaseError
 
     _, workdir, _, folders = run
     done = subprocess.run(
-        [sys.executable, "tools/release.py", "--workdir", str(workdir), "--out",
+        [sys.executable, "-m", "reidjax.serving.make_release", "--workdir", str(workdir), "--out",
          str(tmp_path), "--name", "demo"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip

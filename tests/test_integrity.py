@@ -1,4 +1,4 @@
-"""Checkpoint digests (reidjax.integrity): the sums against a NumPy reference, the same on
+"""Checkpoint digests (reidjax.training.integrity): the sums against a NumPy reference, the same on
 any mesh, and a byte flipped on disk that the storage decodes without error is caught on
 restore, moved aside, and the previous step restored."""
 
@@ -13,7 +13,7 @@ import pytest
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from reidjax import checkpoint, integrity, restore
+from reidjax.training import checkpoint, integrity, restore
 
 
 @struct.dataclass

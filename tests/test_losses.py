@@ -5,8 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reidjax.config_lib import base_config
-from reidjax.losses import batch_hard_triplet, cross_entropy, pairwise_distance, reid_objective
+from reidjax.config.config_lib import base_config
+from reidjax.models.losses import (
+    batch_hard_triplet,
+    cross_entropy,
+    pairwise_distance,
+    reid_objective,
+)
 
 
 def np_cross_entropy(logits, labels, eps):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reidjax import config_lib
+from reidjax.config import config_lib
 from reidjax.data_setup import registry_meta
 from reidjax.experiment import build
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reidjax import metrics
+from reidjax.evaluation import metrics
 
 
 def brute_force(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20):

@@ -3,8 +3,8 @@
 import json
 import types
 
-from reidjax import metrics_log
-from reidjax.metrics_log import MetricsLog
+from reidjax.training import metrics_log
+from reidjax.training.metrics_log import MetricsLog
 
 METRICS = {"loss/total": 1.0, "accuracy": 0.5, "lr": 1e-3}
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reidjax import config_lib
-from reidjax.config_checks import validate
+from reidjax.config import config_lib
+from reidjax.config.config_checks import validate
 from reidjax.errors import ConfigError
 from reidjax.experiment import build_module
 from reidjax.models.nonlocal_block import NonLocal

@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from reidjax.config_lib import base_config
-from reidjax.optim import build_optimizer, learning_rate_schedule
+from reidjax.config.config_lib import base_config
+from reidjax.training.optim import build_optimizer, learning_rate_schedule
 
 try:
     import torch

@@ -13,7 +13,7 @@ import pytest
 from jax.ad_checkpoint import print_saved_residuals
 
 from reidjax import experiment
-from reidjax.config_lib import load_config
+from reidjax.config.config_lib import load_config
 from reidjax.data_setup import registry_meta
 from reidjax.errors import ConfigError
 from reidjax.models.factory import dummy_clips

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax import inflation, weights
-from reidjax.config_lib import base_config
+from reidjax.config.config_lib import base_config
 from reidjax.experiment import build_module
 from reidjax.models import VARIANTS, ImageNetResNet, ResNet3D
 from reidjax.models.factory import dummy_clips
 from reidjax.models.summary import count_params
+from reidjax.pretrained import inflation, weights
 
 try:
     import torch
 
-    from tests.torch_resnet import TorchResNet, randomize_bn
+    from bench.torch_resnet import TorchResNet, randomize_bn
 except ImportError:  # the tests marked `torch` are skipped (conftest.py)
     torch = None
 

@@ -15,12 +15,13 @@ import pytest
 from flax import traverse_util
 
 from input_pipeline.batch import TRAIN_FIELDS
-from reidjax import checkpoint, experiment, train_lib
-from reidjax.config_lib import load_config
+from reidjax import experiment
+from reidjax.config.config_lib import load_config
 from reidjax.data_setup import registry_meta
 from reidjax.models.factory import dummy_clips
-from reidjax.optim import build_optimizer
-from reidjax.state import state_of
+from reidjax.training import checkpoint, train_lib
+from reidjax.training.optim import build_optimizer
+from reidjax.training.state import state_of
 from tests import fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from reidjax.config_lib import base_config
+from reidjax.config.config_lib import base_config
+from reidjax.config.recipes import set_strf_stages
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
 from reidjax.models.strf import FACTORS, STRF, STRFConfig
-from reidjax.recipes import set_strf_stages
 
 # ----------------------------------------------------------------- NumPy reference
 
@@ -256,7 +256,7 @@ def test_strf_p3dc_at_init_equals_p3dc():
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["i3d", "p3da", "p3db", "p3dc"])
 def test_gradients_reach_every_strf_parameter_after_one_step(variant):
-    from reidjax.losses import reid_objective
+    from reidjax.models.losses import reid_objective
 
     config, model = _tiny(variant, "strf")
     clips = jax.random.normal(jax.random.key(0), (8, 4, 32, 16, 3))

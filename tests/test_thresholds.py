@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reidjax import thresholds
+from reidjax.evaluation import thresholds
 
 
 def _pairs(rng, metric):
@@ -28,7 +28,7 @@ def _pairs(rng, metric):
 def test_thresholds_equal_brute_force(rng, metric):
     args, pos, neg = _pairs(rng, metric)
     out = thresholds.operating_points(*args, metric=metric)
-    from reidjax import metrics  # the evaluator hands over the matrix it already made
+    from reidjax.evaluation import metrics  # the evaluator hands over the matrix it already made
 
     given = metrics.pairwise_distances(args[0], args[1], metric)
     assert thresholds.operating_points(*args, metric=metric, distances=given) == out

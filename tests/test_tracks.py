@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reidjax import association, tracks
-from reidjax.inference import InputError
+from reidjax.serving import association, tracks
+from reidjax.serving.inference import InputError
 
 
 def test_read_mot_skips_ignored_rows_and_names_bad_lines(tmp_path):
@@ -113,7 +113,7 @@ def test_pair_scores_by_hand():
 
 
 def test_importing_the_commands_together_defines_no_flag_twice():
-    """reidjax.tracks defines its flags only when run, so library users (and tests) can
-    import it beside reidjax.search, whose command shares flag names with it."""
-    import reidjax.search
-    import reidjax.tracks  # noqa: F401
+    """reidjax.serving.tracks defines its flags only when run, so library users (and tests) can
+    import it beside reidjax.serving.search, whose command shares flag names with it."""
+    import reidjax.serving.search
+    import reidjax.serving.tracks  # noqa: F401

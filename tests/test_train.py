@@ -16,11 +16,14 @@ from flax import traverse_util
 from input_pipeline.batch import TRAIN_FIELDS
 from input_pipeline.errors import DatasetError
 from input_pipeline.pipelines import to_device
-from reidjax import checkpoint, eval_lib, experiment, sharding, train_lib
-from reidjax.checkpoint import CheckpointNotFoundError
+from reidjax import experiment
 from reidjax.errors import ConfigError, UserError
-from reidjax.optim import build_optimizer
-from reidjax.state import create_state, init_variables
+from reidjax.evaluation import eval_lib
+from reidjax.runtime import sharding
+from reidjax.training import checkpoint, train_lib
+from reidjax.training.checkpoint import CheckpointNotFoundError
+from reidjax.training.optim import build_optimizer
+from reidjax.training.state import create_state, init_variables
 from tests.runs import (
     assert_bitwise_equal,
     free_port,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reidjax.tsne import affinities, tsne
+from reidjax.evaluation.tsne import affinities, tsne
 
 
 def test_affinity_rows_have_the_asked_perplexity(rng):

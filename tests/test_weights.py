@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from reidjax import inflation, pth, weights
-from reidjax.config_lib import base_config
+from reidjax.config.config_lib import base_config
 from reidjax.experiment import build_module
 from reidjax.models.factory import dummy_clips
+from reidjax.pretrained import inflation, pth, weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 try:
     import torch
 
-    from tests.torch_resnet import TorchResNet, randomize_bn
+    from bench.torch_resnet import TorchResNet, randomize_bn
 except ImportError:  # the tests marked `torch` are skipped (conftest.py)
     torch = None
 
@@ -192,7 +192,7 @@ def test_pth_read_without_torch_in_both_formats(tmp_path, zip_format):
     torch.save(collections.OrderedDict(tensors), path, _use_new_zipfile_serialization=zip_format)
     out = tmp_path / "read.npz"
     code = (
-        "import sys, numpy as np; from reidjax import weights; "
+        "import sys, numpy as np; from reidjax.pretrained import weights; "
         f"s = weights.read_state_dict({str(path)!r}); "
         "assert 'torch' not in sys.modules, 'torch was imported'; "
         f"np.savez({str(out)!r}, **{{k: v.view(np.uint16) if v.dtype.name == 'bfloat16' "

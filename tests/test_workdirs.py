@@ -6,8 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from reidjax import eval_lib, run_config, runlock, train_lib
+from reidjax.config import run_config
 from reidjax.errors import ConfigError, UserError
+from reidjax.evaluation import eval_lib
+from reidjax.training import runlock, train_lib
 from tests.runs import logged_steps, synthetic_config
 
 
@@ -15,10 +17,10 @@ from tests.runs import logged_steps, synthetic_config
 def test_bucket_workdir_code_path_on_a_local_disk(tmp_path, monkeypatch):
     """Every workdir file of a run (config.json, metrics.jsonl rewritten whole, the report,
     its pictures, features.npz) written and read through the bucket code path of
-    `reidjax.workdir_io` (etils.epath, no local temp-and-rename, no file lock), here on a
+    `reidjax.runtime.workdir_io` (etils.epath, no local temp-and-rename, no file lock), here on a
     local disk: a real gs:// bucket was not reachable from the test machines. The run, its
     resume and eval.py's workdir-only evaluation behave as on a plain path."""
-    from reidjax import workdir_io
+    from reidjax.runtime import workdir_io
 
     monkeypatch.setattr(workdir_io, "is_local", lambda path: False)
     workdir = tmp_path / "bucket" / "run"

@@ -21,7 +21,7 @@ TensorCores (two per chip); figures are given per chip. A GPU host, `h100-8` (ei
 SXM), compiles with XLA's GPU compiler and no GPU when jax's CUDA plugin is installed
 (`pip install "jax[cuda12]==<jax version>"`); that compiler gives memory but no cost
 analysis, so FLOPs come from XLA's analysis of one device's share of the same program and
-bytes from the compiled module's ops (`reidjax.hlo_bytes`).
+bytes from the compiled module's ops (`reidjax.accelerators.hlo_bytes`).
 """
 
 import json
@@ -30,12 +30,12 @@ import sys
 
 # The host's own devices are not used: compile-only TPU devices come from libtpu.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 from absl import app, flags
 
-from reidjax import aot, chips, cli, experiment, hlo_bytes
+from reidjax import cli, experiment
+from reidjax.accelerators import aot, hlo_bytes, targets
 from reidjax.errors import USER_ERRORS
 
 _CONFIG, _PRINT = cli.define_config_flags("Experiment config file")
@@ -123,7 +123,7 @@ def main(argv):
 
     def run() -> int:
         config = cli.config()
-        devices = chips.devices(_TOPOLOGY.value)
+        devices = targets.devices(_TOPOLOGY.value)
         _, share = aot.chip_of(devices[0])
         per_device = None
         if _BATCH.value:

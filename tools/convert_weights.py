@@ -21,12 +21,11 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import numpy as np
 from absl import app, flags
 
-from reidjax import cli, weights
+from reidjax import cli
+from reidjax.pretrained import weights
 
 _INPUT = flags.DEFINE_string("input", None, "torchvision ResNet-50 weights (.pth/.npz/...).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output file: .npz or .safetensors.")

@@ -9,10 +9,7 @@ inference forward pass on one clip of the config's input shape. The last line is
 `params: <int>`.
 """
 
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 from absl import app, flags

@@ -20,10 +20,7 @@ The last line is JSON with the four profiles.
 """
 
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
@@ -33,11 +30,11 @@ from absl import app, flags
 from reidjax import cli
 from reidjax.data_setup import open_dataset
 from reidjax.errors import ConfigError
-from reidjax.eval_lib import attention_inputs
-from reidjax.inference import Embedder
+from reidjax.evaluation.eval_lib import attention_inputs
 from reidjax.models.dsanet import TLM
 from reidjax.models.factory import normalize
 from reidjax.models.resnet3d import ResNet3D
+from reidjax.serving.inference import Embedder
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A DSANet training run's workdir.")
 _CLIPS = flags.DEFINE_integer("clips", 64, "Query tracklets probed (their first clip).")

@@ -1,4 +1,5 @@
-"""A rendered two-camera scene with ground truth: what `python -m reidjax.tracks` gets right.
+"""A rendered two-camera scene with ground truth: what `python -m reidjax.serving.tracks`
+gets right.
 
     python tools/tracks_demo.py --workdir runs/demo --out runs/demo/tracks_demo
     python tools/tracks_demo.py --workdir runs/demo --init    # the untrained model too
@@ -7,7 +8,7 @@ Renders people of the synthetic generator (test identities, never trained on) wa
 across two cameras' frames (`<out>/scene/<camera>/img1/000001.jpg`, MOTChallenge layout),
 some seen by both cameras, some by one, some entering a camera twice, and writes the
 ground-truth tracks as MOTChallenge files (the tracker a user would run, made perfect).
-It then runs the tracks command's association (`reidjax.tracks.associate`) with the run's
+It then runs the tracks command's association (`reidjax.serving.tracks.associate`) with the run's
 model and threshold and scores the global identities against the truth: pairwise
 precision and recall over track pairs, at the run's threshold and at the best threshold
 for each model (the best F1 over all thresholds, so that the untrained model is judged
@@ -19,18 +20,19 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import jax
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
 from input_pipeline.synthetic import render_tracklet
-from reidjax import cli, restore, sharding, thresholds
-from reidjax.association import cluster, conflicts, pair_scores
-from reidjax.inference import Embedder
-from reidjax.tracks import associate, write_outputs
+from reidjax import cli
+from reidjax.evaluation import thresholds
+from reidjax.runtime import sharding
+from reidjax.serving.association import cluster, conflicts, pair_scores
+from reidjax.serving.inference import Embedder
+from reidjax.serving.tracks import associate, write_outputs
+from reidjax.training import restore
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained run.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Output folder (default WORKDIR/tracks_demo).")

@@ -1,4 +1,5 @@
-"""Model zoo: inflated ResNet trunks, heads, and the re-ID networks built on them."""
+"""Model zoo: inflated ResNet trunks, heads, the re-ID networks built on them and their
+losses (`losses`: each family owns its objective)."""
 
 from reidjax.models.baseline import VideoReIDNet
 from reidjax.models.factory import MODELS, ReIDModel, build_model

@@ -9,8 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from reidjax.losses import l2_normalize
 from reidjax.models.heads import ReIDHead
+from reidjax.models.losses import l2_normalize
 from reidjax.models.resnet3d import ResNet3D
 from reidjax.models.strf import STRFConfig
 

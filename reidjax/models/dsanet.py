@@ -13,10 +13,10 @@ conv (2 → 1, no bias, per frame) and a softmax over that frame's h×(w/2) posi
 A_L, A_R, A_M. Then Z_attn = [A_L; A_R] + A_M, with A_M added at its columns.
 FWG: the predictor is a 1×1 conv (C → 1, with bias) over frames, s_i, and
 ŵ = softmax_i(max s − s_i), the "reverse operation" of the pseudo label (Eq. 6, see
-`reidjax.losses.frame_pseudo_labels`). With FWG off, f_ID is the temporal mean of f_t.
+`reidjax.models.losses.frame_pseudo_labels`). With FWG off, f_ID is the temporal mean of f_t.
 
 Every ablation switch of Table 2 (`DSANetConfig`) removes exactly its parameters here and
-its loss terms in `reidjax.losses.dsanet_objective`.
+its loss terms in `reidjax.models.losses.dsanet_objective`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from reidjax.errors import ConfigError
-from reidjax.losses import l2_normalize
 from reidjax.models.conv import Conv3D
 from reidjax.models.heads import bn1d_scale_init
+from reidjax.models.losses import l2_normalize
 from reidjax.models.norm import BatchNorm
 from reidjax.models.resnet3d import ResNet3D, get_arch
 

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from reidjax import losses
 from reidjax.errors import ConfigError
+from reidjax.models import losses
 from reidjax.models.baseline import VideoReIDNet
 from reidjax.models.dsanet import DSANet, DSANetConfig
 from reidjax.models.remat import remat_mode
@@ -87,7 +87,7 @@ class ReIDModel:
         """The test feature `[B, D]` (not normalised) of uint8 `clips` `[B, T, H, W, 3]`;
         with `frame_pooling`, `(features [B, T, D], log-weights [B, T])` per frame: the
         tracklet's feature is Σ exp(l)·f / Σ exp(l) over its real frames
-        (`reidjax.features.accumulate_frames`)."""
+        (`reidjax.evaluation.features.accumulate_frames`)."""
         out = self.module.apply(variables, normalize(clips), train=False)
         if self.frame_pooling:
             return out["frame_test_features"], out["frame_log_weights"]

@@ -16,8 +16,8 @@ so that, with the same 2D weights, every variant computes the C2D network at ini
 No layer pools or strides over time: T is preserved end to end.
 
 Parameter names mirror torchvision's (`layer2_0/conv2` ↔ `layer2.0.conv2`), which keeps the
-weight conversion in `reidjax.weights` a pure renaming; the temporal conv of a P3D block is
-`conv2_t`.
+weight conversion in `reidjax.pretrained.weights` a pure renaming; the temporal conv of a
+P3D block is `conv2_t`.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from reidjax.errors import ConfigError
-from reidjax.losses import l2_normalize
 from reidjax.models.conv import Conv3D
+from reidjax.models.losses import l2_normalize
 
 Array = jax.Array
 
