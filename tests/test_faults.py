@@ -196,16 +196,22 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_damaged_latest_checkpoint_is_moved_aside_and_the_run_resumes(setup, tmp_path, damage):
+def test_damaged_latest_checkpoint_is_moved_aside_and_the_run_resumes(
+    setup, tmp_path, damage, capsys
+):
+    """In process, through the call train.py makes (`train_and_evaluate` with the config
+    `command` gives it): what happens on a damaged checkpoint is the library's; train.py
+    as a process, killed and resumed, is the kill -9 and SIGTERM tests'."""
     data, reference = setup
     stopped_at(data, 4, tmp_path)
     damage_it, words = DAMAGE[damage]
     damage_it(tmp_path / "checkpoints" / "4")
-    again = train(tmp_path, data)
-    assert again.returncode == 0, again.stderr[-3000:]
-    note = next(line for line in again.stdout.splitlines() if line.startswith("start: "))
+    capsys.readouterr()
+    train_lib.train_and_evaluate(config_of(data), str(tmp_path))
+    out, err = capsys.readouterr()
+    note = next(line for line in out.splitlines() if line.startswith("start: "))
     assert f"checkpoint step 4 is unreadable ({words})" in note
-    assert (again.stdout + again.stderr).count("is unreadable") == 1  # said once
+    assert (out + err).count("is unreadable") == 1  # said once
     assert f"moved to {tmp_path}/checkpoints_damaged/4" in note
     assert f"resumed from {tmp_path}/checkpoints/2" in note
     assert (tmp_path / "checkpoints_damaged" / "4").is_dir()  # kept, not deleted
@@ -219,10 +225,11 @@ def test_no_readable_checkpoint_never_means_starting_over(setup, tmp_path):
     assert steps  # orbax also keeps the first step
     for step in steps:
         shutil.rmtree(step / "default")
-    again = train(tmp_path, data)
-    assert again.returncode == 1 and "Traceback" not in again.stderr
-    assert last_line(again.stderr).startswith("error: no checkpoint in ")
-    assert "nothing was moved" in again.stderr
+    # in process (the error's one line is test_config_errors.py's, for every UserError)
+    with pytest.raises(UserError) as caught:
+        train_lib.train_and_evaluate(config_of(data), str(tmp_path))
+    assert str(caught.value).startswith("no checkpoint in "), caught.value
+    assert "nothing was moved" in str(caught.value)
     assert all(step.is_dir() for step in steps)
 
 
