@@ -59,6 +59,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     return remaining
 
 
+def console(main: Callable[[list[str]], int]) -> None:
+    """Runs a command's `main` as its console script and `python -m` do: absl's app with
+    `parse_flags`, the process's exit status from `main`."""
+    sys.exit(app.run(main, flags_parser=parse_flags))
+
+
 def local_platforms() -> None:
     """On a machine with no TPU chip and no GPU, JAX is told to use its CPU backend only.
 

@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     """The console command (`[project.scripts]` in pyproject.toml)."""
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))
+    cli.console(main)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ workdir, no orbax checkpoint, no training code path.
 import datetime
 import json
 import os
-import sys
 
 from absl import app, flags
 
@@ -68,7 +67,7 @@ def main(argv):
 
 def run() -> None:
     """The console command (`[project.scripts]` in pyproject.toml)."""
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))
+    cli.console(main)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
@@ -232,7 +231,7 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     """The console command (`[project.scripts]` in pyproject.toml)."""
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))
+    cli.console(main)
 
 
 if __name__ == "__main__":

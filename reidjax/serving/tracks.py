@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -363,7 +362,7 @@ def main(argv: list[str]) -> int:
 def run() -> None:
     """The console command (`[project.scripts]` in pyproject.toml)."""
     define_flags()
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))
+    cli.console(main)
 
 
 if __name__ == "__main__":
