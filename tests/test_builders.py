@@ -211,6 +211,33 @@ def test_cli_summary_json_and_errors(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["build", "--help"], None),
+        (["build", "--dataset", "synthetic", "--sise", "16x8"], "Unknown command line flag 'sise'"),
+        (["build", "--dataset", "synthetic", "--size", "16"], "--size must be HxW"),
+        (["build", "--dataset", "folder", "--manual_dir", "x"], "needs --name NAME"),
+        (["inspect", "--dataset", "mars"], "inspect needs --manual_dir"),
+    ],
+    ids=["help", "unknown flag", "bad size", "folder without name", "inspect without folder"],
+)
+def test_data_command_help_and_mistakes(args, words, tmp_path):
+    """`python -m input_pipeline` (the `reidjax-data` command): --help exits 0 with the
+    usage; a mistake exits 1 with one `error:` line naming it, before anything is built."""
+    done = subprocess.run(
+        [sys.executable, "-m", "input_pipeline", *args, "--data_dir", str(tmp_path / "tfds")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    if words is None:
+        assert done.returncode == 0 and "--manual_dir" in done.stdout, done.stderr[-2000:]
+        return
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith("error: ") and words in lines[0], lines
+    assert not (tmp_path / "tfds").exists()
+
+
 def test_tfds_build_command_gives_the_same_dataset(tmp_path):
     """TFDS's own `tfds build` code path (tools/tfds_build.py runs it without TensorFlow)
     on a builder folder writes the same frames as `python -m input_pipeline build`."""
