@@ -101,15 +101,23 @@ def test_a_planted_parent_package_loop_is_caught(tmp_path):
     assert find_cycle(tmp_path) is None
 
 
-def input_pipeline_imports_of_reidjax(root=ROOT):
-    """Modules of `input_pipeline` that import something of `reidjax`, with what."""
+def imports_across(source, target, root=ROOT):
+    """`{module: [what it imports]}` for the modules `source(name)` picks that import
+    modules `target(name)` picks (parent packages included)."""
     known = dict(modules(root))
     found = {}
     for name, path in known.items():
-        above = sorted(d for d in imports(path, known) if d.split(".")[0] == "reidjax")
-        if name.split(".")[0] == "input_pipeline" and above:
-            found[name] = above
+        if source(name):
+            bad = sorted(d for d in imports(path, known) if target(d))
+            if bad:
+                found[name] = bad
     return found
+
+
+def input_pipeline_imports_of_reidjax(root=ROOT):
+    """Modules of `input_pipeline` that import something of `reidjax`, with what."""
+    top = lambda name: name.split(".")[0]
+    return imports_across(lambda n: top(n) == "input_pipeline", lambda d: top(d) == "reidjax", root)
 
 
 def test_the_input_pipeline_imports_nothing_of_reidjax():
@@ -141,14 +149,9 @@ ABOVE_MODELS = ("reidjax.training", "reidjax.evaluation", "reidjax.serving")
 
 def models_imports_above(root=ROOT):
     """Modules of `reidjax.models` that import training, evaluation or serving, with what."""
-    known = dict(modules(root))
-    found = {}
-    for name, path in known.items():
-        if room_of(name) == "reidjax.models" or name == "reidjax.models":
-            above = sorted(d for d in imports(path, known) if room_of(d) in ABOVE_MODELS)
-            if above:
-                found[name] = above
-    return found
+    return imports_across(
+        lambda n: room_of(n) == "reidjax.models", lambda d: room_of(d) in ABOVE_MODELS, root
+    )
 
 
 def test_models_import_no_training_evaluation_or_serving():
