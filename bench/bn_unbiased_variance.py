@@ -46,7 +46,7 @@ def compare() -> int:
     biased = jax.device_get(variables)
     biased["batch_stats"]["bn"]["var"] = biased["batch_stats"]["bn"]["var"] * (n - 1) / n
     biased = jax.device_put(biased, sharding.replicated(mesh))
-    evaluator = Evaluator(model.predict, config, data, mesh, progress=None)
+    evaluator = Evaluator(model.predict, run.eval, data, mesh, progress=None)
     results = [evaluator.evaluate(v) for v in (variables, biased)]
     qa, qb = results[0].query_features, results[1].query_features
     ga, gb = results[0].gallery_features, results[1].gallery_features

@@ -29,7 +29,9 @@ _OVERRIDES: list[str] = []
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flags parser with `--config.KEY=VALUE` (or `--config.KEY VALUE`, or a bare
-    `--config.KEY` for a boolean) taken out first; `config()` applies them. A flag absl
+    `--config.KEY` / `--noconfig.KEY` for a boolean) taken out first; `config()` applies
+    them with ml_collections' `config_flags` (`config_lib.apply_overrides`), to the config
+    file or to a run's own config.json, which is only known once `--workdir` is read. A flag absl
     does not know (or cannot parse) is one `error:` line and exit status 1. Logging is
     then quiet (`quiet_logging`) unless `--verbosity` was given."""
     asked = {"--help", "-h", "-?", "--helpshort", "--helpfull"} & set(argv[1:])
@@ -45,6 +47,8 @@ def parse_flags(argv: list[str]) -> list[str]:
             if "=" not in item and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
                 item, i = f"{item}={argv[i + 1]}", i + 1
             _OVERRIDES.append(item)
+        elif arg.startswith("--noconfig.") and "=" not in arg:  # absl's false boolean
+            _OVERRIDES.append(f"{arg[4:]}=false")
         else:
             rest.append(arg)
         i += 1

@@ -31,10 +31,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from input_pipeline.pipelines import TrainBatches, TrainSpec
+from input_pipeline.pipelines import TrainBatches, TrainSpec, worker_kind
 from input_pipeline.records import ReIDDataset
 from reidjax.data_setup import DataMeta, open_data, registry_meta
 from reidjax.errors import ConfigError
+from reidjax.evaluation.features import EvalSpec
 from reidjax.models import ReIDModel, build_model
 from reidjax.models.factory import dummy_clips
 from reidjax.runtime import sharding, workdir_io
@@ -146,6 +147,20 @@ def train_spec(config: ml_collections.ConfigDict) -> TrainSpec:
     )
 
 
+def eval_spec(config: ml_collections.ConfigDict) -> EvalSpec:
+    """What the test protocol reads, from `config.input` and `config.eval`, with
+    `input.worker_kind="auto"` resolved for this host's cores."""
+    i, e = config.input, config.eval
+    return EvalSpec(
+        num_frames=i.num_frames, height=i.height, width=i.width,
+        test_sampler=i.test_sampler, test_padding=i.test_padding,
+        batch_size=e.batch_size, clip_weights=e.clip_weights,
+        workers=i.workers, worker_kind=worker_kind(i.worker_kind),
+        distance=e.distance, max_rank=e.max_rank, rerank=e.rerank,
+        rerank_k1=e.rerank_k1, rerank_k2=e.rerank_k2, rerank_lambda=e.rerank_lambda,
+    )  # fmt: skip
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What a run will do, known before it starts (printed at start-up, `tools/recipe.py`)."""
@@ -206,6 +221,7 @@ class Run:
         mesh: the `("data",)` device mesh.
         data: the prepared dataset; `meta`: what it tells the model.
         model: the model family: module, objective, test feature.
+        eval: what the test protocol reads (`eval_spec`).
         batches: the training batches of this host (None for evaluation).
         plan: steps per epoch, total steps, decays (None for evaluation).
         tx, schedule: the optimizer and its learning rate (None for evaluation).
@@ -217,6 +233,7 @@ class Run:
     data: ReIDDataset
     meta: DataMeta
     model: ReIDModel
+    eval: EvalSpec
     batches: TrainBatches | None = None
     plan: Plan | None = None
     tx: optax.GradientTransformation | None = None
@@ -252,12 +269,13 @@ def setup(config: ml_collections.ConfigDict, *, train: bool = True) -> Run:
     sharding.check_eval_batch(config.eval.batch_size, mesh)
     data, meta = open_data(config)
     model = build(config, meta)
+    evaluation = eval_spec(config)
     if not train:
-        return Run(config, mesh, data, meta, model)
+        return Run(config, mesh, data, meta, model, evaluation)
     batches = TrainBatches(data, spec, jax.process_index(), jax.process_count())
     tx, schedule = build_optimizer(config.optim, batches.steps_per_epoch, config.train.epochs)
     return Run(
-        config, mesh, data, meta, model,
+        config, mesh, data, meta, model, evaluation,
         batches=batches,
         plan=plan(config, batches),
         tx=tx,

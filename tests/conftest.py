@@ -63,7 +63,6 @@ def pytest_report_header(config):
 # worker has nothing left to run beside them.
 FIRST = (
     "tests/test_hosts.py::test_preempted_twice_then_killed_then_skewed_start_resumes_bitwise",
-    "tests/test_train.py::test_two_process_run_equals_one_process",
     # the shared smoke runs, which many later tests read
     "tests/test_smoke_configs.py::test_one_smoke_run_per_family_trains_and_evaluates",
 )

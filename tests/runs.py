@@ -21,11 +21,13 @@ def synthetic_config(tmp_path, **overrides):
     return smoke_config("synthetic", tmp_path / "data", **{"mesh.data": 1, **overrides})
 
 
-def variables_of(workdir, config, devices=1, folder="checkpoints"):
-    """The latest checkpoint's step and flat model variables, restored on `devices`."""
+def variables_of(workdir, config, devices=1, folder="checkpoints", step=None):
+    """A checkpoint's step and flat model variables (the latest, or `step`), restored on
+    `devices`."""
     model = experiment.setup(config, train=False).model
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:devices]), ("data",))
-    variables, step = restore.restore_variables(model, config, os.path.join(workdir, folder), mesh)
+    where = os.path.join(workdir, folder)
+    variables, step = restore.restore_variables(model, config, where, mesh, step)
     return step, traverse_util.flatten_dict(jax.device_get(variables), sep="/")
 
 

@@ -138,6 +138,35 @@ def test_unknown_config_key_on_command_line_fails():
         config_lib.load_config("configs/c2d_mars.py:smoke", overrides=["model.varient=i3d"])
 
 
+def test_command_line_overrides_parse_as_the_flax_examples_do():
+    """The forms `config_flags` takes, through the command-line parser train.py uses: a
+    value after `=` or after a space, bare and negated booleans, a tuple as a literal or as
+    repeated flags, `none` for None (not for a string key), and the last of a key wins."""
+    from reidjax import cli
+
+    cli.parse_flags(
+        ["train.py", "--config.train.num_steps", "7", "--config.eval.rerank",
+         "--noconfig.loss.fwg_frame_ce", "--config.optim.lr=0.5",
+         "--config.optim.freeze=backbone/conv1", "--config.optim.freeze=backbone/layer1",
+         "--config.model.nonlocal_blocks=((), (0,), (0,), ())", "--config.optim.lr=2",
+         "--config.model.temporal_blocks=((0,), (0,), (0,), ())",
+         "--config.model.temporal_blocks=none", "--config.init.imagenet=none"]
+    )  # fmt: skip
+    assert cli.overrides()[:3] == ["config.train.num_steps=7", "config.eval.rerank",
+                                   "config.loss.fwg_frame_ce=false"]  # fmt: skip
+    config = config_lib.load_config("configs/strf_mars.py:smoke", overrides=cli.overrides())
+    assert config.train.num_steps == 7 and config.eval.rerank is True
+    assert config.loss.fwg_frame_ce is False and config.optim.lr == 2.0
+    assert config.optim.freeze == ("backbone/conv1", "backbone/layer1")
+    assert config.model.nonlocal_blocks == ((), (0,), (0,), ())
+    assert config.model.temporal_blocks is None  # the arch's default again
+    assert config.init.imagenet == "none"  # a string key keeps the word
+    with pytest.raises(ConfigError, match=r"config\.input\.height='tall' is not an int"):
+        config_lib.load_config("synthetic", "smoke", ["input.height=tall"])
+    with pytest.raises(ConfigError, match=r"config\.eval\.rerank='2' must be true or false"):
+        config_lib.load_config("synthetic", "smoke", ["eval.rerank=2"])
+
+
 def test_recipe_tool_prints_the_plan(tmp_path):
     """tools/recipe.py on a full-size recipe and a prepared MARS-layout dataset: steps per
     epoch are the lineage sampler's, the decays fall on 50-epoch boundaries, and frames

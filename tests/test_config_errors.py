@@ -20,7 +20,7 @@ BAD = [
     ([*SYNTHETIC, "--config.train.max_steps=9"], "did you mean config.train.num_steps?"),
     ([*SYNTHETIC, "--config.model.name=resnet"], "config.model.name='resnet' is not one of"),
     ([*SYNTHETIC, "--config.dataset.name=market"], "config.dataset.name='market' is not one"),
-    ([*SYNTHETIC, "--config.train.num_steps=ten"], "config.train.num_steps='ten' is not a int"),
+    ([*SYNTHETIC, "--config.train.num_steps=ten"], "config.train.num_steps='ten' is not an int"),
     ([*SYNTHETIC, "--config.eval.rerank=maybe"], "must be true or false"),
     ([*SYNTHETIC, "--config.model.dsanet.tlm=false"], "loss_lr (L_L/R) needs tlm=True"),
     ([*SYNTHETIC, "--config.eval.distance=l2"], "config.eval.distance='l2' is not one of"),
@@ -190,8 +190,8 @@ def test_overrides_parse_by_type():
     assert config.optim.freeze == ("backbone/conv1",) and config.model.strf.resolutions == (1, 5)
     assert config.train.eval_every == -1 and config.optim.lr == 2e-4 and config.eval.rerank
     assert config.model.temporal_blocks is None
-    # `none` is None, except for a key with a choice of that name.
-    assert config.model.remat == "none" and config.init.imagenet is None
+    # `none` is None for a key that is not a string; a string key keeps the word.
+    assert config.model.remat == "none" and config.init.imagenet == "none"
     with pytest.raises(ConfigError, match="resolutions must be odd"):
         config_lib.load_config("strf_mars", "smoke", ["model.strf.resolutions=(1, 4)"])
     with pytest.raises(ConfigError, match=r"the keys of config\.optim are"):

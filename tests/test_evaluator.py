@@ -143,7 +143,7 @@ def test_features_equal_a_per_clip_loop_on_8_devices(setup, frame_pooling):
     model = dataclasses.replace(model, frame_pooling=frame_pooling)
     mesh = sharding.make_mesh(config)
     assert mesh.shape["data"] == 8
-    ev = evaluator.Evaluator(model.predict, config, data, mesh, progress=None)
+    ev = evaluator.Evaluator(model.predict, experiment.eval_spec(config), data, mesh, progress=None)
     result = ev.evaluate(jax.device_put(variables, sharding.replicated(mesh)))
     apply = jax.jit(lambda x: model.module.apply(variables, normalize(x)))
     for split, got in (("query", result.query_features), ("gallery", result.gallery_features)):
@@ -179,7 +179,7 @@ def test_rrs_protocol_runs_one_clip_per_tracklet(setup):
     with config.unlocked():
         config.input.test_sampler = "rrs"
     mesh = sharding.make_mesh(config)
-    ev = evaluator.Evaluator(model.predict, config, data, mesh, progress=None)
+    ev = evaluator.Evaluator(model.predict, experiment.eval_spec(config), data, mesh, progress=None)
     index = data.splits["query"]
     got = ev.extract(jax.device_put(variables, sharding.replicated(mesh)), data, index)
     apply = jax.jit(lambda x: model.module.apply(variables, normalize(x))[model.test_feature])
@@ -202,7 +202,7 @@ def test_clear_errors(setup):
     with config.unlocked():
         config.eval.batch_size = 6
     with pytest.raises(ValueError, match=r"eval\.batch_size=6 is not divisible by the 8 devices"):
-        evaluator.Evaluator(model.predict, config, data, mesh)
+        evaluator.Evaluator(model.predict, experiment.eval_spec(config), data, mesh)
     with config.unlocked():
         config.eval.batch_size = 8
 
@@ -217,13 +217,19 @@ def test_clear_errors(setup):
         return TrackletIndex(*(a[:0] for a in dataclasses.astuple(index)))
 
     with pytest.raises(metrics.EvaluationError, match=r"query split .* is empty"):
-        evaluator.Evaluator(model.predict, config, Without("query", empty), mesh)
+        evaluator.Evaluator(
+            model.predict, experiment.eval_spec(config), Without("query", empty), mesh
+        )
 
     def strangers(index):
         return dataclasses.replace(index, pid=index.pid + 1000)
 
     ev = evaluator.Evaluator(
-        model.predict, config, Without("gallery", strangers), mesh, progress=None
+        model.predict,
+        experiment.eval_spec(config),
+        Without("gallery", strangers),
+        mesh,
+        progress=None,
     )
     with pytest.raises(metrics.EvaluationError, match="has a match in the gallery"):
         ev.evaluate(jax.device_put(variables, sharding.replicated(mesh)))

@@ -17,98 +17,18 @@ from reidjax.errors import UserError
 from reidjax.training import hosts, preemption, train_lib
 from tests.runs import (
     assert_bitwise_equal,
-    free_port,
     synthetic_config,
-    two_process_env,
     variables_of,
 )
-from tests.shared import once
+from tests.two_processes import (
+    SGD,
+    STEPS,
+    STOP_LAG,
+    TwoProcesses,
+    uninterrupted_run,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STEPS = (
-    14  # long enough that the second stop (by step 11) and the kill after it land before the end
-)
-# A stop comes at most this many steps after the last step process 0 printed before the
-# signal: that process may have taken one more step when the signal lands, and the stop
-# step is one past the highest step any process has reported to JAX's preemption service;
-# one more for the notice's trip through the coordination service while a step runs.
-STOP_LAG = 3
-# Seconds (REIDJAX_PEER_TIMEOUT): a lost process is noticed after this. 10 s once stopped a
-# healthy run on a 2-core machine overloaded by other trainings (one beat per second, none
-# seen for 10 s); 20 s keeps the faults below (SIGKILL, 40 s SIGSTOP) well past it.
-PEER_TIMEOUT = 20
-# Every process must have exited this long after the fault: the peer timeout, one step,
-# a checkpoint save and the interpreter's exit, with a wide margin for a loaded 2-core
-# machine (measured: under 20 s).
-EXIT_BOUND = 90
-
-
-class TwoProcesses:
-    """`train.py` on two processes of one jax.distributed run."""
-
-    def __init__(
-        self, tmp_path, workdir, *extra, data=None, peer_timeout=PEER_TIMEOUT, env_of=None
-    ):
-        data = data or tmp_path / "data"
-        port = free_port()
-        self.procs, self.logs = [], []
-        for rank in (0, 1):
-            env = two_process_env(
-                port, rank, REIDJAX_PEER_TIMEOUT=str(peer_timeout), **(env_of or {}).get(rank, {})
-            )
-            args = [
-                sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
-                "--workdir", str(workdir), f"--config.dataset.data_dir={data}",
-                f"--config.train.num_steps={STEPS}", "--config.train.eval_every=-1",
-                "--config.train.log_every=1", *extra,
-            ]  # fmt: skip
-            err = open(tmp_path / f"{workdir.name}.{rank}.{time.monotonic_ns()}.err", "w+")  # noqa: SIM115
-            self.logs.append((rank, err))
-            self.procs.append(
-                (rank, subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err,
-                                        text=True, env=env))
-            )  # fmt: skip
-
-    def wait_for(self, start: str) -> None:
-        """Until process 0 printed a line starting with `start` (process 0 prints the
-        start-up report and the progress lines)."""
-        for line in self.procs[0][1].stdout:
-            if line.startswith(start):
-                return
-        raise AssertionError(f"process 0 ended before {start!r}: {self.stderr(0)[-2000:]}")
-
-    def wait_for_step(self, step: int) -> None:
-        self.wait_for(f"step {step}/")
-
-    def signal(self, rank: int, sig: int) -> float:
-        self.procs[rank][1].send_signal(sig)
-        return time.monotonic()
-
-    def wait(self, since: float | None = None) -> list[int]:
-        """Exit statuses; every process must end within EXIT_BOUND of `since`."""
-        since = time.monotonic() if since is None else since
-        try:
-            for _, p in self.procs:
-                p.communicate(timeout=max(1.0, since + EXIT_BOUND - time.monotonic()))
-        finally:
-            for _, p in self.procs:
-                p.kill()
-        return [p.returncode for _, p in self.procs]
-
-    def stderr(self, rank: int) -> str:
-        err = self.logs[rank][1]
-        err.flush()
-        err.seek(0)
-        return err.read()
-
-    def last_line(self, rank: int) -> str:
-        """The last line of stderr, which must be the only one that tells the user what
-        happened (no traceback, no JAX fatal log)."""
-        text = self.stderr(rank)
-        assert "Traceback" not in text and "Check failure" not in text, text[-3000:]
-        lines = [line for line in text.splitlines() if line.strip()]
-        assert lines, f"process {rank} said nothing"
-        return lines[-1]
 
 
 def stopped_step(line: str) -> int:
@@ -118,16 +38,10 @@ def stopped_step(line: str) -> int:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """The two-process run of STEPS steps, uninterrupted: the reference, made once per test
-    run. Returns its data dir and (step, variables)."""
-
-    def make(folder):
-        folder.mkdir()
-        run = TwoProcesses(folder, folder / "whole")
-        assert run.wait(time.monotonic() + 600) == [0, 0], run.stderr(0)[-3000:]
-
-    root = once(tmp_path_factory, "hosts", make)
-    return root / "data", variables_of(root / "whole", synthetic_config(root))
+    """The shared uninterrupted two-process run (`tests.two_processes.uninterrupted_run`):
+    its data dir and (step, variables)."""
+    root = uninterrupted_run(tmp_path_factory)
+    return root / "data", variables_of(root / "whole", synthetic_config(root, **SGD))
 
 
 def resume_to_the_end(tmp_path, workdir, expected, *extra, data, run=None):

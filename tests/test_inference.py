@@ -64,7 +64,7 @@ def test_embedder_gives_the_evaluator_features(run):
     embedder = Embedder.from_workdir(str(workdir))
     assert embedder.step == config.train.num_steps
     run = experiment.setup(config, train=False)
-    evaluator = Evaluator(run.model.predict, config, data, run.mesh, None)
+    evaluator = Evaluator(run.model.predict, experiment.eval_spec(config), data, run.mesh, None)
     want = evaluator.extract(embedder.variables, data, data.splits["query"])
     names, files = tracklet_folders(str(folders / "query"))
     assert names == [f"q{t:04d}" for t in range(len(names))]
@@ -207,7 +207,9 @@ def test_frames_of_another_size_get_the_evaluation_features(run, tmp_path):
         workers=1, quiet=True,
     )  # fmt: skip
     query = built.splits["query"]
-    extract = FeatureExtractor(embedder.model.predict, embedder.config, embedder.mesh, None)
+    extract = FeatureExtractor(
+        embedder.model.predict, experiment.eval_spec(embedder.config), embedder.mesh, None
+    )
     evaluated = extract(embedder.variables, built, query)
     paths = [
         sorted(str(p) for p in (root / os.path.dirname(query.source[t])).iterdir())
@@ -234,7 +236,9 @@ def test_tsne_tool_maps_and_saves_every_output(run, tmp_path):
     assert saved["tsne_f_cam"].shape == (int(saved["drawn"].sum()), 2)
     embedder = Embedder.from_workdir(str(workdir))
     run_ = experiment.setup(embedder.config, train=False)
-    evaluator = Evaluator(run_.model.predict, embedder.config, data, run_.mesh, None)
+    evaluator = Evaluator(
+        run_.model.predict, experiment.eval_spec(embedder.config), data, run_.mesh, None
+    )
     want = evaluator.extract(embedder.variables, data, data.splits["query"])
     np.testing.assert_allclose(saved["features"][: len(want)], want, atol=1e-5)
     assert (out / "tsne.png").stat().st_size > 10_000

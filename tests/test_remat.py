@@ -111,3 +111,7 @@ def test_auto_is_convs_on_accelerators_and_none_on_cpu():
     assert remat_mode("blocks", backend="tpu") == "blocks"
     with pytest.raises(ConfigError, match=r"model.remat 'yes'.*'convs'"):
         remat_mode("yes")
+    # Resolved once, by the factory: the trunk takes only a resolved mode.
+    clip = jnp.zeros((1, 2, 32, 16, 3))
+    with pytest.raises(ValueError, match=r"ResNet3D.remat='auto'.*resolve 'auto' first"):
+        jax.eval_shape(ResNet3D(arch="tiny", remat="auto").init, jax.random.key(0), clip)

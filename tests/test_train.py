@@ -24,14 +24,9 @@ from reidjax.training import checkpoint, train_lib
 from reidjax.training.checkpoint import CheckpointNotFoundError
 from reidjax.training.optim import build_optimizer
 from reidjax.training.state import create_state, init_variables
-from tests.runs import (
-    assert_bitwise_equal,
-    free_port,
-    logged_steps,
-    synthetic_config,
-    two_process_env,
-    variables_of,
-)
+from tests.runs import assert_bitwise_equal, logged_steps, synthetic_config, variables_of
+from tests.two_processes import SGD, uninterrupted_run
+from tests.two_processes import STEPS as TWO_PROCESS_STEPS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Parameters after one SGD step at lr 0.1 on two device layouts: 26x the largest rounding
@@ -307,49 +302,28 @@ def test_train_py_and_eval_py_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_run_equals_one_process(tmp_path):
+def test_two_process_run_equals_one_process(tmp_path_factory, tmp_path):
     """A real 2-process jax.distributed run (gloo CPU collectives on 127.0.0.1, 2 devices
-    per process) ends with the parameters of the 1-process run on 1 device, within the
-    bound of `test_trainer_step_on_8_devices_equals_1_device` (one SGD step at lr 0.1).
+    per process: the shared run of tests/two_processes.py, SGD at lr 0.1) has after its
+    first step the parameters of the 1-process run on 1 device, within the bound of
+    `test_trainer_step_on_8_devices_equals_1_device`; process 0 alone prints progress.
 
     Measured here: 1.9e-4 at most against 4 devices in one process (gloo's summation
     order flipped a near-tied max), 2.5e-6 against 1 device (2026-12-07), where a wiring
     error (a clip duplicated in the batch) gives 1.76. Over 3 steps the early
-    training amplified the same rounding to 2.5e-3, so one step is compared.
+    training amplified the same rounding to 2.5e-3, so the first step is compared.
     """
-    steps = 1
+    shared = uninterrupted_run(tmp_path_factory)
+    outputs = [(shared / f"whole.out{rank}").read_text() for rank in (0, 1)]
+    assert f"step 1/{TWO_PROCESS_STEPS}" in outputs[0] and "step 1/" not in outputs[1]
+    assert f"trained to step {TWO_PROCESS_STEPS}" in outputs[1]
+    overrides = {**SGD, "train.num_steps": 1, "train.eval_every": -1}
+    config = synthetic_config(shared, **overrides)  # the shared run's data
     single = tmp_path / "single"
-    overrides = {"train.num_steps": steps, "train.eval_every": -1, "optim.name": "sgd",
-                 "optim.lr": 0.1}  # fmt: skip
-    train_lib.train_and_evaluate(synthetic_config(tmp_path, **overrides), str(single))
-    port = free_port()
-    workdir = tmp_path / "multi"
-    processes = []
-    for rank in range(2):
-        env = two_process_env(port, rank)
-        args = [
-            sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
-            "--workdir", str(workdir), f"--config.dataset.data_dir={tmp_path / 'data'}",
-            f"--config.train.num_steps={steps}", "--config.train.eval_every=-1",
-            "--config.optim.name=sgd", "--config.optim.lr=0.1",
-        ]  # fmt: skip
-        processes.append(
-            subprocess.Popen(
-                args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-            )
-        )
-    try:
-        outputs = [p.communicate(timeout=600)[0] for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-    for p, out in zip(processes, outputs, strict=True):
-        assert p.returncode == 0, out[-3000:]
-    assert "step 1/1" in outputs[0] and "step 1/1" not in outputs[1]  # process 0 logs
-    assert f"trained to step {steps}" in outputs[1]
-    step_a, a = variables_of(single, synthetic_config(tmp_path, **overrides))
-    step_b, b = variables_of(workdir, synthetic_config(tmp_path, **overrides))
-    assert step_a == step_b == steps
+    train_lib.train_and_evaluate(config, str(single))
+    step_a, a = variables_of(single, config)
+    step_b, b = variables_of(shared / "whole", config, step=1)
+    assert step_a == step_b == 1
     assert a.keys() == b.keys()
     for key, value in a.items():
         np.testing.assert_allclose(b[key], value, rtol=0, atol=CROSS_LAYOUT_ATOL, err_msg=key)

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from reidjax import cli
+from reidjax import cli, experiment
 from reidjax.data_setup import open_dataset
 from reidjax.errors import ConfigError
 from reidjax.evaluation.features import FeatureExtractor
@@ -53,7 +53,9 @@ def output_features(embedder: Embedder, data, index, output: str) -> np.ndarray:
     if output == embedder.model.test_feature:
         predict = embedder.model.predict
 
-    extract = FeatureExtractor(predict, embedder.config, embedder.mesh, progress=None)
+    extract = FeatureExtractor(
+        predict, experiment.eval_spec(embedder.config), embedder.mesh, progress=None
+    )
     return extract(embedder.variables, data, index, output)
 
 

@@ -236,7 +236,9 @@ def lower_steps(
         step = train_lib.compile_train_step(model, tx, schedule, mesh)
         train_step = step.lower(state, batch, key)
     if evaluate:
-        extractor = FeatureExtractor(model.predict, config, mesh, progress=None)
+        extractor = FeatureExtractor(
+            model.predict, experiment.eval_spec(config), mesh, progress=None
+        )
         repl = sharding.replicated(mesh)
         variables = abstract_variables(model, config, mesh)
         clip = jax.ShapeDtypeStruct((1, t, h, w, 3), jnp.uint8)

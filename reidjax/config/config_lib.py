@@ -7,16 +7,16 @@ recipes are in `reidjax.config.recipes`; experiment files in `configs/` combine 
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import dataclasses
 import difflib
 import importlib.util
 import os
+import re
 from collections.abc import Sequence
 
 import ml_collections
-from ml_collections import config_dict
+from absl import flags
+from ml_collections import config_dict, config_flags
 
 from reidjax.config import config_checks
 from reidjax.errors import ConfigError
@@ -292,40 +292,6 @@ def keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return out
 
 
-_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
-
-
-def parse_value(text: str | None, field_type: type, key: str):
-    """An override's text as a value of the field's type (`None`: a bare boolean flag)."""
-    if field_type is bool:
-        if text is None or text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise ConfigError(f"config.{key}={text!r} must be true or false")
-    if text is None:
-        raise ConfigError(f"--config.{key} needs a value: --config.{key}=VALUE")
-    # `none` is Python's None, except for a key with a choice named "none" (model.remat).
-    if text.lower() == "none":
-        return "none" if "none" in config_checks.CHOICES.get(key, ()) else None
-    try:
-        if field_type is int:
-            return int(text)
-        if field_type is float:
-            return float(text)
-        if field_type is str:
-            return text
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        kind = getattr(field_type, "__name__", str(field_type))
-        raise ConfigError(f"config.{key}={text!r} is not a {kind}") from None
-    if field_type is tuple and isinstance(value, list | tuple):
-        return tuple(value)
-    if field_type is tuple and isinstance(value, str):
-        return (value,)
-    return value
-
-
 # Names other libraries give to a key (the last part of it): an unknown key ending in one
 # is answered with the key of this schema, where spelling alone would suggest another.
 SYNONYMS = {
@@ -349,30 +315,78 @@ def synonyms_of(key: str, known: Sequence[str]) -> list[str]:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
-    """Sets `KEY=VALUE` overrides (`KEY` alone: a boolean set to true), each parsed as the
-    type of the key's current value.
+    """Sets `KEY=VALUE` overrides (`KEY` alone: a boolean set to true) in place, the last
+    of a key winning (a tuple key given several times: its items), each parsed by
+    ml_collections' `config_flags` as the type of the key's current value (`5`, `0.1`,
+    `true`, `((), (1, 3))`, a string as it is): the parser of `--config.KEY=VALUE` in the
+    Flax examples, run on a private flag set. One addition:
+    `none` is Python's None for a key that is not a string (`model.temporal_blocks=none`:
+    the arch's default), which `config_flags` turns into a tuple of letters.
 
     Raises:
         ConfigError: an unknown key (with the closest known ones), or a value that is not
-            of the key's type.
+            of the key's type, in one line.
     """
     known = keys(config)
+    given = []
     for item in overrides:
         key, has_value, text = item.partition("=")
         key = key.strip().removeprefix("config.")
         if key not in known:
-            close = synonyms_of(key, known) or difflib.get_close_matches(key, known, 3, 0.6)
-            hint = f"; did you mean {' or '.join('config.' + k for k in close)}?" if close else ""
-            section = key.rsplit(".", 1)[0]
-            siblings = sorted(k for k in known if k.startswith(section + "."))
-            if not close and siblings:
-                hint = f"; the keys of config.{section} are {', '.join(siblings)}"
-            raise ConfigError(f"config.{key} is not a config key{hint}")
+            raise ConfigError(f"config.{key} is not a config key{_hint(key, known)}")
+        given.append((key, text if has_value else None))
+
+    def holder_of(key: str) -> tuple[ml_collections.ConfigDict, str]:
         parent, _, leaf = key.rpartition(".")
-        holder = config_checks.get(config, parent) if parent else config
-        value = parse_value(text if has_value else None, holder.get_type(leaf), key)
+        return (config_checks.get(config, parent) if parent else config), leaf
+
+    def to_none(key: str, text: str | None) -> bool:
+        holder, leaf = holder_of(key)
+        return (
+            text is not None and text.strip().lower() == "none" and holder.get_type(leaf) is not str
+        )
+
+    nulled = [key for key, text in dict(given).items() if to_none(key, text)]
+    # Every occurrence goes to config_flags (a repeated tuple flag adds items; for any
+    # other key the last wins), except those of a key whose last value is `none`.
+    argv = ["reidjax"] + [
+        f"--config.{key}" if text is None else f"--config.{key}={text}"
+        for key, text in given
+        if key not in nulled and not to_none(key, text)
+    ]
+    if len(argv) > 1:
+        flag_values = flags.FlagValues()
+        config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv)
         try:
-            with holder.ignore_type() if value is None else contextlib.nullcontext():
-                holder[leaf] = value
-        except TypeError as e:
-            raise ConfigError(f"config.{key}={text!r}: {e}") from None
+            flag_values(argv)
+        except flags.IllegalFlagValueError as e:
+            raise ConfigError(_bad_value(config, str(e))) from None
+    for key in nulled:
+        holder, leaf = holder_of(key)
+        with holder.ignore_type():
+            holder[leaf] = None
+
+
+def _hint(key: str, known: Sequence[str]) -> str:
+    """What to say after "config.KEY is not a config key": the key meant, or the keys of
+    its section."""
+    close = synonyms_of(key, known) or difflib.get_close_matches(key, known, 3, 0.6)
+    if close:
+        return f"; did you mean {' or '.join('config.' + k for k in close)}?"
+    section = key.rsplit(".", 1)[0]
+    siblings = sorted(k for k in known if k.startswith(section + "."))
+    return f"; the keys of config.{section} are {', '.join(siblings)}" if siblings else ""
+
+
+def _bad_value(config: ml_collections.ConfigDict, message: str) -> str:
+    """absl's "flag --config.KEY=TEXT: reason" as this library's one line."""
+    found = re.match(r"flag --config\.([\w.]+)=(.*?): (.*)", message, re.DOTALL)
+    if not found:
+        return message
+    key, text, reason = found.groups()
+    parent, _, leaf = key.rpartition(".")
+    field_type = (config_checks.get(config, parent) if parent else config).get_type(leaf)
+    if field_type is bool:
+        return f"config.{key}={text!r} must be true or false"
+    kind = getattr(field_type, "__name__", str(field_type))
+    return f"config.{key}={text!r} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind} ({reason})"

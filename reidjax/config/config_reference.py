@@ -120,7 +120,11 @@ def render() -> str:
         "`python train.py --config CONFIG --print_config` prints a config as it will run.",
         "Override any key on the command line: `--config.<key>=<value>` (train.py, eval.py, "
         "tools/; eval.py without `--config` applies them to the run's own config.json). "
-        "Each value is parsed as the key's type, and the whole config is checked when it "
+        "Each value is parsed as the key's type by ml_collections' `config_flags`, as in "
+        "the Flax examples: `5`, `0.1`, a string as it is, `true`/`false` (or a bare "
+        "`--config.<key>` / `--noconfig.<key>`), a tuple as `'((), (1, 3))'` or as the "
+        "flag repeated once per item, and `none` for None on a key that is not a string. "
+        "The whole config is checked when it "
         "is loaded (`reidjax/config/config_checks.py`): a misspelt key (with the closest keys), a "
         "name that is not one of a key's choices, a number out of its range, switches "
         "that do not go together, a batch the devices cannot split or a workdir that is a "

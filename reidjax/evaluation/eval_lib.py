@@ -92,7 +92,7 @@ class PeriodicEvaluation:
 
     def __init__(self, run: experiment.Run, workdir: Workdir):
         self.config, self.model, self.data, self.workdir = run.config, run.model, run.data, workdir
-        self.evaluator = Evaluator(run.model.predict, run.config, run.data, run.mesh, print)
+        self.evaluator = Evaluator(run.model.predict, run.eval, run.data, run.mesh, print)
         if jax.process_count() == 1:  # a notice stops it within a batch (train_lib saves)
             self.evaluator.extract.should_stop = preemption.requested
         self.best = BestCheckpointer(workdir.checkpoints(best=True))
@@ -164,7 +164,7 @@ def evaluate_workdir(
     else:
         where = folder.checkpoints(best)
         variables, restored_step = restore.restore_variables(model, config, where, mesh, step)
-    evaluator = Evaluator(model.predict, config, data, mesh)
+    evaluator = Evaluator(model.predict, run.eval, data, mesh)
     result = evaluator.evaluate(variables, rerank)
     reranked = bool(config.eval.rerank if rerank is None else rerank)
     which = "init" if init else ("best" if best else "latest" if step is None else step)

@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable
 
 import jax
-import ml_collections
 import numpy as np
 
 from input_pipeline.records import ReIDDataset, TrackletIndex
 from reidjax.evaluation import metrics, thresholds
-from reidjax.evaluation.features import FeatureExtractor, PredictFn
+from reidjax.evaluation.features import EvalSpec, FeatureExtractor, PredictFn
 
 
 @dataclasses.dataclass
@@ -55,24 +54,24 @@ def unique_tracklets(query: TrackletIndex, gallery: TrackletIndex):
 
 class Evaluator:
     """Tracklet features and retrieval metrics of a model on a prepared dataset: its
-    `query` and `gallery` splits through `FeatureExtractor(predict_fn, config, mesh,
-    progress)` (same arguments), then `config.eval`'s distance and re-ranking."""
+    `query` and `gallery` splits through `FeatureExtractor(predict_fn, spec, mesh,
+    progress)` (same arguments), then the spec's distance and re-ranking."""
 
     def __init__(
         self,
         predict_fn: PredictFn,
-        config: ml_collections.ConfigDict,
+        spec: EvalSpec,
         data: ReIDDataset,
         mesh: jax.sharding.Mesh,
         progress: Callable[[str], None] | None = print,
     ):
-        self.config, self.data = config, data
+        self.spec, self.data = spec, data
         for split in ("query", "gallery"):
             if len(data.splits[split]) == 0:
                 raise metrics.EvaluationError(
                     f"the {split} split of {data.directory} is empty: nothing to evaluate"
                 )
-        self.extract = FeatureExtractor(predict_fn, config, mesh, progress)
+        self.extract = FeatureExtractor(predict_fn, spec, mesh, progress)
         self.union, self.q_pos, self.g_pos = unique_tracklets(
             data.splits["query"], data.splits["gallery"]
         )
@@ -83,7 +82,7 @@ class Evaluator:
         Raises:
             metrics.EvaluationError: no query has a match in the gallery.
         """
-        c = self.config.eval
+        c = self.spec
         rerank = c.rerank if rerank is None else rerank
         feats = self.extract(variables, self.data, self.union, "eval")
         query, gallery = self.data.splits["query"], self.data.splits["gallery"]

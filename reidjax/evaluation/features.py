@@ -1,28 +1,29 @@
 """One feature extraction for every entry point: tracklets in, L2-normalised features out.
 
-Every tracklet is cut into test clips of T frames (`config.input.test_sampler`: `dense`,
+Every tracklet is cut into test clips of T frames (`EvalSpec.test_sampler`: `dense`,
 every frame in consecutive clips; `rrs`, one restricted-random-sampling clip per
 tracklet); a jitted step runs the model on a fixed-shape batch of clips, sharded over the
 data mesh, and adds each clip's test feature into its tracklet's sum on the device,
 weighted by the clip's number of real frames (a padded last clip with 1 real frame counts
-1/T of a full one; padding clips count 0), or equally (`config.eval.clip_weights="clips"`).
+1/T of a full one; padding clips count 0), or equally (`EvalSpec.clip_weights="clips"`).
 A model that pools frames over the whole tracklet (DSANet's FWG with
 `fwg_scope="tracklet"`) gives per-frame features and log-weights instead; they are pooled
 over every real frame of the tracklet with a running log-sum-exp (`accumulate_frames`).
 Nothing leaves the device until every batch has run. The tracklet feature is the weighted
 mean, L2-normalised. The evaluator (benchmarks) and the embedder (your own tracklets) both
 call `FeatureExtractor`; frames come from any `FrameSource` (a prepared dataset, or frames
-in memory or on disk).
+in memory or on disk). What they read of the config is an `EvalSpec`, made once by the
+set-up (`reidjax.experiment.eval_spec`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from input_pipeline.batch import EVAL_FIELDS
@@ -35,6 +36,29 @@ PROGRESS_SECONDS = 10.0
 # (variables, uint8 clips [B, T, H, W, 3]) -> clip features [B, D], or per-frame
 # (features [B, T, D], log-weights [B, T]) for pooling over whole tracklets.
 PredictFn = Callable[[dict, jax.Array], jax.Array | tuple[jax.Array, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    """What the test protocol reads: how tracklets become clips and batches, and how
+    features become distances and metrics (`config.input` and `config.eval`; made by
+    `reidjax.experiment.eval_spec`, with `worker_kind` resolved for this host)."""
+
+    num_frames: int = 4  # T: frames per test clip
+    height: int = 256
+    width: int = 128
+    test_sampler: str = "dense"  # dense | rrs
+    test_padding: str = "repeat"  # a dense tracklet's short last clip: repeat | loop
+    batch_size: int = 32  # clips per global batch; a multiple of the device count
+    clip_weights: str = "frames"  # frames | clips
+    workers: int = 2  # reader threads or processes; 0: inline
+    worker_kind: str = "threads"  # threads | processes
+    distance: str = "cosine"  # cosine | euclidean
+    max_rank: int = 20  # CMC curve length
+    rerank: bool = False  # k-reciprocal re-ranking ...
+    rerank_k1: int = 20  # ... with these neighbours
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
 
 
 def accumulate(
@@ -92,21 +116,21 @@ class FeatureExtractor:
     Args:
         predict_fn: `(variables, uint8 clips) -> features [B, D]` (`ReIDModel.predict`);
             `variables` are passed per call (train state or checkpoint).
-        config: `config.input` (T, frame size, sampler, readers), `config.eval.batch_size`.
-        mesh: the data mesh; `config.eval.batch_size` must be a multiple of its size.
+        spec: T, frame size, sampler, readers, batch size and clip weights.
+        mesh: the data mesh; `spec.batch_size` must be a multiple of its size.
         progress: called with a progress line (process 0); None for silence.
     """
 
     def __init__(
         self,
         predict_fn: PredictFn,
-        config: ml_collections.ConfigDict,
+        spec: EvalSpec,
         mesh: jax.sharding.Mesh,
         progress: Callable[[str], None] | None = print,
     ):
-        sharding.check_eval_batch(config.eval.batch_size, mesh)
-        by_frames = config.eval.clip_weights == "frames"
-        self.config, self.mesh = config, mesh
+        sharding.check_eval_batch(spec.batch_size, mesh)
+        by_frames = spec.clip_weights == "frames"
+        self.spec, self.mesh = spec, mesh
         self.progress = progress if jax.process_index() == 0 else None
         # Asked after every batch; True stops the extraction (train.py's evaluation: a
         # preemption notice, `preemption.EvaluationStopped`).
@@ -132,17 +156,15 @@ class FeatureExtractor:
     ) -> np.ndarray:
         """L2-normalised features `[N, D]` of the tracklets of `index`, whose frames
         `source` reads, with the one compiled step."""
-        c = self.config
+        s = self.spec
         hosts = jax.process_count()
         dataset = eval_dataset(
-            source, index, c.input.num_frames, c.eval.batch_size // hosts,
-            jax.process_index(), hosts, c.input.test_sampler, padding=c.input.test_padding,
+            source, index, s.num_frames, s.batch_size // hosts,
+            jax.process_index(), hosts, s.test_sampler, padding=s.test_padding,
         )  # fmt: skip
         num_batches = len(dataset)
         if self.dim is None:  # the feature size, from shapes only (traced once)
-            x = jax.ShapeDtypeStruct(
-                (1, c.input.num_frames, c.input.height, c.input.width, 3), jnp.uint8
-            )
+            x = jax.ShapeDtypeStruct((1, s.num_frames, s.height, s.width, 3), jnp.uint8)
             out = jax.eval_shape(self.predict_fn, variables, x)
             self.frames = isinstance(out, tuple)
             self.dim = (out[0] if self.frames else out).shape[-1]
@@ -153,8 +175,8 @@ class FeatureExtractor:
         if self.frames:  # running maximum log-weight per tracklet
             acc = (*acc, jnp.full((rows,), -jnp.inf, jnp.float32))
         acc = jax.device_put(acc, self.repl)
-        stream = iter(iterate(dataset, c.input.workers, c.input.worker_kind))
-        frames_per_batch = c.eval.batch_size * c.input.num_frames
+        stream = iter(iterate(dataset, s.workers, s.worker_kind))
+        frames_per_batch = s.batch_size * s.num_frames
         start = last = time.perf_counter()
         try:
             for i, batch in enumerate(to_device(stream, self.batch_sharding, EVAL_FIELDS)):

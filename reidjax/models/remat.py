@@ -14,7 +14,9 @@ import jax
 
 from reidjax.errors import ConfigError
 
-REMATS = ("auto", "none", "convs", "blocks")
+# What a trunk is built with; the config also takes `auto`, resolved once by the factory.
+MODES = ("none", "convs", "blocks")
+REMATS = ("auto", *MODES)
 
 
 def remat_mode(name: str, backend: str | None = None) -> str:

@@ -35,7 +35,7 @@ from reidjax.errors import ConfigError
 from reidjax.models.conv import Conv3D, max_pool3d
 from reidjax.models.nonlocal_block import NonLocal
 from reidjax.models.norm import BatchNorm
-from reidjax.models.remat import KEEP_CONV_OUTPUTS, remat_mode
+from reidjax.models.remat import KEEP_CONV_OUTPUTS, MODES
 from reidjax.models.strf import STRF, STRFConfig
 
 VARIANTS = ("c2d", "i3d", "p3da", "p3db", "p3dc")
@@ -253,7 +253,8 @@ class ResNet3D(nn.Module):
         remat: what the backward pass recomputes (`nn.remat`; same function and gradients):
             `none`; `convs` (the stem and blocks keep their convolutions' outputs and BN
             statistics, the elementwise work between them is recomputed); `blocks` (only
-            each block's input is kept); `auto` (`reidjax.models.remat.remat_mode`).
+            each block's input is kept). The config's `auto` is resolved before the model
+            is built (`reidjax.models.remat.remat_mode`, called by the factory).
         nonlocal_blocks: per stage, the 0-based blocks followed by a Non-Local block
             (`reidjax.models.nonlocal_block`, named `layer<s>_<i>_nonlocal`); () = none.
     """
@@ -332,7 +333,11 @@ class ResNet3D(nn.Module):
         temporal = self.resolved_temporal_blocks()
         nonlocal_blocks = self.resolved_nonlocal_blocks()
         x = x.astype(self.dtype)
-        mode = remat_mode(self.remat)
+        mode = self.remat
+        if mode not in MODES:
+            raise ValueError(
+                f"ResNet3D.remat={mode!r}; valid: {list(MODES)} (resolve 'auto' first)"
+            )
         stem = _stem
         if mode == "convs":
             stem = nn.remat(_stem, static_argnums=(2,), policy=KEEP_CONV_OUTPUTS)

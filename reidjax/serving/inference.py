@@ -182,7 +182,9 @@ class Embedder:
         """
         data = TrackletFrames(tracklets, self.frame_size, names)
         if self.extract is None:
-            self.extract = FeatureExtractor(self.model.predict, self.config, self.mesh)
+            self.extract = FeatureExtractor(
+                self.model.predict, experiment.eval_spec(self.config), self.mesh
+            )
         self.extract.progress = progress if jax.process_index() == 0 else None
         features = self.extract(self.variables, data, data.index, "embed")
         return features.astype(np.float32)

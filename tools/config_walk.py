@@ -1,0 +1,99 @@
+"""Where the experiment config is read during one run: every module that reads a key of it,
+how many reads each makes, and how often the reads move from one module to another.
+
+    python tools/config_walk.py                 # configs/synthetic.py:smoke, 2 steps + eval
+    python tools/config_walk.py --config configs/strf_mars.py:smoke --data_dir DIR
+
+It runs `train.py`'s `main` in this process with every read of a `ConfigDict` recorded
+(the module of the code that asked), then prints a table, one module per row, in the
+order they first read the config, and a last JSON line. The config package itself
+(`reidjax.config`: schema, checks, loading) and ml_collections are counted apart: they
+are where the config is made, not where it travels. The figure for the layout is in
+docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import sys
+import tempfile
+
+import ml_collections
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAKERS = ("reidjax.config", "ml_collections", "absl")
+
+
+def record(reads: list[str]) -> None:
+    """Every key read of every ConfigDict appends the reading module to `reads`."""
+    get_attr = ml_collections.ConfigDict.__getattr__
+    get_item = ml_collections.ConfigDict.__getitem__
+
+    def caller() -> str:
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_globals.get("__name__", "").startswith(
+            "ml_collections"
+        ):
+            frame = frame.f_back
+        return frame.f_globals.get("__name__", "?") if frame is not None else "?"
+
+    def getattr_(self, name):
+        if not name.startswith("_"):
+            reads.append(caller())
+        return get_attr(self, name)
+
+    def getitem_(self, key):
+        reads.append(caller())
+        return get_item(self, key)
+
+    ml_collections.ConfigDict.__getattr__ = getattr_
+    ml_collections.ConfigDict.__getitem__ = getitem_
+
+
+def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/synthetic.py:smoke")
+    parser.add_argument("--data_dir", default="", help="default: a new temporary folder")
+    args = parser.parse_args()
+    reads: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="reidjax-walk-") as scratch:
+        sys.path.insert(0, ROOT)
+        os.chdir(ROOT)
+        from absl import flags
+
+        import train  # train.py at the repository root
+
+        argv = [
+            "train.py", "--config", args.config, "--workdir", os.path.join(scratch, "run"),
+            f"--config.dataset.data_dir={args.data_dir or os.path.join(scratch, 'data')}",
+        ]  # fmt: skip
+        parse = getattr(train, "cli", None)
+        remaining = parse.parse_flags(argv) if parse else flags.FLAGS(argv)
+        record(reads)
+        code = train.main(remaining)
+    if code:
+        return code
+    travel = [m for m in reads if not m.startswith(MAKERS)]
+    per_module = collections.Counter(travel)
+    moves = sum(1 for a, b in itertools.pairwise(travel) if a != b)
+    order = list(dict.fromkeys(travel))
+    print(f"{'module':<40} reads")
+    for module in order:
+        print(f"{module:<40} {per_module[module]:>5}")
+    made = len(reads) - len(travel)
+    print(
+        f"{len(order)} modules read the config outside its own package, {len(travel)} reads, "
+        f"{moves} moves between modules ({made} reads where it is made and checked)"
+    )
+    print(json.dumps({"modules": len(order), "reads": len(travel), "moves": moves,
+                      "per_module": dict(per_module), "config": args.config}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
