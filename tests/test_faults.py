@@ -138,24 +138,39 @@ def test_kill_9_during_a_save_resumes_bitwise(setup, tmp_path):
     assert steps == sorted(set(steps)) == list(range(1, STEPS + 1))  # no step twice
 
 
-@pytest.mark.parametrize("at", ["step 4/", "step 3/"], ids=["at_checkpoint", "between"])
-def test_sigterm_saves_exits_75_and_resumes_bitwise(setup, tmp_path, at):
+def test_sigterm_saves_exits_75_and_resumes_bitwise(setup, tmp_path):
+    """SIGTERM twice, checkpoints every 2 steps: first between checkpoints (at step 1's
+    line), then in the run resumed from that stop, right as a checkpoint's save begins
+    (at the line of the next even step). Each time the step reached is saved and the
+    process exits 75 with one line; the next start resumes from it, and the last run ends
+    bitwise equal to the uninterrupted one."""
     data, reference = setup
-    process = start(tmp_path, data, "--config.train.checkpoint_every=2")
-    try:
-        wait_for_line(process, at)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=300)
-    finally:
-        process.kill()
-    assert process.returncode == PREEMPTED, err[-3000:]
-    message = last_line(err)
-    assert message.startswith("preempted: saved step ") and "run the same command" in message
-    saved = int(message.split("saved step ")[1].split(";")[0])
-    assert (tmp_path / "checkpoints" / str(saved)).is_dir() and "Traceback" not in err
+    saved = [0]
+    for _ in range(2):
+        due = 1 if saved[-1] == 0 else saved[-1] + 2 - saved[-1] % 2  # the next even step
+        process = start(tmp_path, data, "--config.train.checkpoint_every=2")
+        try:
+            lines = []
+            for line in process.stdout:
+                lines.append(line)
+                if line.startswith(f"step {due}/"):
+                    break
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=300)
+        finally:
+            process.kill()
+        assert process.returncode == PREEMPTED, err[-3000:]
+        message = last_line(err)
+        assert message.startswith("preempted: saved step ") and "run the same command" in message
+        assert "Traceback" not in err
+        if saved[-1]:
+            assert f"start: resumed from {tmp_path}/checkpoints/{saved[-1]}" in "".join(lines)
+        saved.append(int(message.split("saved step ")[1].split(";")[0]))
+        assert (tmp_path / "checkpoints" / str(saved[-1])).is_dir()
+        assert due <= saved[-1] < STEPS, ("".join(lines), saved)
     again = train(tmp_path, data)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed from {tmp_path}/checkpoints/{saved}" in again.stdout
+    assert f"resumed from {tmp_path}/checkpoints/{saved[-1]}" in again.stdout
     assert_same_as_uninterrupted(tmp_path, reference, data)
 
 

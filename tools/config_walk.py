@@ -24,21 +24,28 @@ import tempfile
 import ml_collections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MAKERS = ("reidjax.config", "ml_collections", "absl")
+# Where the config is made and checked, not where it travels: the config files, the
+# config package (and the same modules where an older layout kept them loose), absl and
+# ml_collections.
+MAKERS = (
+    "configs.", "reidjax.config", "reidjax.recipes", "reidjax.run_config", "ml_collections",
+    "absl",
+)  # fmt: skip
+
+
+def module_of(frame) -> str:
+    """The reading module's name; a config file under configs/ as `configs.<name>`."""
+    path = frame.f_code.co_filename
+    if os.path.dirname(os.path.abspath(path)) == os.path.join(ROOT, "configs"):
+        return "configs." + os.path.splitext(os.path.basename(path))[0]
+    return frame.f_globals.get("__name__", "?")
 
 
 def record(reads: list[str]) -> None:
-    """Every key read of every ConfigDict appends the reading module to `reads`."""
+    """Every key read of every ConfigDict appends the reading module to `reads`: the first
+    frame outside ml_collections and outside these wrappers."""
     get_attr = ml_collections.ConfigDict.__getattr__
     get_item = ml_collections.ConfigDict.__getitem__
-
-    def caller() -> str:
-        frame = sys._getframe(2)
-        while frame is not None and frame.f_globals.get("__name__", "").startswith(
-            "ml_collections"
-        ):
-            frame = frame.f_back
-        return frame.f_globals.get("__name__", "?") if frame is not None else "?"
 
     def getattr_(self, name):
         if not name.startswith("_"):
@@ -48,6 +55,16 @@ def record(reads: list[str]) -> None:
     def getitem_(self, key):
         reads.append(caller())
         return get_item(self, key)
+
+    own = {getattr_.__code__, getitem_.__code__}
+
+    def caller() -> str:
+        frame = sys._getframe(2)
+        while frame is not None and (
+            frame.f_code in own or frame.f_globals.get("__name__", "").startswith("ml_collections")
+        ):
+            frame = frame.f_back
+        return module_of(frame) if frame is not None else "?"
 
     ml_collections.ConfigDict.__getattr__ = getattr_
     ml_collections.ConfigDict.__getitem__ = getitem_
