@@ -81,7 +81,7 @@ def train_step(config, remat: str) -> dict:
     spec = experiment.train_spec(config)
     sharding.check_batch(spec.global_batch, mesh)
     model = experiment.build(config, registry_meta(config))
-    tx, schedule = build_optimizer(config.optim, 100, config.train.epochs)
+    tx, schedule = build_optimizer(experiment.optim_spec(config), 100, config.train.epochs)
     state = create_state(init_variables(model, config), tx, mesh)
     rng = np.random.default_rng(0)
     c = config.input

@@ -52,7 +52,7 @@ def main(argv=None):
     with config.unlocked():
         config.mesh.data = 1
         config.init.imagenet = "none"
-    tx, _ = build_optimizer(config.optim, 100, config.train.epochs)
+    tx, _ = build_optimizer(experiment.optim_spec(config), 100, config.train.epochs)
     model = experiment.build(config, registry_meta(config))
     state = create_state(init_variables(model, config), tx, sharding.make_mesh(config))
     leaves = jax.tree.leaves(state)

@@ -120,7 +120,9 @@ def part_fullsize(steps: int, clips: int, tiny: bool) -> dict:
                 config.train.ids_per_batch, config.train.clips_per_id = clips // 4, 4
             data, meta = open_data(config)
             batches = TrainBatches(data, experiment.train_spec(config))
-            tx, schedule = build_optimizer(config.optim, batches.steps_per_epoch, 250)
+            tx, schedule = build_optimizer(
+                experiment.optim_spec(config), batches.steps_per_epoch, 250
+            )
             model = experiment.build(config, meta)
             mesh = sharding.make_mesh(config)
             state = create_state(init_variables(model, config), tx, mesh)

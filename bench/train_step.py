@@ -71,7 +71,7 @@ def bench_jax(args, name, dtype):
         config.mesh.data = 1
         config.train.ids_per_batch, config.train.clips_per_id = args.batch // 2, 2
         config.init.imagenet = "none"  # random weights time the same
-    tx, schedule = build_optimizer(config.optim, 100, config.train.epochs)
+    tx, schedule = build_optimizer(experiment.optim_spec(config), 100, config.train.epochs)
     model = experiment.build(config, registry_meta(config))
     mesh = sharding.make_mesh(config)
     state = create_state(init_variables(model, config), tx, mesh)

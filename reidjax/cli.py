@@ -38,20 +38,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     if asked:  # absl's own --help exits 1; asking for help is not an error
         flags.FLAGS.mark_as_parsed()
         app.usage(shorthelp="--helpfull" not in asked, writeto_stdout=True, exitcode=0)
-    rest, i = [argv[0]], 1
-    _OVERRIDES.clear()
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--config."):
-            item = arg[2:]
-            if "=" not in item and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-                item, i = f"{item}={argv[i + 1]}", i + 1
-            _OVERRIDES.append(item)
-        elif arg.startswith("--noconfig.") and "=" not in arg:  # absl's false boolean
-            _OVERRIDES.append(f"{arg[4:]}=false")
-        else:
-            rest.append(arg)
-        i += 1
+    rest, overrides = split_overrides(argv)
+    _OVERRIDES[:] = overrides
     try:
         remaining = flags.FLAGS(rest)
     except flags.Error as e:  # an unknown or malformed flag: one line, as every UserError
@@ -61,6 +49,26 @@ def parse_flags(argv: list[str]) -> list[str]:
     local_platforms()
     quiet_logging()  # every command: its own lines, not orbax's and JAX's INFO records
     return remaining
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The command line without its config overrides, and the overrides as `config.KEY=VALUE`
+    (`config.KEY` for a bare boolean; `--noconfig.KEY` as `config.KEY=false`; a value after
+    a space joined to its key)."""
+    rest, overrides, i = [argv[0]], [], 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            item = arg[2:]
+            if "=" not in item and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                item, i = f"{item}={argv[i + 1]}", i + 1
+            overrides.append(item)
+        elif arg.startswith("--noconfig.") and "=" not in arg:  # absl's false boolean
+            overrides.append(f"{arg[4:]}=false")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
 
 
 def console(main: Callable[[list[str]], int]) -> None:

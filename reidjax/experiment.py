@@ -41,7 +41,7 @@ from reidjax.models.factory import dummy_clips
 from reidjax.runtime import sharding, workdir_io
 from reidjax.runtime.workdir import Workdir
 from reidjax.training import hosts
-from reidjax.training.optim import build_optimizer, decay_steps
+from reidjax.training.optim import OptimSpec, build_optimizer, decay_steps
 from reidjax.training.state import TrainState, abstract_state
 
 
@@ -147,6 +147,12 @@ def train_spec(config: ml_collections.ConfigDict) -> TrainSpec:
     )
 
 
+def optim_spec(config: ml_collections.ConfigDict) -> OptimSpec:
+    """The optimizer and its schedule, from `config.optim`."""
+    o = config.optim
+    return OptimSpec(**{f.name: o[f.name] for f in dataclasses.fields(OptimSpec)})
+
+
 def eval_spec(config: ml_collections.ConfigDict) -> EvalSpec:
     """What the test protocol reads, from `config.input` and `config.eval`, with
     `input.worker_kind="auto"` resolved for this host's cores."""
@@ -205,7 +211,7 @@ def plan(config: ml_collections.ConfigDict, batches: TrainBatches) -> Plan:
         steps_per_epoch=spe,
         epochs=config.train.epochs,
         total_steps=total,
-        decay_steps=tuple(decay_steps(config.optim, spe, config.train.epochs)),
+        decay_steps=tuple(decay_steps(optim_spec(config), spe, config.train.epochs)),
         global_batch=batches.spec.global_batch,
         frames_per_clip=batches.spec.num_frames,
         whole_tracklets=batches.data.whole_train_tracklets if config.dataset.dense_train else 0,
@@ -273,7 +279,7 @@ def setup(config: ml_collections.ConfigDict, *, train: bool = True) -> Run:
     if not train:
         return Run(config, mesh, data, meta, model, evaluation)
     batches = TrainBatches(data, spec, jax.process_index(), jax.process_count())
-    tx, schedule = build_optimizer(config.optim, batches.steps_per_epoch, config.train.epochs)
+    tx, schedule = build_optimizer(optim_spec(config), batches.steps_per_epoch, config.train.epochs)
     return Run(
         config, mesh, data, meta, model, evaluation,
         batches=batches,

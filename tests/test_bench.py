@@ -26,7 +26,9 @@ BENCHES = {
     # One model: DSANet goes through the same code (its train step is the shared run's).
     "train_step.py": (["--steps", "1", "--warmup", "0", "--models", "strf", "--only",
                        ",".join(["jax_f32", *TORCH])], "strf"),
-    "accelerator.py": ([], "train_step"),
+    # The C2D baseline's smoke config: only that the script runs is tested here, and its
+    # two train steps (one per remat mode) compile faster than STRF's.
+    "accelerator.py": (["--config", "configs/c2d_mars.py:smoke"], "train_step"),
     "backbone_step.py": (["--steps", "1", "--warmup", "0", "--only", ",".join(["jax_f32", *TORCH])],
                          "jax_f32"),
     "checkpoint_digest.py": (["--repeats", "1"], "digest_share_of_save"),

@@ -144,17 +144,18 @@ def test_command_line_overrides_parse_as_the_flax_examples_do():
     repeated flags, `none` for None (not for a string key), and the last of a key wins."""
     from reidjax import cli
 
-    cli.parse_flags(
-        ["train.py", "--config.train.num_steps", "7", "--config.eval.rerank",
+    rest, overrides = cli.split_overrides(
+        ["train.py", "--workdir", "w", "--config.train.num_steps", "7", "--config.eval.rerank",
          "--noconfig.loss.fwg_frame_ce", "--config.optim.lr=0.5",
          "--config.optim.freeze=backbone/conv1", "--config.optim.freeze=backbone/layer1",
          "--config.model.nonlocal_blocks=((), (0,), (0,), ())", "--config.optim.lr=2",
          "--config.model.temporal_blocks=((0,), (0,), (0,), ())",
          "--config.model.temporal_blocks=none", "--config.init.imagenet=none"]
     )  # fmt: skip
-    assert cli.overrides()[:3] == ["config.train.num_steps=7", "config.eval.rerank",
-                                   "config.loss.fwg_frame_ce=false"]  # fmt: skip
-    config = config_lib.load_config("configs/strf_mars.py:smoke", overrides=cli.overrides())
+    assert rest == ["train.py", "--workdir", "w"]
+    assert overrides[:3] == ["config.train.num_steps=7", "config.eval.rerank",
+                             "config.loss.fwg_frame_ce=false"]  # fmt: skip
+    config = config_lib.load_config("configs/strf_mars.py:smoke", overrides=overrides)
     assert config.train.num_steps == 7 and config.eval.rerank is True
     assert config.loss.fwg_frame_ce is False and config.optim.lr == 2.0
     assert config.optim.freeze == ("backbone/conv1", "backbone/layer1")
@@ -248,3 +249,32 @@ def test_compute_dtype_auto_follows_the_platform():
     assert compute_dtype("auto") == jnp.float32  # the test machines are CPU-only
     with pytest.raises(ValueError, match="or auto"):
         compute_dtype("float16")
+
+
+def test_config_walk_counts_each_read_where_it_is_made(monkeypatch):
+    """tools/config_walk.py's recorder: a read is the module that asked, the config's own
+    package is counted apart, and `experiment.eval_spec` reads exactly its 17 keys
+    (`input` and `eval`, then 7 and 8 fields of them)."""
+    import collections
+    import importlib.util
+
+    import ml_collections
+
+    from reidjax import experiment
+
+    spec = importlib.util.spec_from_file_location("config_walk", ROOT / "tools/config_walk.py")
+    walk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(walk)
+    for name in ("__getattr__", "__getitem__"):  # restored after the test
+        monkeypatch.setattr(
+            ml_collections.ConfigDict, name, getattr(ml_collections.ConfigDict, name)
+        )
+    reads = []
+    walk.record(reads)
+    config = config_lib.load_config("synthetic", "smoke")
+    made = len(reads)
+    experiment.eval_spec(config)
+    loading = set(reads[:made])  # the config package, and the model checks it runs
+    assert {"reidjax.config.config_lib", "reidjax.config.config_checks"} <= loading
+    assert {m for m in loading if m.startswith(walk.MAKERS)} >= loading - {"reidjax.models.factory"}
+    assert collections.Counter(reads[made:]) == {"reidjax.experiment": 17}

@@ -15,7 +15,7 @@ from reidjax.errors import ConfigError
 from reidjax.experiment import build_module
 from reidjax.models import losses
 from reidjax.models.dsanet import TLM, DSANetConfig
-from reidjax.models.factory import dsanet_config, dummy_clips
+from reidjax.models.factory import dsanet_config, dummy_clips, loss_spec
 from reidjax.models.summary import count_params
 
 
@@ -293,7 +293,7 @@ def test_fwg_pseudo_label_classifier_trains(tiny_model):
             {**variables, "params": params}, clips, train=True, mutable=["batch_stats"],
             rngs={"sao": jax.random.key(2)},
         )  # fmt: skip
-        terms = losses.dsanet_objective(out, labels, cams, dsanet_config(config), config.loss)
+        terms = losses.dsanet_objective(out, labels, cams, dsanet_config(config), loss_spec(config))
         return terms["total"], out
 
     # Without the per-frame CE, the gradient of P_FW's weights alone (jitted: run eagerly,
@@ -356,7 +356,7 @@ def _modules_and_terms(config):
         variables = model.init(jax.random.key(0), clips)
         out = _train_apply(model, variables, clips, jax.random.key(1))
         labels, cams = jnp.array([0, 0, 1, 1]), jnp.array([0, 1, 2, 3])
-        return variables, losses.dsanet_objective(out, labels, cams, switches, config.loss)
+        return variables, losses.dsanet_objective(out, labels, cams, switches, loss_spec(config))
 
     variables, terms = jax.eval_shape(build)
     return set(variables["params"]), set(terms) - {"total"}
@@ -395,7 +395,7 @@ def test_objective_weights():
     variables = jax.jit(model.init)(jax.random.key(0), clips)
     out = _train_apply(model, variables, clips, jax.random.key(1))
     labels, cams = jnp.array([0, 0, 2, 2]), jnp.array([0, 3, 1, 14])
-    terms = losses.dsanet_objective(out, labels, cams, dsanet_config(config), config.loss)
+    terms = losses.dsanet_objective(out, labels, cams, dsanet_config(config), loss_spec(config))
     np.testing.assert_allclose(
         terms["cam"], 0.5 * losses.cross_entropy(out["cam_logits"], cams), rtol=1e-6
     )
@@ -409,7 +409,7 @@ def test_objective_weights():
         terms["total"], sum(v for k, v in terms.items() if k != "total"), rtol=1e-6
     )
     config.loss.fwg_frame_ce = True
-    terms = losses.dsanet_objective(out, labels, cams, dsanet_config(config), config.loss)
+    terms = losses.dsanet_objective(out, labels, cams, dsanet_config(config), loss_spec(config))
     assert "fwg_ce" in terms
 
 

@@ -21,7 +21,7 @@ from tests.runs import (
     variables_of,
 )
 from tests.two_processes import (
-    SGD,
+    RUN,
     STEPS,
     STOP_LAG,
     TwoProcesses,
@@ -41,13 +41,13 @@ def uninterrupted(tmp_path_factory):
     """The shared uninterrupted two-process run (`tests.two_processes.uninterrupted_run`):
     its data dir and (step, variables)."""
     root = uninterrupted_run(tmp_path_factory)
-    return root / "data", variables_of(root / "whole", synthetic_config(root, **SGD))
+    return root / "data", variables_of(root / "whole", synthetic_config(root, **RUN))
 
 
 def resume_to_the_end(tmp_path, workdir, expected, *extra, data, run=None):
     run = run or TwoProcesses(tmp_path, workdir, *extra, data=data)
     assert run.wait(time.monotonic() + 600) == [0, 0], run.stderr(0)[-3000:] + run.stderr(1)
-    step, got = variables_of(workdir, synthetic_config(tmp_path))
+    step, got = variables_of(workdir, synthetic_config(tmp_path, **RUN))
     assert step == STEPS == expected[0]
     assert_bitwise_equal(expected[1], got)
 

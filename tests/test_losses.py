@@ -1,12 +1,16 @@
 """Losses against NumPy loop references, and finite gradients on degenerate batches."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from reidjax.config.config_lib import base_config
+from reidjax.models.factory import loss_spec
 from reidjax.models.losses import (
+    LossSpec,
     batch_hard_triplet,
     cross_entropy,
     pairwise_distance,
@@ -92,7 +96,8 @@ def test_degenerate_batches_give_finite_gradients(rng, kind):
 
 
 def test_reid_objective_terms_and_weights(rng):
-    config = base_config().loss
+    config = loss_spec(base_config())
+    assert config == LossSpec()  # the spec's defaults are the schema's
     outputs = {
         "logits": jnp.asarray(rng.normal(size=(8, 5)), jnp.float32),
         "bn_features": jnp.asarray(rng.normal(size=(8, 16)), jnp.float32),
@@ -105,13 +110,12 @@ def test_reid_objective_terms_and_weights(rng):
     np.testing.assert_allclose(
         terms["triplet"], batch_hard_triplet(outputs["bn_features"], labels), rtol=1e-6
     )
-    config.triplet_weight = 0.5
-    config.triplet_feature = "features"
+    config = dataclasses.replace(config, triplet_weight=0.5, triplet_feature="features")
     halved = reid_objective(outputs, labels, config)
     np.testing.assert_allclose(
         halved["triplet"], 0.5 * batch_hard_triplet(outputs["features"], labels), rtol=1e-6
     )
-    config.triplet_feature = "embedding"
+    config = dataclasses.replace(config, triplet_feature="embedding")
     with pytest.raises(ValueError, match="valid: \\['bn_features', 'features'\\]"):
         reid_objective(outputs, labels, config)
     with pytest.raises(ValueError, match="valid: \\['cosine', 'euclidean'\\]"):

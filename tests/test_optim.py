@@ -1,12 +1,15 @@
 """Optimizers and schedules against torch.optim (Adam, AdamW, StepLR, clipping)."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from reidjax import experiment
 from reidjax.config.config_lib import base_config
-from reidjax.training.optim import build_optimizer, learning_rate_schedule
+from reidjax.training.optim import OptimSpec, build_optimizer, learning_rate_schedule
 
 try:
     import torch
@@ -15,10 +18,10 @@ except ImportError:  # the tests marked `torch` are skipped (conftest.py)
 
 
 def _run(name, clip, steps=12, steps_per_epoch=2):
-    config = base_config().optim
-    config.name, config.lr, config.weight_decay = name, 0.01, 0.05
-    config.lr_decay_every_epochs, config.lr_decay_factor = 2, 0.5
-    config.grad_clip_norm = clip
+    config = OptimSpec(
+        name=name, lr=0.01, weight_decay=0.05, lr_decay_every_epochs=2, lr_decay_factor=0.5,
+        grad_clip_norm=clip,
+    )  # fmt: skip
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(5,)).astype(np.float32)
     grads = rng.normal(size=(steps, 5)).astype(np.float32) * 3
@@ -54,15 +57,22 @@ def test_matches_torch_optimizers(name, clip):
 
 
 def test_schedule_in_epochs_with_warmup():
-    config = base_config().optim
-    config.lr, config.lr_decay_every_epochs, config.lr_decay_factor = 1.0, 3, 0.1
+    config = OptimSpec(lr=1.0, lr_decay_every_epochs=3, lr_decay_factor=0.1)
     schedule = learning_rate_schedule(config, steps_per_epoch=10, epochs=9)
     assert [float(schedule(s)) for s in (0, 29, 30, 59, 60, 89)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01]
     )
-    config.warmup_epochs = 1
+    config = dataclasses.replace(config, warmup_epochs=1)
     schedule = learning_rate_schedule(config, steps_per_epoch=10, epochs=9)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(10)) == pytest.approx(1)
-    config.name = "lamb"
     with pytest.raises(ValueError, match=r"valid: \['adam', 'adamw', 'sgd'\]"):
-        build_optimizer(config, 10, 9)
+        build_optimizer(dataclasses.replace(config, name="lamb"), 10, 9)
+
+
+def test_the_spec_holds_every_key_of_the_config_section():
+    """`experiment.optim_spec` copies `config.optim` whole: a key added to the schema must
+    be added to `OptimSpec` (or the set-up would drop it)."""
+    config = base_config()
+    spec = experiment.optim_spec(config)
+    assert {f.name for f in dataclasses.fields(OptimSpec)} == set(config.optim.keys())
+    assert dataclasses.asdict(spec) == dict(config.optim.items())

@@ -74,7 +74,7 @@ def test_train_and_eval_steps_lower_for_gpu_and_tpu(name):
     with config.unlocked():
         config.model.strided_conv = "native"
     model = experiment.build(config, registry_meta(config))
-    tx, schedule = build_optimizer(config.optim, 10, config.train.epochs)
+    tx, schedule = build_optimizer(experiment.optim_spec(config), 10, config.train.epochs)
     state = jax.eval_shape(lambda: state_of(model.init(jax.random.key(0), dummy_clips(config)), tx))
     b = config.train.ids_per_batch * config.train.clips_per_id
     clips = (b, config.input.num_frames, config.input.height, config.input.width, 3)

@@ -12,7 +12,7 @@ from flax import traverse_util
 from reidjax.config.config_lib import base_config
 from reidjax.config.recipes import set_strf_stages
 from reidjax.experiment import build_module
-from reidjax.models.factory import dummy_clips
+from reidjax.models.factory import dummy_clips, loss_spec
 from reidjax.models.strf import FACTORS, STRF, STRFConfig
 
 # ----------------------------------------------------------------- NumPy reference
@@ -268,7 +268,7 @@ def test_gradients_reach_every_strf_parameter_after_one_step(variant):
             {"params": params, "batch_stats": batch_stats}, clips, train=True,
             mutable=["batch_stats"],
         )  # fmt: skip
-        return reid_objective(out, labels, config.loss)["total"]
+        return reid_objective(out, labels, loss_spec(config))["total"]
 
     grad_fn = jax.jit(jax.grad(loss))
     params = variables["params"]

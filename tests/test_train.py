@@ -26,7 +26,7 @@ from reidjax.training.checkpoint import CheckpointNotFoundError
 from reidjax.training.optim import build_optimizer
 from reidjax.training.state import create_state, init_variables
 from tests.runs import assert_bitwise_equal, logged_steps, synthetic_config, variables_of
-from tests.two_processes import SGD, uninterrupted_run
+from tests.two_processes import RUN, uninterrupted_run
 from tests.two_processes import STEPS as TWO_PROCESS_STEPS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -121,8 +121,7 @@ def test_trainer_step_on_8_devices_equals_1_device(tmp_path):
     """
     config = synthetic_config(tmp_path, **{"optim.name": "sgd", "optim.lr": 0.1})
     run = experiment.setup(config)
-    # The run's own optimizer: the 1-device program is the one-step run's of the
-    # two-process test below (compiled once for both).
+    # The run's own optimizer and schedule, as the training loop builds them.
     batch, model, tx, schedule = run.batches(0), run.model, run.tx, run.schedule
     variables = init_variables(model, config)
     results = []
@@ -165,7 +164,7 @@ def test_eval_restores_variables_without_an_optimizer(dsanet_run, tmp_path):
     with config.unlocked():
         config.optim.name = "no-such-optimizer"
     with pytest.raises(ValueError, match="no-such-optimizer"):
-        build_optimizer(config.optim, 1, 1)
+        build_optimizer(experiment.optim_spec(config), 1, 1)
     numbers = eval_lib.evaluate_workdir(config, str(workdir), output=str(tmp_path / "report"))
     trained = json.loads((workdir / "eval" / "results.json").read_text())
     assert numbers["step"] == trained["step"] == config.train.num_steps
@@ -304,20 +303,21 @@ def test_train_py_and_eval_py_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_two_process_run_equals_one_process(tmp_path_factory, tmp_path):
     """A real 2-process jax.distributed run (gloo CPU collectives on 127.0.0.1, 2 devices
-    per process: the shared run of tests/two_processes.py, SGD at lr 0.1) has after its
-    first step the parameters of the 1-process run on 1 device, within the bound of
-    `test_trainer_step_on_8_devices_equals_1_device`; process 0 alone prints progress.
+    per process: the shared run of tests/two_processes.py, the C2D baseline, SGD at lr 0.1)
+    has after its first step the parameters of the 1-process run on 1 device, within
+    `CROSS_LAYOUT_ATOL`; process 0 alone prints progress.
 
-    Measured here: 1.9e-4 at most against 4 devices in one process (gloo's summation
-    order flipped a near-tied max), 2.5e-6 against 1 device (2026-12-07), where a wiring
-    error (a clip duplicated in the batch) gives 1.76. Over 3 steps the early
-    training amplified the same rounding to 2.5e-3, so the first step is compared.
+    Measured for this model (2026-12-08): 3.6e-7 at most between the layouts, where a
+    wiring error (a clip duplicated in the batch, one step on 1 device) moves parameters
+    by up to 0.055, 11x the bound. (For DSANet, the 8-device test's model: 1.9e-4 against
+    4 devices in one process, 1.76 for the same wiring error.) Over several steps early
+    training amplifies rounding, so the first step is compared.
     """
     shared = uninterrupted_run(tmp_path_factory)
     outputs = [(shared / f"whole.out{rank}").read_text() for rank in (0, 1)]
     assert f"step 1/{TWO_PROCESS_STEPS}" in outputs[0] and "step 1/" not in outputs[1]
     assert f"trained to step {TWO_PROCESS_STEPS}" in outputs[1]
-    overrides = {**SGD, "train.num_steps": 1, "train.eval_every": -1}
+    overrides = {**RUN, "train.num_steps": 1, "train.eval_every": -1}
     config = synthetic_config(shared, **overrides)  # the shared run's data
     single = tmp_path / "single"
     train_lib.train_and_evaluate(config, str(single))

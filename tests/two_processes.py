@@ -13,11 +13,15 @@ from tests.runs import free_port, two_process_env
 from tests.shared import once
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# SGD at lr 0.1 in every run here: its first step is what tests/test_train.py compares
-# across layouts (the bound of `CROSS_LAYOUT_ATOL` is derived for it; Adam's first step
-# would amplify rounding), and the interrupted chains must resume to the same optimizer.
-SGD = {"optim.name": "sgd", "optim.lr": 0.1}
-OPTIMIZER = [f"--config.{key}={value}" for key, value in SGD.items()]
+# What every run here changes in configs/synthetic.py:smoke. The C2D baseline instead of
+# DSANet: these runs test the processes' coordination (signals, barriers, checkpoints, a
+# lost peer), not a model, and process 1 compiles cold in every start (JAX's CPU cache key
+# differs between the processes, and only process 0 writes), so a cheaper program saves
+# that compilation six times. SGD at lr 0.1: its first step is what tests/test_train.py
+# compares across layouts (`CROSS_LAYOUT_ATOL` is derived for it; Adam's first step would
+# amplify rounding), and the interrupted chains must resume to the same optimizer.
+RUN = {"model.name": "baseline", "optim.name": "sgd", "optim.lr": 0.1}
+SETTINGS = [f"--config.{key}={value}" for key, value in RUN.items()]
 STEPS = (
     14  # long enough that the second stop (by step 11) and the kill after it land before the end
 )
@@ -53,7 +57,7 @@ class TwoProcesses:
                 sys.executable, "train.py", "--config", "configs/synthetic.py:smoke",
                 "--workdir", str(workdir), f"--config.dataset.data_dir={data}",
                 f"--config.train.num_steps={STEPS}", "--config.train.eval_every=-1",
-                "--config.train.log_every=1", *OPTIMIZER, *extra,
+                "--config.train.log_every=1", *SETTINGS, *extra,
             ]  # fmt: skip
             err = open(tmp_path / f"{workdir.name}.{rank}.{time.monotonic_ns()}.err", "w+")  # noqa: SIM115
             self.logs.append((rank, err))

@@ -46,20 +46,27 @@ def record(reads: list[str]) -> None:
     frame outside ml_collections and outside these wrappers."""
     get_attr = ml_collections.ConfigDict.__getattr__
     get_item = ml_collections.ConfigDict.__getitem__
+    depth = [0]  # a read inside a read (attribute access goes through item access) is one
+
+    def counted(get, self, key):
+        if depth[0] == 0 and not str(key).startswith("_"):
+            reads.append(caller())
+        depth[0] += 1
+        try:
+            return get(self, key)
+        finally:
+            depth[0] -= 1
 
     def getattr_(self, name):
-        if not name.startswith("_"):
-            reads.append(caller())
-        return get_attr(self, name)
+        return counted(get_attr, self, name)
 
     def getitem_(self, key):
-        reads.append(caller())
-        return get_item(self, key)
+        return counted(get_item, self, key)
 
-    own = {getattr_.__code__, getitem_.__code__}
+    own = {getattr_.__code__, getitem_.__code__, counted.__code__}
 
     def caller() -> str:
-        frame = sys._getframe(2)
+        frame = sys._getframe(3)
         while frame is not None and (
             frame.f_code in own or frame.f_globals.get("__name__", "").startswith("ml_collections")
         ):

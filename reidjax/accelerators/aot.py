@@ -229,7 +229,9 @@ def lower_steps(
     if train:
         spec = experiment.train_spec(config)
         sharding.check_batch(spec.global_batch, mesh)
-        tx, schedule = build_optimizer(config.optim, steps_per_epoch, config.train.epochs)
+        tx, schedule = build_optimizer(
+            experiment.optim_spec(config), steps_per_epoch, config.train.epochs
+        )
         state = abstract_state(model, config, tx, mesh)
         batch = abstract_batch(train_batch_spec(spec.global_batch, t, h, w), mesh)
         key = with_sharding(jax.eval_shape(lambda: jax.random.key(0)), sharding.replicated(mesh))

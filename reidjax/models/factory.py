@@ -175,6 +175,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             )
 
 
+def loss_spec(config: ml_collections.ConfigDict) -> losses.LossSpec:
+    """The objectives' weights and choices, from `config.loss`."""
+    c = config.loss
+    return losses.LossSpec(**{f.name: c[f.name] for f in dataclasses.fields(losses.LossSpec)})
+
+
 def build_model(config: ml_collections.ConfigDict, num_classes: int, num_cameras: int) -> ReIDModel:
     """The model family of `config.model` with its objective (`config.loss`).
 
@@ -186,7 +192,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, num_cameras
     Raises:
         ConfigError: unknown model name, arch, variant or dtype, listing the valid ones.
     """
-    m, loss = config.model, config.loss
+    m, loss = config.model, loss_spec(config)
     if m.name not in MODELS:
         raise ConfigError(f"Unknown model {m.name!r}; valid: {list(MODELS)}")
     try:

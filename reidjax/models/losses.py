@@ -6,9 +6,10 @@ term is logged (STYLE.md).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from reidjax.errors import ConfigError
 
@@ -97,6 +98,23 @@ def batch_hard_triplet(
     return jnp.sum(losses) / jnp.maximum(jnp.sum(valid), 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """The weights and choices of the objectives (the keys of `config.loss`; the model
+    factory makes it: `reidjax.models.factory.loss_spec`)."""
+
+    ce_weight: float = 1.0
+    label_smoothing: float = 0.0
+    triplet_weight: float = 1.0
+    triplet_margin: float = 0.3
+    triplet_distance: str = "cosine"  # | euclidean
+    triplet_feature: str = "bn_features"  # post-BN (lineage) | features (pre-BN)
+    dsanet_lambda: float = 0.1  # DSANet, Eqs. (9)-(10)
+    dsanet_lambda_cam: float = 0.1
+    ic_reduction: str = "mean"  # L_ic over channels: mean | sum
+    fwg_frame_ce: bool = True  # train FWG's pseudo-label classifier with its frame CE
+
+
 def _check_triplet_feature(name: str) -> None:
     if name not in ("bn_features", "features"):
         raise ValueError(
@@ -105,7 +123,7 @@ def _check_triplet_feature(name: str) -> None:
 
 
 def reid_objective(
-    outputs: dict[str, Array], labels: Array, loss_config: ml_collections.ConfigDict
+    outputs: dict[str, Array], labels: Array, loss_config: LossSpec
 ) -> dict[str, Array]:
     """CE + batch-hard triplet: the objective of the baseline and STRF networks (Eq. (9)).
 
@@ -113,10 +131,10 @@ def reid_objective(
         outputs: the network's outputs (`logits`, and the triplet feature named by
             `loss_config.triplet_feature`: `bn_features` (post-BN, lineage) or `features`).
         labels: `[B]` identity labels.
-        loss_config: `config.loss`.
+        loss_config: the weights and choices (`config.loss`).
 
     Returns:
-        `{"ce": w·CE, "triplet": w·L_tri, "total": sum}` (weights from the config).
+        `{"ce": w·CE, "triplet": w·L_tri, "total": sum}` (weights from the spec).
     """
     c = loss_config
     _check_triplet_feature(c.triplet_feature)
@@ -212,7 +230,7 @@ def dsanet_objective(
     labels: Array,
     cameras: Array,
     switches,
-    loss_config: ml_collections.ConfigDict,
+    loss_config: LossSpec,
 ) -> dict[str, Array]:
     """The DSANet total, Eqs. (9)–(10), as named weighted terms.
 
@@ -223,8 +241,8 @@ def dsanet_objective(
         outputs: `DSANet` outputs (training mode).
         labels: `[B]` identity labels; cameras: `[B]` 0-based camera ids.
         switches: the model's `DSANetConfig`.
-        loss_config: `config.loss` (`dsanet_lambda`, `dsanet_lambda_cam`, triplet and CE
-            settings, `ic_reduction`, `fwg_frame_ce`).
+        loss_config: the weights and choices (`dsanet_lambda`, `dsanet_lambda_cam`, triplet
+            and CE settings, `ic_reduction`, `fwg_frame_ce`).
 
     Returns:
         `{"ce", "sao", "lr", "cam", "triplet", "dis", "ic", "w", ["fwg_ce"], "total"}` for

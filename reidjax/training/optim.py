@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules from `config.optim` (optax).
+"""Optimizers and learning-rate schedules (optax) from an `OptimSpec` (the set-up makes it
+from `config.optim`: `reidjax.experiment.optim_spec`).
 
 `adam` reproduces `torch.optim.Adam(weight_decay=wd)`: the decay is added to the gradient
 before the moment estimates (coupled L2, the recipe of both papers). `adamw` is decoupled
@@ -8,8 +9,9 @@ decay (`torch.optim.AdamW`); `sgd` is SGD with momentum 0.9 and coupled decay
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
-import ml_collections
 import optax
 
 from reidjax.errors import ConfigError
@@ -17,7 +19,21 @@ from reidjax.errors import ConfigError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
-def decay_steps(optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs: int) -> list[int]:
+@dataclasses.dataclass(frozen=True)
+class OptimSpec:
+    """The optimizer, its decay and its schedule in epochs (the keys of `config.optim`)."""
+
+    name: str = "adam"  # adam (coupled L2) | adamw (decoupled) | sgd (momentum 0.9)
+    lr: float = 3e-4  # peak learning rate
+    weight_decay: float = 5e-4
+    lr_decay_every_epochs: int = 50  # step decay by lr_decay_factor every N epochs
+    lr_decay_factor: float = 0.1
+    warmup_epochs: float = 0  # linear warm-up from lr/100
+    grad_clip_norm: float = 0.0  # 0: off
+    freeze: tuple[str, ...] = ()  # '/'-joined parameter path prefixes kept as loaded
+
+
+def decay_steps(optim: OptimSpec, steps_per_epoch: int, epochs: int) -> list[int]:
     """The steps at which the learning rate is multiplied by `lr_decay_factor`: every
     `lr_decay_every_epochs` epochs of `steps_per_epoch` steps, up to `epochs`."""
     every = optim.lr_decay_every_epochs
@@ -26,9 +42,7 @@ def decay_steps(optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs: 
     return [k * every * steps_per_epoch for k in range(1, epochs // every + 1)]
 
 
-def learning_rate_schedule(
-    optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs: int
-) -> optax.Schedule:
+def learning_rate_schedule(optim: OptimSpec, steps_per_epoch: int, epochs: int) -> optax.Schedule:
     """Step decay by `lr_decay_factor` every `lr_decay_every_epochs` (torch `StepLR` stepped
     per epoch), after an optional linear warmup from lr/100 over `warmup_epochs`."""
     if steps_per_epoch < 1:
@@ -45,7 +59,7 @@ def learning_rate_schedule(
 
 
 def build_optimizer(
-    optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs: int
+    optim: OptimSpec, steps_per_epoch: int, epochs: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The configured optimizer and its schedule.
 
@@ -77,7 +91,7 @@ def build_optimizer(
             optax.scale_by_learning_rate(schedule),
         ]
     tx = optax.chain(*parts)
-    if optim.get("freeze"):
+    if optim.freeze:
         tx = freeze(tx, tuple(optim.freeze))
     return tx, schedule
 
