@@ -15,6 +15,7 @@ docs/architecture.md.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import itertools
 import json
 import os
@@ -86,18 +87,16 @@ def main() -> int:
     args = parser.parse_args()
     reads: list[str] = []
     with tempfile.TemporaryDirectory(prefix="reidjax-walk-") as scratch:
-        sys.path.insert(0, ROOT)
         os.chdir(ROOT)
-        from absl import flags
-
-        import train  # train.py at the repository root
-
+        # train.py at the repository root, loaded from its file (it is not in a package).
+        spec = importlib.util.spec_from_file_location("train", os.path.join(ROOT, "train.py"))
+        train = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(train)
         argv = [
             "train.py", "--config", args.config, "--workdir", os.path.join(scratch, "run"),
             f"--config.dataset.data_dir={args.data_dir or os.path.join(scratch, 'data')}",
         ]  # fmt: skip
-        parse = getattr(train, "cli", None)
-        remaining = parse.parse_flags(argv) if parse else flags.FLAGS(argv)
+        remaining = train.cli.parse_flags(argv)
         record(reads)
         code = train.main(remaining)
     if code:

@@ -44,21 +44,21 @@ class EvalSpec:
     features become distances and metrics (`config.input` and `config.eval`; made by
     `reidjax.experiment.eval_spec`, with `worker_kind` resolved for this host)."""
 
-    num_frames: int = 4  # T: frames per test clip
-    height: int = 256
-    width: int = 128
-    test_sampler: str = "dense"  # dense | rrs
-    test_padding: str = "repeat"  # a dense tracklet's short last clip: repeat | loop
-    batch_size: int = 32  # clips per global batch; a multiple of the device count
-    clip_weights: str = "frames"  # frames | clips
-    workers: int = 2  # reader threads or processes; 0: inline
-    worker_kind: str = "threads"  # threads | processes
-    distance: str = "cosine"  # cosine | euclidean
-    max_rank: int = 20  # CMC curve length
-    rerank: bool = False  # k-reciprocal re-ranking ...
-    rerank_k1: int = 20  # ... with these neighbours
-    rerank_k2: int = 6
-    rerank_lambda: float = 0.3
+    num_frames: int  # T: frames per test clip
+    height: int
+    width: int
+    test_sampler: str  # dense | rrs
+    test_padding: str  # a dense tracklet's short last clip: repeat | loop
+    batch_size: int  # clips per global batch; a multiple of the device count
+    clip_weights: str  # frames | clips
+    workers: int  # reader threads or processes; 0: inline
+    worker_kind: str  # threads | processes
+    distance: str  # cosine | euclidean
+    max_rank: int  # CMC curve length
+    rerank: bool  # k-reciprocal re-ranking ...
+    rerank_k1: int  # ... with these neighbours
+    rerank_k2: int
+    rerank_lambda: float
 
 
 def accumulate(
